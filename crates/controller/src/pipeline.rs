@@ -1,0 +1,65 @@
+//! The compile loop: take the source's latest snapshot, compile it on a blocking thread,
+//! publish, then wait for the next settled change.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tracing::{Instrument, error, info, info_span};
+use vestibule_translate::{Options, compile};
+
+use crate::publish::{ObjectCounts, Publisher};
+use crate::{Debounce, SourceSnapshot};
+
+/// Compiles and publishes every settled change of `source` until the source is dropped.
+/// A compile that panics is logged and the last good configuration stays published.
+pub async fn run_pipeline(
+    mut source: watch::Receiver<Arc<SourceSnapshot>>,
+    options: Arc<Options>,
+    publisher: Arc<Publisher>,
+    debounce: Debounce,
+) {
+    loop {
+        let current = source.borrow_and_update().clone();
+        let span = info_span!("compile", objects = current.snapshot.len());
+        async {
+            let started = Instant::now();
+            let opts = options.clone();
+            let input = current.clone();
+            let compiled =
+                tokio::task::spawn_blocking(move || compile(&input.snapshot, &opts)).await;
+            let elapsed = started.elapsed();
+            match compiled {
+                Ok(compiled) => {
+                    let errors = compiled.report.errors().count();
+                    let warnings = compiled.report.diagnostics.len() - errors;
+                    let generation = publisher.publish(
+                        compiled,
+                        current.problems.clone(),
+                        ObjectCounts::of(&current.snapshot),
+                        elapsed,
+                    );
+                    if let Some(generation) = generation {
+                        info!(
+                            generation,
+                            compile_ms = elapsed.as_secs_f64() * 1000.0,
+                            errors,
+                            warnings,
+                            source_problems = current.problems.len(),
+                            "configuration published"
+                        );
+                    }
+                }
+                Err(e) => error!(
+                    error = %e,
+                    "compile failed; the last good configuration stays in service"
+                ),
+            }
+        }
+        .instrument(span)
+        .await;
+        if !debounce.settle(&mut source).await {
+            return;
+        }
+    }
+}

@@ -1,0 +1,22 @@
+//! The compiled routing table and the matching rules of Ingress v1, with no IO and no runtime.
+//!
+//! Vocabulary (see `ARCHITECTURE.md`): a *virtual host* groups the routes for one host pattern;
+//! a *route* is one rule path with its match kind and backend; a *cluster* is one Service port
+//! with its ready *endpoints*. The table is built once per configuration by `translate`, then
+//! shared read-only by every request.
+
+mod cluster;
+mod host;
+mod path;
+mod precedence;
+mod router;
+mod table;
+
+pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, UpstreamProtocol};
+pub use host::{HostError, HostPattern, request_host};
+pub use path::{PathError, PathKind, PathRule, normalize_request_path};
+pub use precedence::Rank;
+pub use table::{
+    Backend, Conflict, DefaultBackend, Lookup, Route, RouteId, RouteOrigin, RouteTable,
+    TableBuilder, VirtualHost,
+};

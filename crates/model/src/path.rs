@@ -1,0 +1,367 @@
+//! URL paths: the normal form requests are matched (and forwarded) in, and rule paths.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::precedence::Rank;
+
+/// How a rule path is compared with a request path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub enum PathKind {
+    /// The whole request path equals the rule path, case-sensitively.
+    Exact,
+    /// The rule path's `/`-separated elements are a prefix of the request path's elements.
+    /// `ImplementationSpecific` compiles to this kind.
+    Prefix,
+}
+
+/// Why a request path or a rule path cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("path must start with '/'")]
+    NotAbsolute,
+    #[error("path has a '%' that is not followed by two hex digits")]
+    BadPercentEncoding,
+    #[error("path must not contain {0:?}")]
+    Forbidden(&'static str),
+}
+
+/// One rule's path, in normal form, with its match kind.
+///
+/// A Prefix rule's path is stored without empty elements or a trailing slash (`/aaa/bbb/` and
+/// `/aaa/bbb` match the same requests, so they are the same rule); `/` stays `/`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct PathRule {
+    pub kind: PathKind,
+    pub path: Box<str>,
+}
+
+impl PathRule {
+    /// Validates a rule path as the Kubernetes API server does for `Exact` and `Prefix`, and
+    /// brings it to the form requests are compared in.
+    pub fn new(kind: PathKind, path: &str) -> Result<PathRule, PathError> {
+        if !path.starts_with('/') {
+            return Err(PathError::NotAbsolute);
+        }
+        // The API server refuses these in Exact and Prefix paths; refusing them here keeps the
+        // manifest source as strict as a cluster.
+        for seq in ["//", "/./", "/../", "%2f", "%2F"] {
+            if path.contains(seq) {
+                return Err(PathError::Forbidden(seq));
+            }
+        }
+        for suffix in ["/..", "/."] {
+            if path.ends_with(suffix) {
+                return Err(PathError::Forbidden(suffix));
+            }
+        }
+        let decoded = decode_unreserved(path)?;
+        let path: Box<str> = match kind {
+            PathKind::Exact => decoded.into(),
+            PathKind::Prefix => {
+                let elements: Vec<&str> = elements(&decoded).collect();
+                format!("/{}", elements.join("/")).into()
+            }
+        };
+        Ok(PathRule { kind, path })
+    }
+
+    /// An `ImplementationSpecific` path, matched as a Prefix. The API server only checks that
+    /// such a path is absolute, so instead of refusing odd sequences it is normalised the way
+    /// request paths are (dot segments removed, unreserved escapes decoded).
+    pub fn implementation_specific(path: &str) -> Result<PathRule, PathError> {
+        let normal = normalize_request_path(path)?;
+        let elements: Vec<&str> = elements(&normal).collect();
+        Ok(PathRule {
+            kind: PathKind::Prefix,
+            path: format!("/{}", elements.join("/")).into(),
+        })
+    }
+
+    pub fn rank(&self) -> Rank {
+        Rank::new(self.kind, self.path.len())
+    }
+
+    /// True when a normalised request path matches this rule. The router answers the same
+    /// question for all rules at once; this one-rule form is the specification it is tested
+    /// against.
+    pub fn matches(&self, request_path: &str) -> bool {
+        match self.kind {
+            PathKind::Exact => *self.path == *request_path,
+            PathKind::Prefix => {
+                let mut request = elements(request_path);
+                elements(&self.path).all(|rule| request.next() == Some(rule))
+            }
+        }
+    }
+}
+
+impl fmt::Display for PathRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?} {}", self.kind, self.path)
+    }
+}
+
+/// The non-empty `/`-separated elements of a path.
+pub(crate) fn elements(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/').filter(|e| !e.is_empty())
+}
+
+/// Brings a request path to the form it is matched and forwarded in: percent-encoded
+/// unreserved characters decoded (`%7E` → `~`, `%2E` → `.`), then dot segments removed
+/// (`/a/./b`, `/a/x/../b` → `/a/b`). Reserved escapes such as `%2F` stay encoded, so an
+/// encoded slash never becomes a path separator. Borrows when nothing changes.
+///
+/// Decoding comes first so that `%2E%2E` cannot smuggle a `..` past dot-segment removal.
+pub fn normalize_request_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    if !raw.starts_with('/') {
+        return Err(PathError::NotAbsolute);
+    }
+    let decoded = decode_unreserved(raw)?;
+    if !has_dot_segment(&decoded) {
+        return Ok(decoded);
+    }
+    Ok(Cow::Owned(remove_dot_segments(&decoded)))
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn decode_unreserved(raw: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = raw.as_bytes();
+    let Some(first) = bytes.iter().position(|&b| b == b'%') else {
+        return Ok(Cow::Borrowed(raw));
+    };
+    let mut out = String::with_capacity(raw.len());
+    out.push_str(&raw[..first]);
+    let mut i = first;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if b != b'%' {
+            // Copy the run up to the next escape in one go; it is valid UTF-8 because `raw` is
+            // and '%' is ASCII.
+            let end = bytes[i..]
+                .iter()
+                .position(|&b| b == b'%')
+                .map_or(bytes.len(), |p| i + p);
+            out.push_str(&raw[i..end]);
+            i = end;
+            continue;
+        }
+        let (Some(hi), Some(lo)) = (
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) else {
+            return Err(PathError::BadPercentEncoding);
+        };
+        let decoded = hi << 4 | lo;
+        if is_unreserved(decoded) {
+            out.push(char::from(decoded));
+        } else {
+            out.push_str(&raw[i..i + 3]);
+        }
+        i += 3;
+    }
+    Ok(Cow::Owned(out))
+}
+
+fn has_dot_segment(path: &str) -> bool {
+    // Every dot segment starts with "/."; most paths have none, and this scan is cheap.
+    path.contains("/.") && path.split('/').any(|s| s == "." || s == "..")
+}
+
+/// RFC 3986 section 5.2.4 on an absolute path; `..` above the root stays at the root.
+fn remove_dot_segments(path: &str) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    let mut segments = path[1..].split('/').peekable();
+    let mut trailing_slash = false;
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        match segment {
+            "." => trailing_slash = last,
+            ".." => {
+                out.pop();
+                trailing_slash = last;
+            }
+            _ => {
+                out.push(segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut result = String::with_capacity(path.len());
+    for segment in &out {
+        result.push('/');
+        result.push_str(segment);
+    }
+    if trailing_slash || result.is_empty() {
+        result.push('/');
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_paths_are_normalised() {
+        let cases = [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/a/./b", "/a/b"),
+            ("/a/x/../b", "/a/b"),
+            ("/a/b/.", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/..", "/"),
+            ("/../../a", "/a"),
+            ("/a/.", "/a/"),
+            ("/.", "/"),
+            ("/a//b", "/a//b"),
+            ("/a/.../b", "/a/.../b"),
+            ("/a/..b/c", "/a/..b/c"),
+            ("/%7Euser", "/~user"),
+            ("/caf%65", "/cafe"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/a%2fb", "/a%2fb"),
+            ("/a%20b", "/a%20b"),
+            ("/%2E%2E/admin", "/admin"),
+            ("/a/%2e%2e/b", "/b"),
+            ("/a/%2E/b", "/a/b"),
+            ("/%41%42", "/AB"),
+            ("/%25", "/%25"),
+            ("/é", "/é"),
+        ];
+        for (raw, want) in cases {
+            assert_eq!(
+                normalize_request_path(raw).as_deref(),
+                Ok(want),
+                "normalize({raw:?})"
+            );
+        }
+    }
+
+    #[test]
+    fn bad_request_paths_are_refused() {
+        assert_eq!(normalize_request_path("*"), Err(PathError::NotAbsolute));
+        assert_eq!(normalize_request_path(""), Err(PathError::NotAbsolute));
+        for raw in ["/%", "/%4", "/%zz", "/a%2", "/%g0"] {
+            assert_eq!(
+                normalize_request_path(raw),
+                Err(PathError::BadPercentEncoding),
+                "{raw:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unchanged_paths_are_borrowed() {
+        assert!(matches!(
+            normalize_request_path("/a/b/c"),
+            Ok(Cow::Borrowed(_))
+        ));
+    }
+
+    #[test]
+    fn rule_paths_are_validated_like_the_api_server() {
+        assert_eq!(
+            PathRule::new(PathKind::Prefix, "foo"),
+            Err(PathError::NotAbsolute)
+        );
+        for (path, seq) in [
+            ("/a//b", "//"),
+            ("/a/./b", "/./"),
+            ("/a/../b", "/../"),
+            ("/a%2Fb", "%2F"),
+            ("/a%2fb", "%2f"),
+            ("/a/..", "/.."),
+            ("/a/.", "/."),
+        ] {
+            assert_eq!(
+                PathRule::new(PathKind::Exact, path),
+                Err(PathError::Forbidden(seq)),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn prefix_rules_drop_the_trailing_slash_exact_rules_keep_it() {
+        let prefix = PathRule::new(PathKind::Prefix, "/foo/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&*prefix.path, "/foo");
+        let root = PathRule::new(PathKind::Prefix, "/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&*root.path, "/");
+        let exact = PathRule::new(PathKind::Exact, "/foo/").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(&*exact.path, "/foo/");
+    }
+
+    #[test]
+    fn implementation_specific_is_a_normalised_prefix() {
+        let cases = [
+            ("/", "/"),
+            ("/foo/", "/foo"),
+            ("/a//b", "/a/b"),
+            ("/a/./b/../c", "/a/c"),
+            ("/%7Eu", "/~u"),
+        ];
+        for (path, want) in cases {
+            let rule = PathRule::implementation_specific(path).unwrap();
+            assert_eq!((rule.kind, &*rule.path), (PathKind::Prefix, want), "{path}");
+        }
+        assert_eq!(
+            PathRule::implementation_specific("foo"),
+            Err(PathError::NotAbsolute)
+        );
+    }
+
+    fn rule(kind: PathKind, path: &str) -> PathRule {
+        PathRule::new(kind, path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// The table of "Examples" from the Ingress v1 documentation, plus the doc's own cases.
+    #[test]
+    fn single_rule_matching_table() {
+        use PathKind::{Exact, Prefix};
+        let cases: &[(PathKind, &str, &str, bool)] = &[
+            (Prefix, "/", "/", true),
+            (Prefix, "/", "/anything/at/all", true),
+            (Exact, "/foo", "/foo", true),
+            (Exact, "/foo", "/bar", false),
+            (Exact, "/foo", "/foo/", false),
+            (Exact, "/foo/", "/foo", false),
+            (Exact, "/foo", "/Foo", false),
+            (Prefix, "/foo", "/foo", true),
+            (Prefix, "/foo", "/foo/", true),
+            (Prefix, "/foo/", "/foo", true),
+            (Prefix, "/foo/", "/foo/", true),
+            (Prefix, "/aaa/bb", "/aaa/bbb", false),
+            (Prefix, "/aaa/bbb", "/aaa/bbb", true),
+            (Prefix, "/aaa/bbb/", "/aaa/bbb", true),
+            (Prefix, "/aaa/bbb", "/aaa/bbb/", true),
+            (Prefix, "/aaa/bbb", "/aaa/bbb/ccc", true),
+            (Prefix, "/aaa/bbb", "/aaa/bbbxyz", false),
+            (Prefix, "/aaa/bbb", "/aaa/bb", false),
+            (Prefix, "/aaa/bbb", "/AAA/bbb", false),
+            (Prefix, "/aaa", "/aaa%2Fbbb", false),
+        ];
+        for &(kind, path, request, want) in cases {
+            assert_eq!(
+                rule(kind, path).matches(request),
+                want,
+                "{kind:?} {path} vs {request}"
+            );
+        }
+    }
+}

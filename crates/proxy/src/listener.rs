@@ -1,0 +1,188 @@
+//! Listeners: accept TCP connections, serve HTTP/1.1 and HTTP/2 (h2c by prior knowledge) on
+//! each through hyper-util's auto builder, and drain on shutdown: stop accepting, let open
+//! connections finish their requests, give up at the deadline.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{debug, info, warn};
+
+use crate::ProxySettings;
+use crate::dataplane::DataPlane;
+use crate::forward::handle;
+use crate::headers::ClientSide;
+use crate::upstream::Upstreams;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("binding {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound listening socket, not yet serving.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    addr: SocketAddr,
+    scheme: Scheme,
+}
+
+impl Listener {
+    pub async fn bind(addr: SocketAddr, scheme: Scheme) -> Result<Listener, ServeError> {
+        let tcp = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let addr = tcp
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Listener { tcp, addr, scheme })
+    }
+
+    /// The address actually bound (with the real port when asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Serves until `shutdown` is cancelled, then drains: returns once every connection has
+    /// finished, or at `drain_deadline`, whichever comes first. Returns the number of
+    /// connections still open at that point.
+    pub async fn serve(
+        self,
+        dataplane: Arc<DataPlane>,
+        settings: Arc<ProxySettings>,
+        shutdown: CancellationToken,
+        drain_deadline: Duration,
+    ) -> usize {
+        let shared = Arc::new(Shared {
+            dataplane,
+            upstreams: Upstreams::new(&settings.upstream),
+            builder: builder(&settings),
+        });
+        let tracker = TaskTracker::new();
+        info!(listener = self.scheme.name(), address = %self.addr, "listening");
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let accepted = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.tcp.accept() => accepted,
+            };
+            match accepted {
+                Ok((stream, peer)) => {
+                    backoff = Duration::from_millis(5);
+                    let client = ClientSide {
+                        peer: peer.ip(),
+                        local_port: self.addr.port(),
+                        https: self.scheme == Scheme::Https,
+                    };
+                    tracker.spawn(serve_connection(
+                        shared.clone(),
+                        stream,
+                        client,
+                        shutdown.clone(),
+                    ));
+                }
+                Err(e) => {
+                    // Usually out of file descriptors: wait for some to be freed rather than
+                    // spin on the error.
+                    warn!(address = %self.addr, error = %e, "accept failed");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+        drop(self.tcp);
+        tracker.close();
+        let open = tracker.len();
+        info!(address = %self.addr, open_connections = open, "stopped accepting; draining");
+        if tokio::time::timeout(drain_deadline, tracker.wait())
+            .await
+            .is_err()
+        {
+            let left = tracker.len();
+            warn!(address = %self.addr, open_connections = left, "drain deadline reached");
+            return left;
+        }
+        0
+    }
+}
+
+struct Shared {
+    dataplane: Arc<DataPlane>,
+    upstreams: Upstreams,
+    builder: auto::Builder<TokioExecutor>,
+}
+
+fn builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.client_header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(settings.http2_max_concurrent_streams);
+    builder
+}
+
+async fn serve_connection(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    client: ClientSide,
+    shutdown: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = {
+        let shared = shared.clone();
+        service_fn(move |request| {
+            let shared = shared.clone();
+            async move {
+                Ok::<_, Infallible>(
+                    handle(&shared.dataplane, &shared.upstreams, client, request).await,
+                )
+            }
+        })
+    };
+    let connection = shared
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        result = connection.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            // HTTP/1.1: finish the request in flight, then close. HTTP/2: GOAWAY, then
+            // finish the open streams.
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        debug!(peer = %client.peer, error = %e, "connection ended with an error");
+    }
+}

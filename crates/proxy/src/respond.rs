@@ -1,0 +1,182 @@
+//! Every failure the proxy answers itself, classified where it happens and turned into a
+//! response here, in one place: status, a short body (plain text, or JSON when the client
+//! asks for it), and `Server: vestibule`. Bodies never carry internal addresses or errors;
+//! those go to the log.
+
+use std::error::Error as StdError;
+
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, SERVER};
+use http::{HeaderMap, Response, StatusCode};
+
+use crate::body::{ProxyBody, full};
+
+pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+
+pub(crate) const SERVER_NAME: HeaderValue = HeaderValue::from_static("vestibule");
+
+/// Why Vestibule answered a request itself instead of forwarding the upstream's response.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("bad request: {0}")]
+    BadRequest(&'static str),
+    #[error("no route for this host and path")]
+    NoRoute,
+    #[error("backend unavailable: {0}")]
+    BackendUnavailable(Box<str>),
+    #[error("no ready endpoints in {0}")]
+    NoEndpoints(String),
+    #[error("connecting to {endpoint}: {source}")]
+    UpstreamConnect { endpoint: String, source: BoxError },
+    #[error("{endpoint} did not answer in time")]
+    UpstreamTimeout { endpoint: String },
+    #[error("{endpoint}: {source}")]
+    UpstreamFailed { endpoint: String, source: BoxError },
+}
+
+impl ProxyError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::BackendUnavailable(_) | ProxyError::NoEndpoints(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamFailed { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
+            ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// What the client is told: fixed sentences only.
+    fn public_message(&self) -> &'static str {
+        match self {
+            ProxyError::BadRequest(why) => why,
+            ProxyError::NoRoute => "no route for this host and path",
+            ProxyError::BackendUnavailable(_) => "the backend for this route is not available",
+            ProxyError::NoEndpoints(_) => "the backend has no ready endpoints",
+            ProxyError::UpstreamConnect { .. } => "the backend could not be reached",
+            ProxyError::UpstreamFailed { .. } => "the backend failed to answer",
+            ProxyError::UpstreamTimeout { .. } => "the backend did not answer in time",
+        }
+    }
+}
+
+/// The body format of error responses, decided from the request before it is forwarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Style {
+    Text,
+    Json,
+}
+
+impl Style {
+    pub(crate) fn of(request_headers: &HeaderMap) -> Style {
+        let json = request_headers
+            .get_all(ACCEPT)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| v.contains("application/json"));
+        if json { Style::Json } else { Style::Text }
+    }
+}
+
+/// The response for an error.
+pub(crate) fn error_response(error: &ProxyError, style: Style) -> Response<ProxyBody> {
+    let status = error.status();
+    let reason = status.canonical_reason().unwrap_or("");
+    let message = error.public_message();
+    let (content_type, body) = if style == Style::Json {
+        let body = serde_json::json!({
+            "status": status.as_u16(),
+            "error": reason,
+            "message": message,
+        });
+        ("application/json", format!("{body}\n"))
+    } else {
+        (
+            "text/plain; charset=utf-8",
+            format!("{} {reason}: {message}\n", status.as_u16()),
+        )
+    };
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(SERVER, SERVER_NAME);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn all() -> Vec<(ProxyError, u16)> {
+        let source = || -> BoxError { "boom at 10.0.0.1:8080".into() };
+        vec![
+            (ProxyError::BadRequest("the path is not valid"), 400),
+            (ProxyError::NoRoute, 404),
+            (
+                ProxyError::BackendUnavailable("Service a/b not found".into()),
+                503,
+            ),
+            (ProxyError::NoEndpoints("a/b:80".into()), 503),
+            (
+                ProxyError::UpstreamConnect {
+                    endpoint: "10.0.0.1:8080".into(),
+                    source: source(),
+                },
+                502,
+            ),
+            (
+                ProxyError::UpstreamFailed {
+                    endpoint: "10.0.0.1:8080".into(),
+                    source: source(),
+                },
+                502,
+            ),
+            (
+                ProxyError::UpstreamTimeout {
+                    endpoint: "10.0.0.1:8080".into(),
+                },
+                504,
+            ),
+        ]
+    }
+
+    async fn body_of(response: Response<ProxyBody>) -> String {
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn each_error_has_its_status_a_short_body_and_no_internal_detail() {
+        for (error, status) in all() {
+            let response = error_response(&error, Style::Text);
+            assert_eq!(response.status().as_u16(), status, "{error}");
+            assert_eq!(response.headers()[SERVER], "vestibule");
+            assert_eq!(
+                response.headers()[CONTENT_TYPE],
+                "text/plain; charset=utf-8"
+            );
+            let body = body_of(response).await;
+            assert!(body.starts_with(&format!("{status} ")), "{body}");
+            assert!(
+                !body.contains("10.0.0.1") && !body.contains("boom"),
+                "{body}"
+            );
+            assert!(body.len() < 100, "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn json_when_the_client_accepts_it() {
+        let mut headers = HeaderMap::new();
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json, */*"));
+        let response = error_response(&ProxyError::NoRoute, Style::of(&headers));
+        assert_eq!(response.headers()[CONTENT_TYPE], "application/json");
+        let body: serde_json::Value = serde_json::from_str(&body_of(response).await).unwrap();
+        assert_eq!(body["status"], 404);
+        assert_eq!(body["error"], "Not Found");
+    }
+}

@@ -1,0 +1,12 @@
+//! Test-only helpers: Kubernetes object builders that read like the spec, echo backends on real
+//! sockets, and manifest directories on disk.
+
+pub mod echo;
+pub mod fixtures;
+pub mod manifests;
+pub mod raw;
+pub mod scale;
+
+pub use echo::{Echo, EchoReply};
+pub use fixtures::{endpoint_slice, ingress, ingress_class, service, svc, svc_named, tls_secret};
+pub use manifests::ManifestDir;

@@ -1,0 +1,448 @@
+//! The compile: which Ingresses are ours, their rules in precedence order, backends, and the
+//! default backend, into one table and one report.
+
+use std::collections::HashSet;
+
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use serde::Serialize;
+use vestibule_model::{
+    Backend, DefaultBackend, HostPattern, PathKind, PathRule, RouteOrigin, RouteTable, TableBuilder,
+};
+
+use crate::annotations;
+use crate::backend::{PortRef, ServiceRef, Services};
+use crate::class::Classes;
+use crate::report::{Diagnostics, IngressOutcome, Kind, ObjectRef, Report, namespace_of};
+use crate::snapshot::Snapshot;
+
+/// Controller settings that change what is compiled.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Options {
+    /// IngressClasses whose `spec.controller` equals this are ours.
+    pub controller_class: String,
+    /// Value of the legacy `kubernetes.io/ingress.class` annotation that means us.
+    pub ingress_class: String,
+    /// Serve Ingresses that name no class even when no IngressClass of ours is the default.
+    pub watch_ingress_without_class: bool,
+    /// `(namespace, name)` of a Service serving requests that match no rule, used when no
+    /// Ingress sets `spec.defaultBackend`.
+    pub default_backend_service: Option<(String, String)>,
+    /// Namespaces to read; empty means all.
+    pub watch_namespaces: Vec<String>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            controller_class: "vestibule.dev/ingress-controller".to_owned(),
+            ingress_class: "vestibule".to_owned(),
+            watch_ingress_without_class: false,
+            default_backend_service: None,
+            watch_namespaces: Vec::new(),
+        }
+    }
+}
+
+/// The output of a compile.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Compiled {
+    pub table: RouteTable,
+    pub report: Report,
+}
+
+/// Compiles a snapshot. Never fails: what cannot be used is skipped and reported.
+pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
+    let in_scope = |meta: &ObjectMeta| {
+        options.watch_namespaces.is_empty()
+            || options
+                .watch_namespaces
+                .iter()
+                .any(|ns| ns == namespace_of(meta))
+    };
+    let classes = Classes::new(&snapshot.ingress_classes, options);
+    let services = Services::new(
+        snapshot.services.iter().filter(|s| in_scope(&s.metadata)),
+        snapshot
+            .endpoint_slices
+            .iter()
+            .filter(|s| in_scope(&s.metadata)),
+    );
+    let mut ingresses: Vec<&Ingress> = snapshot
+        .ingresses
+        .iter()
+        .map(|i| &**i)
+        .filter(|i| in_scope(&i.metadata))
+        .collect();
+    // Precedence between Ingresses is by age, so they are compiled oldest first and every
+    // "first one wins" below means "oldest wins", whatever order the source listed them in.
+    ingresses.sort_by(|a, b| age_key(&a.metadata).cmp(&age_key(&b.metadata)));
+
+    let mut compiler = Compiler {
+        options,
+        services,
+        builder: TableBuilder::new(),
+        diags: Diagnostics::default(),
+    };
+    let mut outcomes = Vec::new();
+    let mut seen = HashSet::new();
+    for ingress in ingresses {
+        let object = ObjectRef::of(Kind::Ingress, &ingress.metadata);
+        if !seen.insert((object.namespace.clone(), object.name.clone())) {
+            compiler.diags.error(
+                &object,
+                "metadata.name",
+                "another Ingress with this namespace and name is already loaded; this one is ignored",
+            );
+            continue;
+        }
+        let decision = classes.decide(ingress, options);
+        outcomes.push(IngressOutcome {
+            namespace: object.namespace.clone(),
+            name: object.name.clone(),
+            ours: decision.is_ok(),
+            reason: decision.clone().unwrap_or_else(|why_not| why_not),
+        });
+        if decision.is_ok() {
+            compiler.ingress(ingress, &object);
+        }
+    }
+    compiler.flag_default_backend();
+    outcomes.sort();
+    Compiled {
+        table: compiler.builder.build(),
+        report: Report {
+            diagnostics: compiler.diags.finish(),
+            ingresses: outcomes,
+        },
+    }
+}
+
+/// Oldest first: creation time (objects without one, as in manifest files, after those with
+/// one), then namespace and name.
+fn age_key(meta: &ObjectMeta) -> (bool, Option<k8s_openapi::jiff::Timestamp>, &str, &str) {
+    let created = meta.creation_timestamp.as_ref().map(|t| t.0);
+    (
+        created.is_none(),
+        created,
+        namespace_of(meta),
+        meta.name.as_deref().unwrap_or(""),
+    )
+}
+
+struct Compiler<'s> {
+    options: &'s Options,
+    services: Services<'s>,
+    builder: TableBuilder,
+    diags: Diagnostics,
+}
+
+impl Compiler<'_> {
+    fn ingress(&mut self, ingress: &Ingress, object: &ObjectRef) {
+        annotations::check(
+            ingress.metadata.annotations.as_ref(),
+            object,
+            &mut self.diags,
+        );
+        let Some(spec) = &ingress.spec else {
+            self.diags.error(object, "spec", "spec is missing");
+            return;
+        };
+        let rules = spec.rules.as_deref().unwrap_or(&[]);
+        if rules.is_empty() && spec.default_backend.is_none() {
+            self.diags.error(
+                object,
+                "spec",
+                "an Ingress needs at least one rule or a defaultBackend",
+            );
+        }
+        if let Some(default) = &spec.default_backend {
+            self.ingress_default_backend(default, object);
+        }
+        for (i, rule) in rules.iter().enumerate() {
+            let raw_host = rule.host.as_deref().unwrap_or("");
+            let host = match HostPattern::parse(raw_host) {
+                Ok(host) => host,
+                Err(e) => {
+                    self.diags.error(
+                        object,
+                        format!("spec.rules[{i}].host"),
+                        format!("{e}; this rule is ignored"),
+                    );
+                    continue;
+                }
+            };
+            if raw_host.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.diags.warning(
+                    object,
+                    format!("spec.rules[{i}].host"),
+                    format!("host names are case-insensitive; matched as {host}"),
+                );
+            }
+            let Some(http) = &rule.http else {
+                continue;
+            };
+            if http.paths.is_empty() {
+                self.diags.error(
+                    object,
+                    format!("spec.rules[{i}].http.paths"),
+                    "a rule with http needs at least one path",
+                );
+            }
+            for (j, path) in http.paths.iter().enumerate() {
+                let field = format!("spec.rules[{i}].http.paths[{j}]");
+                self.path(&host, path, object, &field);
+            }
+        }
+    }
+
+    fn path(
+        &mut self,
+        host: &HostPattern,
+        path: &HTTPIngressPath,
+        object: &ObjectRef,
+        field: &str,
+    ) {
+        let rule = match path_rule(path) {
+            Ok(rule) => rule,
+            Err((sub, message)) => {
+                self.diags.error(
+                    object,
+                    format!("{field}.{sub}"),
+                    format!("{message}; this path is ignored"),
+                );
+                return;
+            }
+        };
+        if path.path_type == "ImplementationSpecific"
+            && path.path.as_deref().is_some_and(|p| {
+                p.contains([
+                    '^', '$', '*', '+', '?', '(', ')', '[', ']', '{', '}', '|', '\\',
+                ])
+            })
+        {
+            self.diags.warning(
+                object,
+                format!("{field}.path"),
+                "this looks like a regular expression, but ImplementationSpecific paths are \
+                 matched as literal prefixes (use-regex is not supported yet)",
+            );
+        }
+        let Some(backend) = self.backend(&path.backend, object, &format!("{field}.backend")) else {
+            return;
+        };
+        let origin = origin(object, field);
+        if let Err(conflict) = self
+            .builder
+            .route(host.clone(), rule.clone(), backend, origin)
+        {
+            let existing = conflict.existing;
+            self.diags.error(
+                object,
+                field,
+                format!(
+                    "{:?} path {} on host {host} is already routed by Ingress {}/{} ({}), \
+                     which takes precedence as the older definition; this path is ignored",
+                    rule.kind, rule.path, existing.namespace, existing.name, existing.field
+                ),
+            );
+        }
+    }
+
+    fn ingress_default_backend(&mut self, default: &IngressBackend, object: &ObjectRef) {
+        let field = "spec.defaultBackend";
+        let Some(backend) = self.backend(default, object, field) else {
+            return;
+        };
+        let candidate = DefaultBackend {
+            backend,
+            origin: Some(origin(object, field)),
+        };
+        if let Err(existing) = self.builder.default_backend(candidate) {
+            let by = existing
+                .origin
+                .map(|o| format!("{}/{}", o.namespace, o.name))
+                .unwrap_or_default();
+            self.diags.error(
+                object,
+                field,
+                format!(
+                    "the default backend of Ingress {by}, which is older, is used; this one is ignored"
+                ),
+            );
+        }
+    }
+
+    /// Resolves a backend. `None` when the reference itself is invalid (the path is skipped);
+    /// an unavailable backend when it is valid but cannot be served (the path answers 503).
+    fn backend(&mut self, b: &IngressBackend, object: &ObjectRef, field: &str) -> Option<Backend> {
+        let service = match (&b.service, &b.resource) {
+            (Some(_), Some(_)) => {
+                self.diags.error(
+                    object,
+                    field,
+                    "service and resource cannot both be set; this backend is ignored",
+                );
+                return None;
+            }
+            (None, Some(resource)) => {
+                let reason = format!(
+                    "resource backends ({} {}) are not supported",
+                    resource.kind, resource.name
+                );
+                self.diags.warning(
+                    object,
+                    format!("{field}.resource"),
+                    format!("{reason}; requests for this backend answer 503"),
+                );
+                return Some(Backend::Unavailable {
+                    reason: reason.into(),
+                });
+            }
+            (None, None) => {
+                self.diags.error(
+                    object,
+                    field,
+                    "a backend needs a service; this backend is ignored",
+                );
+                return None;
+            }
+            (Some(service), None) => service,
+        };
+        let field = format!("{field}.service");
+        if service.name.is_empty() {
+            self.diags
+                .error(object, format!("{field}.name"), "service name is required");
+            return None;
+        }
+        let port = match service.port.as_ref().map(|p| (p.number, p.name.as_deref())) {
+            Some((Some(n), None)) => match u16::try_from(n) {
+                Ok(n) if n != 0 => PortRef::Number(n),
+                _ => {
+                    self.diags.error(
+                        object,
+                        format!("{field}.port.number"),
+                        format!("port {n} is not between 1 and 65535; this backend is ignored"),
+                    );
+                    return None;
+                }
+            },
+            Some((None, Some(name))) if !name.is_empty() => PortRef::Name(name),
+            Some((Some(_), Some(_))) => {
+                self.diags.error(
+                    object,
+                    format!("{field}.port"),
+                    "set either port.number or port.name, not both; this backend is ignored",
+                );
+                return None;
+            }
+            _ => {
+                self.diags.error(
+                    object,
+                    format!("{field}.port"),
+                    "a service backend needs port.number or port.name; this backend is ignored",
+                );
+                return None;
+            }
+        };
+        let reference = ServiceRef {
+            namespace: &object.namespace,
+            name: &service.name,
+            port,
+            referrer: object,
+            field: &field,
+        };
+        Some(
+            self.services
+                .resolve(&reference, &mut self.builder, &mut self.diags),
+        )
+    }
+
+    /// `--default-backend-service`, used only when no Ingress sets a default backend. It serves
+    /// on the Service's first port.
+    fn flag_default_backend(&mut self) {
+        let Some((ns, name)) = &self.options.default_backend_service else {
+            return;
+        };
+        let object = ObjectRef::new(Kind::Service, ns, name);
+        let field = "--default-backend-service";
+        let first_port = self
+            .services
+            .get(ns, name)
+            .and_then(|s| s.spec.as_ref())
+            .and_then(|s| s.ports.as_ref())
+            .and_then(|p| p.first())
+            .and_then(|p| u16::try_from(p.port).ok());
+        let backend = match first_port {
+            Some(port) => {
+                let reference = ServiceRef {
+                    namespace: ns,
+                    name,
+                    port: PortRef::Number(port),
+                    referrer: &object,
+                    field,
+                };
+                // Resolve into a scratch report first: the flag's own warnings name the flag.
+                let mut scratch = Diagnostics::default();
+                let backend = self
+                    .services
+                    .resolve(&reference, &mut self.builder, &mut scratch);
+                for d in scratch.finish() {
+                    self.diags.push(d.severity, &d.object, field, d.message);
+                }
+                backend
+            }
+            None => {
+                let reason = if self.services.get(ns, name).is_some() {
+                    format!("Service {ns}/{name} has no ports")
+                } else {
+                    format!("Service {ns}/{name} not found")
+                };
+                self.diags.warning(
+                    &object,
+                    field,
+                    format!("{reason}; requests that match no rule answer 503"),
+                );
+                Backend::Unavailable {
+                    reason: reason.into(),
+                }
+            }
+        };
+        // Err only means an Ingress already set one, which takes precedence.
+        let _ = self.builder.default_backend(DefaultBackend {
+            backend,
+            origin: None,
+        });
+    }
+}
+
+fn origin(object: &ObjectRef, field: &str) -> RouteOrigin {
+    RouteOrigin {
+        namespace: object.namespace.as_str().into(),
+        name: object.name.as_str().into(),
+        field: field.into(),
+    }
+}
+
+/// The rule for one path, or the sub-field and message of why it is invalid.
+fn path_rule(p: &HTTPIngressPath) -> Result<PathRule, (&'static str, String)> {
+    let path = p.path.as_deref().unwrap_or("");
+    let invalid = |e: vestibule_model::PathError| ("path", format!("path {path:?}: {e}"));
+    match p.path_type.as_str() {
+        "Exact" => PathRule::new(PathKind::Exact, path).map_err(invalid),
+        "Prefix" => PathRule::new(PathKind::Prefix, path).map_err(invalid),
+        // ingress-nginx treats an empty ImplementationSpecific path as `/`.
+        "ImplementationSpecific" if path.is_empty() => {
+            PathRule::implementation_specific("/").map_err(invalid)
+        }
+        "ImplementationSpecific" => PathRule::implementation_specific(path).map_err(invalid),
+        "" => Err((
+            "pathType",
+            "pathType is required: Exact, Prefix or ImplementationSpecific".to_owned(),
+        )),
+        other => Err((
+            "pathType",
+            format!("pathType {other:?} is not Exact, Prefix or ImplementationSpecific"),
+        )),
+    }
+}

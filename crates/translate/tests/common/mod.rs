@@ -1,0 +1,90 @@
+//! Shared helpers for the translate tests: compile objects, then ask what a request would hit.
+
+#![allow(dead_code)]
+
+use vestibule_model::{Backend, Lookup, request_host};
+use vestibule_testkit::{endpoint_slice, ingress_class, service};
+use vestibule_translate::{Compiled, Object, Options, Severity, Snapshot, compile};
+
+pub const CONTROLLER: &str = "vestibule.dev/ingress-controller";
+
+pub fn o(object: impl Into<Object>) -> Object {
+    object.into()
+}
+
+/// Our IngressClass `vestibule`.
+pub fn our_class() -> Object {
+    o(ingress_class("vestibule", CONTROLLER).build())
+}
+
+/// A Service `name` with one port `http` 80 → 8080 and one ready endpoint `ip:8080`.
+pub fn backend(ns: &str, name: &str, ip: &str) -> Vec<Object> {
+    vec![
+        o(service(ns, name).port("http", 80, 8080).build()),
+        o(endpoint_slice(ns, &format!("{name}-1"), name)
+            .port("http", 8080)
+            .ready(ip)
+            .build()),
+    ]
+}
+
+pub fn compile_with(objects: Vec<Object>, options: &Options) -> Compiled {
+    compile(&Snapshot::from_objects(objects), options)
+}
+
+pub fn compile_default(objects: Vec<Object>) -> Compiled {
+    compile_with(objects, &Options::default())
+}
+
+/// What a request would reach, in one comparable string:
+/// `ingress-name -> ns/service:port [endpoints]`, `ingress-name -> 503`, `default -> ...` or
+/// `404`.
+pub fn serves(c: &Compiled, host: &str, path: &str) -> String {
+    let describe = |backend: &Backend| match backend {
+        Backend::Cluster(id) => {
+            let cluster = c.table.cluster(*id);
+            let endpoints: Vec<String> = cluster
+                .endpoints
+                .iter()
+                .map(|e| e.address.to_string())
+                .collect();
+            format!("{} [{}]", cluster.key, endpoints.join(" "))
+        }
+        Backend::Unavailable { .. } => "503".to_owned(),
+    };
+    match c.table.lookup(&request_host(host), path) {
+        Lookup::Route { route, .. } => {
+            format!("{} -> {}", route.origin.name, describe(&route.backend))
+        }
+        Lookup::Default(d) => format!(
+            "default({}) -> {}",
+            d.origin
+                .as_ref()
+                .map_or("flag".to_owned(), |o| o.name.to_string()),
+            describe(&d.backend)
+        ),
+        Lookup::NotFound => "404".to_owned(),
+    }
+}
+
+/// Diagnostics as `severity object field` strings, for compact assertions.
+pub fn findings(c: &Compiled) -> Vec<String> {
+    c.report
+        .diagnostics
+        .iter()
+        .map(|d| {
+            let level = match d.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            format!("{level} {:?} {} {}", d.object.kind, d.object, d.field)
+        })
+        .collect()
+}
+
+pub fn is_ours(c: &Compiled, ns: &str, name: &str) -> bool {
+    c.report
+        .ingresses
+        .iter()
+        .any(|i| i.namespace == ns && i.name == name && i.ours)
+}

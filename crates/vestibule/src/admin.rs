@@ -1,0 +1,133 @@
+//! The admin server: liveness, readiness, and the current configuration as JSON.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tracing::{debug, warn};
+use vestibule_controller::Publisher;
+
+/// What the admin endpoints report on.
+#[derive(Debug)]
+pub struct AdminState {
+    pub publisher: Arc<Publisher>,
+    /// Generation the data plane is serving; 0 until the first install.
+    pub installed: AtomicU64,
+    /// Set when shutdown starts, so load balancers stop sending new traffic.
+    pub draining: AtomicBool,
+}
+
+impl AdminState {
+    pub fn new(publisher: Arc<Publisher>) -> Arc<AdminState> {
+        Arc::new(AdminState {
+            publisher,
+            installed: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+        })
+    }
+}
+
+pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                warn!(listener = "admin", error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let state = state.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let state = state.clone();
+                async move { Ok::<_, Infallible>(route(&request, &state)) }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
+                debug!(listener = "admin", error = %e, "connection ended with an error");
+            }
+        });
+    }
+}
+
+fn route(request: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes>> {
+    if request.method() != Method::GET && request.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
+    }
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n"),
+        "/readyz" => readyz(state),
+        "/debug/config" => debug_config(state),
+        _ => text(StatusCode::NOT_FOUND, "not found\n"),
+    }
+}
+
+fn readyz(state: &AdminState) -> Response<Full<Bytes>> {
+    if state.draining.load(Ordering::SeqCst) {
+        text(StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    } else if state.installed.load(Ordering::SeqCst) == 0 {
+        text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no configuration installed yet\n",
+        )
+    } else {
+        text(StatusCode::OK, "ready\n")
+    }
+}
+
+fn debug_config(state: &AdminState) -> Response<Full<Bytes>> {
+    let Some(published) = state.publisher.current() else {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "no configuration published yet"}),
+        );
+    };
+    let published_at = jiff::Timestamp::try_from(published.published_at)
+        .map(|t| t.to_string())
+        .unwrap_or_default();
+    let body = json!({
+        "generation": published.generation,
+        "installed_generation": state.installed.load(Ordering::SeqCst),
+        "published_at": published_at,
+        "compile_time_ms": published.compile_time.as_secs_f64() * 1000.0,
+        "objects": published.objects,
+        "ingresses": published.report.ingresses,
+        "diagnostics": published.report.diagnostics,
+        "source_problems": published.problems,
+        "table": &*published.table,
+    });
+    json_response(StatusCode::OK, &body)
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+    let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
+    bytes.push(b'\n');
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

@@ -1,0 +1,222 @@
+//! The command line: subcommands and flags, each flag also read from `VESTIBULE_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use vestibule_translate::Options;
+
+#[derive(Debug, Parser)]
+#[command(name = "vestibule", version, about = "A Kubernetes Ingress controller", long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve traffic, following configuration from manifest files or the Kubernetes API.
+    Run(RunArgs),
+    /// Compile manifests offline and print every diagnostic; exit 1 if any object is invalid.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Manifest file or directory to read objects from instead of the Kubernetes API
+    /// (repeatable; directories are read recursively; .yaml, .yml, .json).
+    #[arg(
+        long = "manifests",
+        value_name = "PATH",
+        env = "VESTIBULE_MANIFESTS",
+        value_delimiter = ','
+    )]
+    pub manifests: Vec<PathBuf>,
+
+    /// Address of the plain HTTP listener.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "VESTIBULE_HTTP_ADDR",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub http_addr: SocketAddr,
+
+    /// Address of the HTTPS listener.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "VESTIBULE_HTTPS_ADDR",
+        default_value = "0.0.0.0:8443"
+    )]
+    pub https_addr: SocketAddr,
+
+    /// Address of the admin server: /healthz, /readyz, /debug/config.
+    #[arg(
+        long,
+        value_name = "ADDR",
+        env = "VESTIBULE_ADMIN_ADDR",
+        default_value = "0.0.0.0:10254"
+    )]
+    pub admin_addr: SocketAddr,
+
+    #[command(flatten)]
+    pub compile: CompileArgs,
+
+    /// Log line format.
+    #[arg(long, value_enum, env = "VESTIBULE_LOG_FORMAT", default_value = "text")]
+    pub log_format: LogFormat,
+
+    /// Log filter, as `info` or `info,vestibule_proxy=debug` (RUST_LOG syntax).
+    #[arg(
+        long,
+        value_name = "FILTER",
+        env = "VESTIBULE_LOG_LEVEL",
+        default_value = "info"
+    )]
+    pub log_level: String,
+
+    /// Proxy worker threads; 0 means one per CPU.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "VESTIBULE_WORKER_THREADS",
+        default_value_t = 0
+    )]
+    pub worker_threads: usize,
+
+    /// On SIGTERM or SIGINT, how long in-flight requests may take to finish before exit
+    /// (`30s`, `500ms`, `2m`, or plain seconds).
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_SHUTDOWN_GRACE_PERIOD", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_grace_period: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Manifest files or directories.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    #[command(flatten)]
+    pub compile: CompileArgs,
+}
+
+/// Flags that change what is compiled; shared by `run` and `validate` so that validating
+/// with the same flags gives the same answer as serving.
+#[derive(Debug, Args)]
+pub struct CompileArgs {
+    /// IngressClasses whose spec.controller equals this are served.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "VESTIBULE_CONTROLLER_CLASS",
+        default_value = "vestibule.dev/ingress-controller"
+    )]
+    pub controller_class: String,
+
+    /// Value of the legacy kubernetes.io/ingress.class annotation that selects this controller.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "VESTIBULE_INGRESS_CLASS",
+        default_value = "vestibule"
+    )]
+    pub ingress_class: String,
+
+    /// Also serve Ingresses that name no class.
+    #[arg(long, env = "VESTIBULE_WATCH_INGRESS_WITHOUT_CLASS")]
+    pub watch_ingress_without_class: bool,
+
+    /// Only read objects in this namespace (repeatable; default: all).
+    #[arg(
+        long = "watch-namespace",
+        value_name = "NS",
+        env = "VESTIBULE_WATCH_NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub watch_namespaces: Vec<String>,
+
+    /// Service that answers requests matching no rule when no Ingress sets a default backend.
+    #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_DEFAULT_BACKEND_SERVICE", value_parser = parse_namespaced)]
+    pub default_backend_service: Option<(String, String)>,
+}
+
+impl CompileArgs {
+    pub fn options(&self) -> Options {
+        Options {
+            controller_class: self.controller_class.clone(),
+            ingress_class: self.ingress_class.clone(),
+            watch_ingress_without_class: self.watch_ingress_without_class,
+            default_backend_service: self.default_backend_service.clone(),
+            watch_namespaces: self.watch_namespaces.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+fn parse_namespaced(value: &str) -> Result<(String, String), String> {
+    match value.split_once('/') {
+        Some((ns, name)) if !ns.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok((ns.to_owned(), name.to_owned()))
+        }
+        _ => Err(format!("{value:?} is not NAMESPACE/NAME")),
+    }
+}
+
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let value = value.trim();
+    let split = value
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(value.len());
+    let (number, unit) = value.split_at(split);
+    let number: f64 = number
+        .parse()
+        .map_err(|_| format!("{value:?} is not a duration such as 30s, 500ms or 2m"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "ms" => number / 1000.0,
+        "m" => number * 60.0,
+        "h" => number * 3600.0,
+        _ => return Err(format!("{value:?}: unit must be ms, s, m or h")),
+    };
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{value:?}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("10 parsecs").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn namespaced_names() {
+        assert_eq!(
+            parse_namespaced("kube-system/default-http"),
+            Ok(("kube-system".into(), "default-http".into()))
+        );
+        for bad in ["x", "/x", "x/", "a/b/c"] {
+            assert!(parse_namespaced(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,32 @@
+//! The `vestibule` binary: command line, logging, and the `run` and `validate` commands.
+
+mod admin;
+mod cli;
+mod logging;
+mod run;
+mod validate;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => {
+            logging::init(args.log_format, &args.log_level).and_then(|()| run::run(args))
+        }
+        Command::Validate(args) => validate::validate(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,157 @@
+//! `vestibule run`: wires a source, the compile pipeline, the data plane, the listeners and
+//! the admin server together, and shuts them down in order on a signal.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use vestibule_controller::{Debounce, ManifestSource, Publisher, run_pipeline};
+use vestibule_proxy::{DataPlane, Listener, ProxySettings, Scheme};
+
+use crate::admin::{self, AdminState};
+use crate::cli::RunArgs;
+
+/// Files: let a burst of writes (an editor's save, `kubectl`-style multi-file updates)
+/// finish before reading.
+const FILE_DEBOUNCE: Debounce = Debounce {
+    holdoff: Duration::from_millis(100),
+    max_delay: Duration::from_secs(1),
+};
+
+/// Compiles: coalesce changes that arrive together, but never hold one back for long.
+const COMPILE_DEBOUNCE: Debounce = Debounce {
+    holdoff: Duration::from_millis(50),
+    max_delay: Duration::from_millis(500),
+};
+
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all().thread_name("vestibule");
+    if args.worker_threads > 0 {
+        runtime.worker_threads(args.worker_threads);
+    }
+    let runtime = runtime.build().context("starting the async runtime")?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if args.manifests.is_empty() {
+        bail!(
+            "no --manifests given: reading from the Kubernetes API is not available in this \
+             version yet; pass --manifests PATH (a file or directory of Kubernetes objects)"
+        );
+    }
+    let options = Arc::new(args.compile.options());
+    let source = ManifestSource::open(args.manifests.clone()).context("reading manifests")?;
+    let (source_tx, source_rx) = watch::channel(Arc::new(source.current()));
+    tokio::spawn(async move {
+        if let Err(e) = source.watch(source_tx, FILE_DEBOUNCE).await {
+            error!(error = %e, "the manifest source stopped; the last configuration stays in service");
+        }
+    });
+
+    let publisher = Publisher::new();
+    tokio::spawn(run_pipeline(
+        source_rx,
+        options,
+        publisher.clone(),
+        COMPILE_DEBOUNCE,
+    ));
+    let dataplane = DataPlane::new();
+    let state = AdminState::new(publisher.clone());
+    tokio::spawn(install_each_generation(
+        publisher.clone(),
+        dataplane.clone(),
+        state.clone(),
+    ));
+
+    let http = Listener::bind(args.http_addr, Scheme::Http).await?;
+    let admin_listener = TcpListener::bind(args.admin_addr)
+        .await
+        .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
+    info!(
+        listener = "admin",
+        address = %admin_listener.local_addr().unwrap_or(args.admin_addr),
+        "listening"
+    );
+    tokio::spawn(admin::serve(admin_listener, state.clone()));
+
+    let settings = Arc::new(ProxySettings::default());
+    let shutdown = CancellationToken::new();
+    let grace = args.shutdown_grace_period;
+    let mut http_task = tokio::spawn(http.serve(dataplane, settings, shutdown.clone(), grace));
+
+    let signal = tokio::select! {
+        signal = shutdown_signal() => signal?,
+        result = &mut http_task => {
+            result.context("the HTTP listener failed")?;
+            bail!("the HTTP listener stopped unexpectedly");
+        }
+    };
+    info!(signal, grace_period = ?grace, "shutting down: readiness off, draining connections");
+    state.draining.store(true, Ordering::SeqCst);
+    shutdown.cancel();
+    tokio::select! {
+        result = http_task => {
+            let left = result.context("the HTTP listener failed while draining")?;
+            info!(closed_at_deadline = left, "stopped");
+            Ok(ExitCode::SUCCESS)
+        }
+        signal = shutdown_signal() => {
+            let signal = signal?;
+            warn!(signal, "second signal: exiting without waiting for the drain");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// Installs every published configuration into the data plane, and records the generation
+/// for readiness.
+async fn install_each_generation(
+    publisher: Arc<Publisher>,
+    dataplane: Arc<DataPlane>,
+    state: Arc<AdminState>,
+) {
+    let mut generations = publisher.subscribe();
+    loop {
+        let announced = *generations.borrow_and_update();
+        if announced > 0
+            && let Some(published) = publisher.current()
+        {
+            dataplane.install(published.table.clone());
+            state
+                .installed
+                .store(published.generation, Ordering::SeqCst);
+            info!(generation = published.generation, "configuration installed");
+        }
+        if generations.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn shutdown_signal() -> anyhow::Result<&'static str> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).context("listening for SIGTERM")?;
+        let mut int = signal(SignalKind::interrupt()).context("listening for SIGINT")?;
+        tokio::select! {
+            _ = term.recv() => Ok("SIGTERM"),
+            _ = int.recv() => Ok("SIGINT"),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c()
+            .await
+            .context("listening for Ctrl-C")?;
+        Ok("Ctrl-C")
+    }
+}

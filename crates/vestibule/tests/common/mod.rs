@@ -1,0 +1,250 @@
+//! Runs the real `vestibule` binary: ephemeral ports, JSON logs read from stderr to learn
+//! the addresses, readiness awaited on `/readyz`.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use vestibule_testkit::fixtures::{IngressBuilder, echo_service, ingress_class};
+use vestibule_testkit::manifests::Manifest;
+use vestibule_testkit::{Echo, ManifestDir};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_vestibule");
+
+pub struct Vestibule {
+    child: Child,
+    pub http: SocketAddr,
+    pub admin: SocketAddr,
+    logs: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Vestibule {
+    /// Starts `vestibule run --manifests <dir> <extra...>` and waits until it is ready.
+    pub fn start(manifests: &Path, extra: &[&str]) -> Vestibule {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "run",
+                "--log-format",
+                "json",
+                "--log-level",
+                "info,vestibule=debug",
+            ])
+            .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .arg("--manifests")
+            .arg(manifests)
+            .args(extra);
+        Self::spawn(command)
+    }
+
+    pub fn spawn(mut command: Command) -> Vestibule {
+        let mut child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .env_remove("RUST_LOG")
+            .spawn()
+            .expect("starting vestibule");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let logs: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or(Value::String(line));
+                sink.lock().unwrap().push(value);
+            }
+        });
+        let mut vestibule = Vestibule {
+            child,
+            http: "0.0.0.0:0".parse().unwrap(),
+            admin: "0.0.0.0:0".parse().unwrap(),
+            logs,
+        };
+        vestibule.http = vestibule.wait_for_listener("http");
+        vestibule.admin = vestibule.wait_for_listener("admin");
+        vestibule.wait_ready();
+        vestibule
+    }
+
+    fn wait_for_listener(&mut self, name: &str) -> SocketAddr {
+        let found = self.wait_for_log(Duration::from_secs(30), |l| {
+            l["message"] == "listening" && l["listener"] == name
+        });
+        found["address"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Waits for a log line matching `predicate`; panics with the log so far on timeout or
+    /// if the process exits.
+    pub fn wait_for_log(&mut self, timeout: Duration, predicate: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.logs.lock().unwrap().iter().find(|l| predicate(l)) {
+                return line.clone();
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("vestibule exited with {status}; log: {:#?}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "log line not seen; log: {:#?}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn logs(&self) -> Vec<Value> {
+        self.logs.lock().unwrap().clone()
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while admin_status(self.admin, "/readyz") != Some(200) {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("vestibule exited with {status}; log: {:#?}", self.logs());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not ready in time; log: {:#?}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "did not exit in time");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The admin server's `/debug/config`.
+    pub async fn config(&self) -> Value {
+        reqwest::get(format!("http://{}/debug/config", self.admin))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub fn generation(&self) -> u64 {
+        let (_, body) = blocking_get(self.admin, "/debug/config").unwrap_or_default();
+        serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["installed_generation"].as_u64())
+            .unwrap_or(0)
+    }
+
+    /// Waits until a generation newer than `after` is installed.
+    pub fn wait_generation(&self, after: u64) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = self.generation();
+            if now > after {
+                return now;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no new configuration within 10 s"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("http://{host}:{}{path}", self.http.port())
+    }
+
+    pub fn client(&self, hosts: &[&str]) -> reqwest::Client {
+        hosts
+            .iter()
+            .fold(reqwest::Client::builder(), |b, h| b.resolve(h, self.http))
+            .build()
+            .unwrap()
+    }
+
+    pub fn h2c(&self, hosts: &[&str]) -> reqwest::Client {
+        hosts
+            .iter()
+            .fold(reqwest::Client::builder(), |b, h| b.resolve(h, self.http))
+            .http2_prior_knowledge()
+            .build()
+            .unwrap()
+    }
+}
+
+impl Drop for Vestibule {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A tiny blocking HTTP/1.0 GET for the admin server, usable outside async code: the status
+/// and the body.
+pub fn blocking_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: admin\r\n\r\n").ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).ok()?;
+    let status = response.split(' ').nth(1)?.parse().ok()?;
+    let body = response.split_once("\r\n\r\n")?.1.to_owned();
+    Some((status, body))
+}
+
+pub fn admin_status(addr: SocketAddr, path: &str) -> Option<u16> {
+    blocking_get(addr, path).map(|(status, _)| status)
+}
+
+/// Writes our IngressClass, the given Ingresses (with our class) and echo-backed Services,
+/// each kind in its own file.
+pub fn write_world(
+    dir: &ManifestDir,
+    ingresses: Vec<IngressBuilder>,
+    services: &[(&str, &[&Echo])],
+) {
+    let class = ingress_class("vestibule", "vestibule.dev/ingress-controller").build();
+    dir.write("class.yaml", &[&class]).unwrap();
+    let ingresses: Vec<_> = ingresses
+        .into_iter()
+        .map(|i| i.class("vestibule").build())
+        .collect();
+    let refs: Vec<&dyn Manifest> = ingresses.iter().map(|i| i as &dyn Manifest).collect();
+    dir.write("ingresses.yaml", &refs).unwrap();
+    for (name, echoes) in services {
+        write_service(dir, name, echoes);
+    }
+}
+
+pub fn write_service(dir: &ManifestDir, name: &str, echoes: &[&Echo]) {
+    let (service, slices) = echo_service("default", name, echoes);
+    let mut objects: Vec<&dyn Manifest> = vec![&service];
+    objects.extend(slices.iter().map(|s| s as &dyn Manifest));
+    dir.write(&format!("svc-{name}.yaml"), &objects).unwrap();
+}
