@@ -403,3 +403,28 @@ async fn shutdown_drains_an_in_flight_request_and_stops_accepting() {
     assert_eq!(proxy.task.await.unwrap(), 0, "every connection drained");
     assert!(tokio::net::TcpStream::connect(proxy.addr).await.is_err());
 }
+
+#[tokio::test]
+async fn an_external_name_service_is_reached_through_dns() {
+    let echo = Echo::start("outside").await.unwrap();
+    let mut objects = world(
+        vec![
+            ingress("default", "a")
+                .any_host()
+                .prefix("/", svc("ext", i32::from(echo.port()))),
+        ],
+        &[],
+    );
+    objects.push(
+        vestibule_testkit::service("default", "ext")
+            .external_name("localhost")
+            .build()
+            .into(),
+    );
+    let proxy = Proxy::start(objects).await;
+    let response = raw::get(proxy.addr, "a.example", "/via-dns").await.unwrap();
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    let seen: vestibule_testkit::EchoReply = serde_json::from_slice(&response.body).unwrap();
+    assert_eq!(seen.name, "outside");
+    assert_eq!(seen.host.as_deref(), Some("a.example"));
+}

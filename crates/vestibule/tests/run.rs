@@ -65,6 +65,71 @@ fn route_b_to(v: &Vestibule, dir: &ManifestDir, service: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_backends_see_and_clients_get_through_vestibule_run() {
+    let mut echoes = Vec::new();
+    for i in 0..10 {
+        echoes.push(Echo::start(&format!("e{i}")).await.unwrap());
+    }
+    let refs: Vec<&Echo> = echoes.iter().collect();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "a")
+                .host("a.example")
+                .prefix("/", svc("web", 80)),
+        ],
+        &[("web", &refs)],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+    let client = v.client(&["a.example"]);
+
+    // Every method, with its body, arrives as HTTP/1.1 with path, query and User-Agent kept.
+    for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "PURGE"] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client
+            .request(method.clone(), v.url("a.example", "/p/./q?x=1"))
+            .header("user-agent", "tester/2")
+            .body("0123456789")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{method}");
+        let seen: EchoReply = response.json().await.unwrap();
+        assert_eq!(seen.method, method.as_str());
+        assert_eq!(seen.version, "HTTP/1.1");
+        assert_eq!(
+            (seen.path.as_str(), seen.query.as_deref()),
+            ("/p/q", Some("x=1"))
+        );
+        assert_eq!(seen.header("user-agent"), Some("tester/2"));
+        assert_eq!(seen.body_len, 10, "{method}");
+    }
+
+    // Framing, Date and Server, as they come off the wire.
+    let raw = raw::get(v.http, "a.example", "/").await.unwrap();
+    let length: usize = raw.header("content-length").unwrap().parse().unwrap();
+    assert_eq!(length, raw.body.len());
+    assert_eq!(raw.header("transfer-encoding"), None);
+    assert!(raw.header("date").is_some());
+    assert_eq!(raw.header("server"), Some("vestibule"));
+
+    // 100 sequential requests spread evenly over the 10 endpoints (the 8 above and the raw
+    // one also took turns, so count from here).
+    let before: Vec<usize> = echoes.iter().map(Echo::hits).collect();
+    for _ in 0..100 {
+        let response = client.get(v.url("a.example", "/")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+    }
+    let spread: Vec<usize> = echoes
+        .iter()
+        .zip(&before)
+        .map(|(e, b)| e.hits() - b)
+        .collect();
+    assert_eq!(spread, vec![10; 10]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_added_edited_and_removed_takes_effect_without_restart() {
     let one = Echo::start("one").await.unwrap();
     let two = Echo::start("two").await.unwrap();
