@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # Runs Vestibule for real on the bundled example, with no cluster and nothing to start by
-# hand: three echo backends on 127.0.0.1:18081-18083, Vestibule on 127.0.0.1:8080 (admin on
-# 127.0.0.1:10254), configured by the manifests in examples/quickstart/. Edit those files
-# while it runs: changes apply within a fraction of a second. Ctrl-C stops everything.
+# hand: three echo backends on 127.0.0.1:18081-18083, Vestibule on 127.0.0.1:8080 (HTTPS on
+# 127.0.0.1:8443, admin on 127.0.0.1:10254), configured by the manifests in
+# examples/quickstart/. Edit those files while it runs: changes apply within a fraction of a
+# second. Ctrl-C stops everything.
+#
+# With openssl on the machine, it also makes a certificate for secure.localhost and an
+# Ingress serving that host over HTTPS (in target/quickstart-tls/, generated, not committed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 HTTP_ADDR=${VESTIBULE_HTTP_ADDR:-127.0.0.1:8080}
+HTTPS_ADDR=${VESTIBULE_HTTPS_ADDR:-127.0.0.1:8443}
 ADMIN_ADDR=${VESTIBULE_ADMIN_ADDR:-127.0.0.1:10254}
 PORT=${HTTP_ADDR##*:}
+TLS_PORT=${HTTPS_ADDR##*:}
 
 echo "Building (the first build takes a few minutes)..." >&2
 cargo build --quiet --bin vestibule --bin vestibule-echo
@@ -16,6 +22,61 @@ cargo build --quiet --bin vestibule --bin vestibule-echo
 target/debug/vestibule-echo web-1 127.0.0.1:18081 web-2 127.0.0.1:18082 api-1 127.0.0.1:18083 &
 ECHO_PID=$!
 trap 'kill "$ECHO_PID" 2>/dev/null || true' EXIT
+
+MANIFESTS=(--manifests examples/quickstart)
+TLS_DIR=target/quickstart-tls
+TLS_HINTS=""
+if command -v openssl >/dev/null 2>&1; then
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+    -subj "/CN=secure.localhost" -addext "subjectAltName=DNS:secure.localhost" \
+    -keyout "$TLS_DIR/tls.key" -out "$TLS_DIR/tls.crt" 2>/dev/null
+  {
+    cat <<'YAML'
+apiVersion: v1
+kind: Secret
+metadata:
+  name: secure-tls
+  namespace: demo
+type: kubernetes.io/tls
+stringData:
+YAML
+    echo "  tls.crt: |"
+    sed 's/^/    /' "$TLS_DIR/tls.crt"
+    echo "  tls.key: |"
+    sed 's/^/    /' "$TLS_DIR/tls.key"
+    cat <<'YAML'
+---
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: secure
+  namespace: demo
+spec:
+  ingressClassName: vestibule
+  tls:
+    - hosts: [secure.localhost]
+      secretName: secure-tls
+  rules:
+    - host: secure.localhost
+      http:
+        paths:
+          - path: /
+            pathType: Prefix
+            backend:
+              service:
+                name: web
+                port:
+                  number: 80
+YAML
+  } > "$TLS_DIR/secure.yaml"
+  rm -f "$TLS_DIR/tls.key"
+  MANIFESTS+=(--manifests "$TLS_DIR")
+  TLS_HINTS="
+  curl -i http://secure.localhost:$PORT/shop?id=1  # 308 to HTTPS: secure.localhost has TLS
+  curl --cacert $TLS_DIR/tls.crt https://secure.localhost:$TLS_PORT/   # web, over TLS, by SNI
+  curl -kv https://127.0.0.1:$TLS_PORT/ 2>&1 | grep subject:   # no SNI: the default certificate"
+fi
 
 cat >&2 <<MSG
 
@@ -27,11 +88,13 @@ Vestibule is starting on http://$HTTP_ADDR. In another terminal, try:
   curl http://shop.apps.localhost:$PORT/         # web, through the *.apps.localhost wildcard
   curl http://other.localhost:$PORT/             # 404 from Vestibule: no rule matches
   curl -H 'Host: demo.localhost' http://$HTTP_ADDR/   # if your curl does not resolve *.localhost
-  curl http://$ADMIN_ADDR/debug/config           # the compiled routing table
+  curl http://$ADMIN_ADDR/debug/config           # the compiled routing table$TLS_HINTS
 
 MSG
 
 target/debug/vestibule run \
-  --manifests examples/quickstart \
+  "${MANIFESTS[@]}" \
   --http-addr "$HTTP_ADDR" \
+  --https-addr "$HTTPS_ADDR" \
+  --https-port-for-redirects "$TLS_PORT" \
   --admin-addr "$ADMIN_ADDR"

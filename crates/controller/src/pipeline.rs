@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use tokio::sync::watch;
 use tracing::{Instrument, error, info, info_span};
-use vestibule_translate::{Options, compile};
+use vestibule_translate::{CertMemory, Context, Options, compile_with, unix_now};
 
 use crate::publish::{ObjectCounts, Publisher};
 use crate::{Debounce, SourceSnapshot};
@@ -19,6 +19,9 @@ pub async fn run_pipeline(
     publisher: Arc<Publisher>,
     debounce: Debounce,
 ) {
+    // Each compile hands the next one the certificates that were good, so a Secret that goes
+    // bad keeps serving its last good certificate.
+    let mut memory = Arc::new(CertMemory::default());
     loop {
         let current = source.borrow_and_update().clone();
         let span = info_span!("compile", objects = current.snapshot.len());
@@ -26,11 +29,20 @@ pub async fn run_pipeline(
             let started = Instant::now();
             let opts = options.clone();
             let input = current.clone();
-            let compiled =
-                tokio::task::spawn_blocking(move || compile(&input.snapshot, &opts)).await;
+            let remembered = memory.clone();
+            let compiled = tokio::task::spawn_blocking(move || {
+                let context = Context {
+                    options: &opts,
+                    memory: &remembered,
+                    now: unix_now(),
+                };
+                compile_with(&input.snapshot, context)
+            })
+            .await;
             let elapsed = started.elapsed();
             match compiled {
-                Ok(compiled) => {
+                Ok(mut compiled) => {
+                    memory = Arc::new(std::mem::take(&mut compiled.memory));
                     let errors = compiled.report.errors().count();
                     let warnings = compiled.report.diagnostics.len() - errors;
                     let generation = publisher.publish(

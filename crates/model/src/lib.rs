@@ -11,12 +11,14 @@ mod path;
 mod precedence;
 mod router;
 mod table;
+mod tls;
 
 pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, UpstreamProtocol};
 pub use host::{HostError, HostPattern, request_host};
 pub use path::{PathError, PathKind, PathRule, normalize_request_path};
 pub use precedence::Rank;
 pub use table::{
-    Backend, Conflict, DefaultBackend, Lookup, Route, RouteId, RouteOrigin, RouteTable,
-    TableBuilder, VirtualHost,
+    Backend, Conflict, DefaultBackend, Lookup, Route, RouteId, RouteOrigin, RoutePolicy,
+    RouteTable, TableBuilder, Target, VirtualHost,
 };
+pub use tls::{Certificate, CertificateInfo, CertificateRef, KeyFormat, TlsBuilder, TlsHosts};

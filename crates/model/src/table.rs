@@ -11,6 +11,7 @@ use crate::host::{HostPattern, wildcard_suffix};
 use crate::path::PathRule;
 use crate::router::PathRouter;
 pub use crate::router::RouteId;
+use crate::tls::{TlsBuilder, TlsHosts};
 
 /// Where a request that matched goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -32,6 +33,26 @@ pub struct RouteOrigin {
     pub field: Box<str>,
 }
 
+/// Per-route behaviour that comes from the Ingress that defined the route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RoutePolicy {
+    /// Plain-HTTP requests are redirected to HTTPS when the host has TLS
+    /// (`nginx.ingress.kubernetes.io/ssl-redirect`, default on).
+    pub ssl_redirect: bool,
+    /// Plain-HTTP requests are redirected to HTTPS even without TLS for the host
+    /// (`nginx.ingress.kubernetes.io/force-ssl-redirect`, default off).
+    pub force_ssl_redirect: bool,
+}
+
+impl Default for RoutePolicy {
+    fn default() -> Self {
+        RoutePolicy {
+            ssl_redirect: true,
+            force_ssl_redirect: false,
+        }
+    }
+}
+
 /// One rule path of one virtual host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Route {
@@ -40,12 +61,23 @@ pub struct Route {
     pub rule: PathRule,
     pub backend: Backend,
     pub origin: RouteOrigin,
+    pub policy: RoutePolicy,
+}
+
+impl Route {
+    /// Whether a plain-HTTP request matched to this route is redirected to HTTPS.
+    pub fn redirects_http(&self, vhost: &VirtualHost) -> bool {
+        self.policy.force_ssl_redirect || (vhost.tls && self.policy.ssl_redirect)
+    }
 }
 
 /// The routes of one host pattern, across every Ingress that names it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtualHost {
     pub host: HostPattern,
+    /// The host has a TLS section of its own: HTTPS responses get HSTS, and plain-HTTP
+    /// requests are redirected unless the matched route opts out.
+    pub tls: bool,
     routes: Vec<RouteId>,
 }
 
@@ -72,13 +104,17 @@ pub struct DefaultBackend {
     pub origin: Option<RouteOrigin>,
 }
 
-/// The result of matching one request.
+/// The result of matching one request: the virtual host chosen by the host (if any), and
+/// where the request goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Lookup<'t> {
-    Route {
-        vhost: &'t VirtualHost,
-        route: &'t Route,
-    },
+pub struct Lookup<'t> {
+    pub vhost: Option<&'t VirtualHost>,
+    pub target: Target<'t>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target<'t> {
+    Route(&'t Route),
     /// No rule matched; the default backend serves the request.
     Default(&'t DefaultBackend),
     /// No rule matched and there is no default backend.
@@ -98,6 +134,7 @@ pub struct RouteTable {
     routes: Vec<Route>,
     clusters: Vec<Cluster>,
     default_backend: Option<DefaultBackend>,
+    tls: TlsHosts,
 }
 
 impl RouteTable {
@@ -105,16 +142,16 @@ impl RouteTable {
     /// by [`crate::normalize_request_path`]. The virtual host is chosen first (exact, then
     /// one-label wildcard, then catch-all); the path is matched only within it.
     pub fn lookup(&self, host: &str, path: &str) -> Lookup<'_> {
-        let matched = self.host_entry(host).and_then(|entry| {
-            entry.paths.lookup(path).map(|id| Lookup::Route {
-                vhost: &self.vhosts[entry.vhost as usize],
-                route: &self.routes[id.0 as usize],
-            })
-        });
-        match (matched, &self.default_backend) {
-            (Some(found), _) => found,
-            (None, Some(default)) => Lookup::Default(default),
-            (None, None) => Lookup::NotFound,
+        let entry = self.host_entry(host);
+        let route = entry.and_then(|e| e.paths.lookup(path));
+        let target = match (route, &self.default_backend) {
+            (Some(id), _) => Target::Route(&self.routes[id.0 as usize]),
+            (None, Some(default)) => Target::Default(default),
+            (None, None) => Target::NotFound,
+        };
+        Lookup {
+            vhost: entry.map(|e| &self.vhosts[e.vhost as usize]),
+            target,
         }
     }
 
@@ -155,6 +192,11 @@ impl RouteTable {
     pub fn default_backend(&self) -> Option<&DefaultBackend> {
         self.default_backend.as_ref()
     }
+
+    /// Certificates by server name.
+    pub fn tls(&self) -> &TlsHosts {
+        &self.tls
+    }
 }
 
 impl Serialize for RouteTable {
@@ -162,6 +204,7 @@ impl Serialize for RouteTable {
         #[derive(Serialize)]
         struct VhostView<'a> {
             host: String,
+            tls: bool,
             routes: Vec<&'a Route>,
         }
         let vhosts: Vec<VhostView<'_>> = self
@@ -169,6 +212,7 @@ impl Serialize for RouteTable {
             .iter()
             .map(|v| VhostView {
                 host: v.host.to_string(),
+                tls: v.tls,
                 routes: v.routes.iter().map(|id| self.route(*id)).collect(),
             })
             .collect();
@@ -193,6 +237,7 @@ pub struct TableBuilder {
     table: RouteTable,
     routers: Vec<PathRouter>,
     vhost_index: HashMap<HostPattern, usize>,
+    tls: TlsBuilder,
     cluster_index: HashMap<ClusterKey, ClusterId>,
 }
 
@@ -231,11 +276,23 @@ impl TableBuilder {
         backend: Backend,
         origin: RouteOrigin,
     ) -> Result<RouteId, Conflict> {
+        self.route_with(host, rule, backend, origin, RoutePolicy::default())
+    }
+
+    pub fn route_with(
+        &mut self,
+        host: HostPattern,
+        rule: PathRule,
+        backend: Backend,
+        origin: RouteOrigin,
+        policy: RoutePolicy,
+    ) -> Result<RouteId, Conflict> {
         let table = &mut self.table;
         let routers = &mut self.routers;
         let vhost_at = *self.vhost_index.entry(host.clone()).or_insert_with(|| {
             table.vhosts.push(VirtualHost {
                 host: host.clone(),
+                tls: false,
                 routes: Vec::new(),
             });
             routers.push(PathRouter::default());
@@ -255,6 +312,7 @@ impl TableBuilder {
             rule,
             backend,
             origin,
+            policy,
         });
         Ok(id)
     }
@@ -270,8 +328,17 @@ impl TableBuilder {
         }
     }
 
+    /// The certificates being bound to host names.
+    pub fn tls(&mut self) -> &mut TlsBuilder {
+        &mut self.tls
+    }
+
     pub fn build(self) -> RouteTable {
         let mut table = self.table;
+        table.tls = self.tls.build();
+        for vhost in &mut table.vhosts {
+            vhost.tls = table.tls.has_tls(&vhost.host);
+        }
         for (at, paths) in self.routers.into_iter().enumerate() {
             let entry = HostEntry {
                 paths,

@@ -1,13 +1,17 @@
-//! The installed configuration: the routing table plus per-cluster runtime state (the
-//! balancers), swapped atomically. Requests load it without locks.
+//! The installed configuration: the routing table plus the runtime state that goes with it
+//! (per-cluster balancers, TLS signing keys), swapped atomically. Requests and handshakes
+//! load it without locks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use vestibule_model::{ClusterKey, RouteTable};
+use rustls::sign::CertifiedKey;
+use tracing::error;
+use vestibule_model::{Certificate, ClusterKey, RouteTable};
 
 use crate::balance::RoundRobin;
+use crate::tls::{certified_key, provider};
 
 /// One installed table and the state that goes with its clusters.
 #[derive(Debug)]
@@ -15,6 +19,9 @@ pub(crate) struct Runtime {
     pub(crate) table: Arc<RouteTable>,
     /// Indexed by `ClusterId`.
     pub(crate) balancers: Vec<RoundRobin>,
+    /// Signing keys, indexed like `table.tls().certificates()`. `None` for a certificate the
+    /// TLS library refused, whose names then get the fallback certificate.
+    pub(crate) keys: Vec<Option<Arc<CertifiedKey>>>,
 }
 
 impl Runtime {
@@ -42,8 +49,50 @@ impl Runtime {
                 RoundRobin::starting_at(start)
             })
             .collect();
-        Runtime { table, balancers }
+        let keys = signing_keys(&table, previous);
+        Runtime {
+            table,
+            balancers,
+            keys,
+        }
     }
+}
+
+/// Makes a signing key for each certificate of `table`, reusing the previous runtime's key for
+/// a certificate that has not changed: loading keys costs more than the rest of an install.
+fn signing_keys(table: &RouteTable, previous: Option<&Runtime>) -> Vec<Option<Arc<CertifiedKey>>> {
+    fn material(c: &Certificate) -> (&[Vec<u8>], &[u8]) {
+        (&c.chain, &c.key)
+    }
+    let reusable: HashMap<_, &Arc<CertifiedKey>> = previous
+        .map(|p| {
+            p.table
+                .tls()
+                .certificates()
+                .iter()
+                .zip(&p.keys)
+                .filter_map(|(c, k)| Some((material(c), k.as_ref()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let provider = provider();
+    table
+        .tls()
+        .certificates()
+        .iter()
+        .map(|certificate| {
+            if let Some(key) = reusable.get(&material(certificate)) {
+                return Some((*key).clone());
+            }
+            match certified_key(certificate, &provider) {
+                Ok(key) => Some(key),
+                Err(e) => {
+                    error!(error = %e, "certificate not installed; its hosts get the default");
+                    None
+                }
+            }
+        })
+        .collect()
 }
 
 /// What the listeners serve from. Starts empty (every request gets 404) until the first

@@ -1,30 +1,38 @@
 //! The request path, as plain phase functions over the installed table: find the host and
 //! path, pick an endpoint, rewrite the request for the upstream, send it, tidy the response.
 
-use http::header::{HOST, HeaderValue, SERVER};
+use http::header::{HOST, HeaderValue, SERVER, STRICT_TRANSPORT_SECURITY};
 use http::request::Parts;
 use http::{Request, Response, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
 use tracing::{debug, warn};
-use vestibule_model::{Backend, EndpointAddress, Lookup, normalize_request_path, request_host};
+use vestibule_model::{Backend, EndpointAddress, Target, normalize_request_path, request_host};
 
+use crate::ProxySettings;
 use crate::body::ProxyBody;
 use crate::dataplane::DataPlane;
 use crate::headers::{ClientSide, add_forwarded, remove_hop_by_hop};
-use crate::respond::{ProxyError, SERVER_NAME, Style, error_response};
+use crate::respond::{ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
 use crate::upstream::Upstreams;
 
-/// Answers one request: the upstream's response, or Vestibule's own for a failure.
+/// Answers one request: the upstream's response, Vestibule's redirect to HTTPS, or its own
+/// response for a failure.
 pub(crate) async fn handle(
     dataplane: &DataPlane,
     upstreams: &Upstreams,
+    settings: &ProxySettings,
     client: ClientSide,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let style = Style::of(request.headers());
     let (parts, body) = request.into_parts();
-    match forward(dataplane, upstreams, client, parts, body).await {
+    let mut hsts = false;
+    let mut response = match forward(
+        dataplane, upstreams, settings, client, parts, body, &mut hsts,
+    )
+    .await
+    {
         Ok(response) => response,
         Err(error) => {
             if error.status().is_server_error() {
@@ -34,15 +42,33 @@ pub(crate) async fn handle(
             }
             error_response(&error, style)
         }
+    };
+    // On every response of a TLS host, Vestibule's own included, as browsers only take the
+    // policy from HTTPS responses and any of them will do. A backend's own policy is kept.
+    if hsts && let Some(value) = &settings.hsts {
+        response
+            .headers_mut()
+            .entry(STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| value.clone());
     }
+    response
+}
+
+/// Where a request goes after the table is consulted.
+enum Step {
+    Forward(EndpointAddress),
+    /// Plain HTTP for a host that wants HTTPS.
+    Redirect,
 }
 
 async fn forward(
     dataplane: &DataPlane,
     upstreams: &Upstreams,
+    settings: &ProxySettings,
     client: ClientSide,
     mut parts: Parts,
     body: Incoming,
+    hsts: &mut bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let host_value = request_authority(&parts)?;
     let host_str = host_value
@@ -51,7 +77,13 @@ async fn forward(
     let host = request_host(host_str);
     let path = normalize_request_path(parts.uri.path())
         .map_err(|_| ProxyError::BadRequest("the request path is not valid"))?;
-    let endpoint = pick(dataplane, &host, &path)?;
+    let endpoint = match route(dataplane, client, &host, &path, hsts)? {
+        Step::Forward(endpoint) => endpoint,
+        Step::Redirect => {
+            let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+            return redirect_to_https(&host, settings.https_redirect_port, target);
+        }
+    };
     let uri = upstream_uri(&endpoint, &path, parts.uri.query())
         .ok_or(ProxyError::BadRequest("the request target is not valid"))?;
 
@@ -103,14 +135,31 @@ fn request_authority(parts: &Parts) -> Result<HeaderValue, ProxyError> {
     }
 }
 
-/// Looks the request up in the installed table and picks an endpoint. The table is held only
-/// for this synchronous step, never across an await.
-fn pick(dataplane: &DataPlane, host: &str, path: &str) -> Result<EndpointAddress, ProxyError> {
+/// Looks the request up in the installed table and decides: redirect, or forward to an
+/// endpoint. The table is held only for this synchronous step, never across an await.
+/// Sets `hsts` when the response is to carry `Strict-Transport-Security`.
+fn route(
+    dataplane: &DataPlane,
+    client: ClientSide,
+    host: &str,
+    path: &str,
+    hsts: &mut bool,
+) -> Result<Step, ProxyError> {
     let runtime = dataplane.load();
-    let backend = match runtime.table.lookup(host, path) {
-        Lookup::Route { route, .. } => &route.backend,
-        Lookup::Default(default) => &default.backend,
-        Lookup::NotFound => return Err(ProxyError::NoRoute),
+    let lookup = runtime.table.lookup(host, path);
+    *hsts = client.https && lookup.vhost.is_some_and(|v| v.tls);
+    let backend = match lookup.target {
+        Target::Route(route) => {
+            let wants_https = lookup.vhost.is_some_and(|v| route.redirects_http(v));
+            // cert-manager's HTTP-01 solver answers on plain HTTP: redirecting it would stop
+            // the certificate that makes HTTPS work from ever being issued.
+            if wants_https && !client.https && !host.is_empty() && !is_acme_challenge(path) {
+                return Ok(Step::Redirect);
+            }
+            &route.backend
+        }
+        Target::Default(default) => &default.backend,
+        Target::NotFound => return Err(ProxyError::NoRoute),
     };
     let id = match backend {
         Backend::Cluster(id) => *id,
@@ -122,7 +171,11 @@ fn pick(dataplane: &DataPlane, host: &str, path: &str) -> Result<EndpointAddress
     let index = runtime.balancers[id.0 as usize]
         .pick(cluster.endpoints.len())
         .ok_or_else(|| ProxyError::NoEndpoints(cluster.key.to_string()))?;
-    Ok(cluster.endpoints[index].address.clone())
+    Ok(Step::Forward(cluster.endpoints[index].address.clone()))
+}
+
+fn is_acme_challenge(path: &str) -> bool {
+    path.starts_with("/.well-known/acme-challenge/")
 }
 
 fn upstream_uri(endpoint: &EndpointAddress, path: &str, query: Option<&str>) -> Option<Uri> {

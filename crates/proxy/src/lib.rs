@@ -1,6 +1,7 @@
-//! The data plane: listeners that accept HTTP/1.1 and HTTP/2, the per-request path from the
-//! published routing table to an endpoint and back, round-robin balancing, pooled upstream
-//! connections, and the one module that turns failures into responses.
+//! The data plane: listeners that accept HTTP/1.1 and HTTP/2 in clear text and over TLS, the
+//! per-request path from the published routing table to an endpoint and back, round-robin
+//! balancing, pooled upstream connections, and the one module that turns failures (and
+//! redirects) into responses.
 //!
 //! A request loads the installed table once, without a lock, and finishes on that table even
 //! if a new one is installed meanwhile.
@@ -12,15 +13,19 @@ mod forward;
 mod headers;
 mod listener;
 mod respond;
+mod tls;
 mod upstream;
 
 pub use body::ProxyBody;
 pub use dataplane::DataPlane;
 pub use listener::{Listener, Scheme, ServeError};
 pub use respond::ProxyError;
+pub use tls::{GENERATED_SOURCE, TlsError, self_signed_certificate, server_config};
 pub use upstream::UpstreamSettings;
 
 use std::time::Duration;
+
+use http::HeaderValue;
 
 /// Settings of the data plane that are fixed for the process's life.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,6 +35,27 @@ pub struct ProxySettings {
     pub client_header_timeout: Duration,
     /// HTTP/2 streams one client connection may have open at once.
     pub http2_max_concurrent_streams: u32,
+    /// Time a client has to finish the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// TLS sessions kept for resumption by session ID.
+    pub tls_session_cache_size: usize,
+    /// The port that HTTP→HTTPS redirects send clients to; left out of the URL when 443.
+    pub https_redirect_port: u16,
+    /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None` turns it off.
+    pub hsts: Option<HeaderValue>,
+}
+
+/// The `Strict-Transport-Security` value for a policy.
+pub fn hsts_header(max_age: u64, include_subdomains: bool, preload: bool) -> HeaderValue {
+    let mut value = format!("max-age={max_age}");
+    if include_subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if preload {
+        value.push_str("; preload");
+    }
+    // Digits, letters, `=`, `;` and spaces only: always a valid header value.
+    HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static("max-age=0"))
 }
 
 impl Default for ProxySettings {
@@ -38,6 +64,11 @@ impl Default for ProxySettings {
             upstream: UpstreamSettings::default(),
             client_header_timeout: Duration::from_secs(60),
             http2_max_concurrent_streams: 128,
+            tls_handshake_timeout: Duration::from_secs(10),
+            tls_session_cache_size: 20_000,
+            https_redirect_port: 443,
+            // ingress-nginx's default: a year, subdomains included, no preload.
+            hsts: Some(hsts_header(31_536_000, true, false)),
         }
     }
 }

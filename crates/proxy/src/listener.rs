@@ -1,16 +1,20 @@
-//! Listeners: accept TCP connections, serve HTTP/1.1 and HTTP/2 (h2c by prior knowledge) on
-//! each through hyper-util's auto builder, and drain on shutdown: stop accepting, let open
-//! connections finish their requests, give up at the deadline.
+//! Listeners: accept TCP connections, complete the TLS handshake on HTTPS listeners, serve
+//! HTTP/1.1 and HTTP/2 (by ALPN over TLS, by prior knowledge in clear text) on each through
+//! hyper-util's auto builder, and drain on shutdown: stop accepting, let open connections
+//! finish their requests, give up at the deadline.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use rustls::ServerConfig;
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
@@ -46,22 +50,51 @@ pub enum ServeError {
 }
 
 /// A bound listening socket, not yet serving.
-#[derive(Debug)]
 pub struct Listener {
     tcp: TcpListener,
     addr: SocketAddr,
-    scheme: Scheme,
+    tls: Option<TlsAcceptor>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener")
+            .field("addr", &self.addr)
+            .field("scheme", &self.scheme())
+            .finish()
+    }
 }
 
 impl Listener {
-    pub async fn bind(addr: SocketAddr, scheme: Scheme) -> Result<Listener, ServeError> {
+    /// A clear-text listener.
+    pub async fn bind_http(addr: SocketAddr) -> Result<Listener, ServeError> {
+        Self::bind(addr, None).await
+    }
+
+    /// A listener that terminates TLS with `config` (see [`crate::server_config`]).
+    pub async fn bind_https(
+        addr: SocketAddr,
+        config: Arc<ServerConfig>,
+    ) -> Result<Listener, ServeError> {
+        Self::bind(addr, Some(TlsAcceptor::from(config))).await
+    }
+
+    async fn bind(addr: SocketAddr, tls: Option<TlsAcceptor>) -> Result<Listener, ServeError> {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;
         let addr = tcp
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
-        Ok(Listener { tcp, addr, scheme })
+        Ok(Listener { tcp, addr, tls })
+    }
+
+    pub fn scheme(&self) -> Scheme {
+        if self.tls.is_some() {
+            Scheme::Https
+        } else {
+            Scheme::Http
+        }
     }
 
     /// The address actually bound (with the real port when asked for port 0).
@@ -83,9 +116,11 @@ impl Listener {
             dataplane,
             upstreams: Upstreams::new(&settings.upstream),
             builder: builder(&settings),
+            settings,
         });
         let tracker = TaskTracker::new();
-        info!(listener = self.scheme.name(), address = %self.addr, "listening");
+        let scheme = self.scheme();
+        info!(listener = scheme.name(), address = %self.addr, "listening");
         let mut backoff = Duration::from_millis(5);
         loop {
             let accepted = tokio::select! {
@@ -98,11 +133,12 @@ impl Listener {
                     let client = ClientSide {
                         peer: peer.ip(),
                         local_port: self.addr.port(),
-                        https: self.scheme == Scheme::Https,
+                        https: scheme == Scheme::Https,
                     };
-                    tracker.spawn(serve_connection(
+                    tracker.spawn(accept_connection(
                         shared.clone(),
                         stream,
+                        self.tls.clone(),
                         client,
                         shutdown.clone(),
                     ));
@@ -136,6 +172,7 @@ struct Shared {
     dataplane: Arc<DataPlane>,
     upstreams: Upstreams,
     builder: auto::Builder<TokioExecutor>,
+    settings: Arc<ProxySettings>,
 }
 
 fn builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
@@ -151,27 +188,66 @@ fn builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
     builder
 }
 
-async fn serve_connection(
+/// Completes the TLS handshake when there is one, then serves the connection.
+async fn accept_connection(
     shared: Arc<Shared>,
     stream: TcpStream,
+    tls: Option<TlsAcceptor>,
     client: ClientSide,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    let Some(acceptor) = tls else {
+        return serve_connection(shared, TokioIo::new(stream), client, shutdown).await;
+    };
+    let handshake = tokio::time::timeout(
+        shared.settings.tls_handshake_timeout,
+        acceptor.accept(stream),
+    );
+    let stream = tokio::select! {
+        result = handshake => match result {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                debug!(peer = %client.peer, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                debug!(peer = %client.peer, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = shutdown.cancelled() => return,
+    };
+    serve_connection(shared, TokioIo::new(stream), client, shutdown).await;
+}
+
+async fn serve_connection<I>(
+    shared: Arc<Shared>,
+    io: I,
+    client: ClientSide,
+    shutdown: CancellationToken,
+) where
+    I: Read + Write + Unpin + Send + 'static,
+{
     let service = {
         let shared = shared.clone();
         service_fn(move |request| {
             let shared = shared.clone();
             async move {
                 Ok::<_, Infallible>(
-                    handle(&shared.dataplane, &shared.upstreams, client, request).await,
+                    handle(
+                        &shared.dataplane,
+                        &shared.upstreams,
+                        &shared.settings,
+                        client,
+                        request,
+                    )
+                    .await,
                 )
             }
         })
     };
-    let connection = shared
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let connection = shared.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

@@ -1,11 +1,11 @@
-//! Every failure the proxy answers itself, classified where it happens and turned into a
-//! response here, in one place: status, a short body (plain text, or JSON when the client
-//! asks for it), and `Server: vestibule`. Bodies never carry internal addresses or errors;
-//! those go to the log.
+//! Every response the proxy makes itself, in one place: failures, classified where they
+//! happen and turned into a status, a short body (plain text, or JSON when the client asks
+//! for it) and `Server: vestibule`; and the redirect from HTTP to HTTPS. Bodies never carry
+//! internal addresses or errors; those go to the log.
 
 use std::error::Error as StdError;
 
-use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, SERVER};
+use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, LOCATION, SERVER};
 use http::{HeaderMap, Response, StatusCode};
 
 use crate::body::{ProxyBody, full};
@@ -104,6 +104,33 @@ pub(crate) fn error_response(error: &ProxyError, style: Style) -> Response<Proxy
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(SERVER, SERVER_NAME);
     response
+}
+
+/// A 308 to the same host and request target on HTTPS (308 rather than 301 so that the
+/// method and body are kept). `host` has no port; `target` is the path and query exactly as
+/// the client sent them.
+pub(crate) fn redirect_to_https(
+    host: &str,
+    port: u16,
+    target: &str,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    let location = if port == 443 {
+        format!("https://{host}{target}")
+    } else {
+        format!("https://{host}:{port}{target}")
+    };
+    let location = HeaderValue::try_from(location)
+        .map_err(|_| ProxyError::BadRequest("the request target is not valid"))?;
+    let mut response = Response::new(full("308 Permanent Redirect\n"));
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    let headers = response.headers_mut();
+    headers.insert(LOCATION, location);
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    headers.insert(SERVER, SERVER_NAME);
+    Ok(response)
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vestibule_model::{Lookup, normalize_request_path, request_host};
+use vestibule_model::{Target, normalize_request_path, request_host};
 use vestibule_testkit::scale::{scale_requests, scale_set};
 use vestibule_translate::{Object, Options, Snapshot, compile};
 
@@ -64,7 +64,7 @@ fn routing(c: &mut Criterion) {
     let requests = packed(scale_requests(INGRESSES, HOSTS, 4096));
     let hits = requests
         .iter()
-        .filter(|(h, p)| !matches!(table.lookup(h, p), Lookup::NotFound))
+        .filter(|(h, p)| !matches!(table.lookup(h, p).target, Target::NotFound))
         .count();
     let requests: Vec<(&str, &str)> = requests.iter().map(|(h, p)| (*h, *p)).collect();
     assert!(
@@ -80,7 +80,10 @@ fn routing(c: &mut Criterion) {
             i += 1;
             let host = request_host(black_box(host));
             let path = normalize_request_path(black_box(path)).unwrap_or_default();
-            black_box(matches!(table.lookup(&host, &path), Lookup::Route { .. }))
+            black_box(matches!(
+                table.lookup(&host, &path).target,
+                Target::Route(_)
+            ))
         })
     });
     let warm: Vec<(&str, &str)> = requests.iter().take(16).copied().collect();
@@ -91,7 +94,10 @@ fn routing(c: &mut Criterion) {
             j += 1;
             let host = request_host(black_box(host));
             let path = normalize_request_path(black_box(path)).unwrap_or_default();
-            black_box(matches!(table.lookup(&host, &path), Lookup::Route { .. }))
+            black_box(matches!(
+                table.lookup(&host, &path).target,
+                Target::Route(_)
+            ))
         })
     });
     group.sample_size(10);

@@ -13,7 +13,7 @@ use vestibule_model::{
 
 use crate::report::{Diagnostics, Kind, ObjectRef, namespace_of};
 
-const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+pub(crate) const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 /// How an Ingress names a Service port.
 #[derive(Debug, Clone, Copy)]

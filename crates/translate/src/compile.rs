@@ -1,20 +1,23 @@
-//! The compile: which Ingresses are ours, their rules in precedence order, backends, and the
-//! default backend, into one table and one report.
+//! The compile: which Ingresses are ours, their TLS, their rules in precedence order,
+//! backends, and the default backend, into one table and one report.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend};
+use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend, IngressSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use vestibule_model::{
-    Backend, DefaultBackend, HostPattern, PathKind, PathRule, RouteOrigin, RouteTable, TableBuilder,
+    Backend, Certificate, CertificateRef, DefaultBackend, HostPattern, PathKind, PathRule,
+    RouteOrigin, RoutePolicy, RouteTable, TableBuilder,
 };
 
-use crate::annotations;
-use crate::backend::{PortRef, ServiceRef, Services};
+use crate::annotations::{self, IngressSettings};
+use crate::backend::{PortRef, SERVICE_NAME_LABEL, ServiceRef, Services};
 use crate::class::Classes;
-use crate::report::{Diagnostics, IngressOutcome, Kind, ObjectRef, Report, namespace_of};
+use crate::report::{Diagnostics, IngressOutcome, Kind, ObjectRef, Report, Severity, namespace_of};
 use crate::snapshot::Snapshot;
+use crate::tls::{CertMemory, Loaded, Secrets};
 
 /// Controller settings that change what is compiled.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -30,6 +33,8 @@ pub struct Options {
     pub default_backend_service: Option<(String, String)>,
     /// Namespaces to read; empty means all.
     pub watch_namespaces: Vec<String>,
+    /// `(namespace, name)` of the TLS Secret served when no TLS host matches a handshake.
+    pub default_ssl_certificate: Option<(String, String)>,
 }
 
 impl Default for Options {
@@ -40,6 +45,7 @@ impl Default for Options {
             watch_ingress_without_class: false,
             default_backend_service: None,
             watch_namespaces: Vec::new(),
+            default_ssl_certificate: None,
         }
     }
 }
@@ -49,10 +55,43 @@ impl Default for Options {
 pub struct Compiled {
     pub table: RouteTable,
     pub report: Report,
+    /// Give this to the next compile, so Secrets that go bad keep their last good certificate.
+    pub memory: CertMemory,
+}
+
+/// Everything a compile depends on besides the snapshot. The compile reads no clock and
+/// keeps no state of its own: the time and the memory of last good certificates come in here.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    pub options: &'a Options,
+    pub memory: &'a CertMemory,
+    /// Unix seconds, for certificate expiry.
+    pub now: i64,
+}
+
+/// Compiles with the current time and no memory of earlier compiles: for one-off use such as
+/// `vestibule validate`. A long-running process uses [`compile_with`].
+pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
+    compile_with(
+        snapshot,
+        Context {
+            options,
+            memory: &CertMemory::default(),
+            now: unix_now(),
+        },
+    )
+}
+
+/// The current time as [`Context::now`] wants it.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Compiles a snapshot. Never fails: what cannot be used is skipped and reported.
-pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
+pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
+    let options = context.options;
     let in_scope = |meta: &ObjectMeta| {
         options.watch_namespaces.is_empty()
             || options
@@ -60,13 +99,29 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
                 .iter()
                 .any(|ns| ns == namespace_of(meta))
     };
+    // Objects that a flag names are read wherever they are: the operator chose them, and
+    // `--watch-namespace` limits which Ingresses are served, not where the flags may point.
+    let flag_names = |flag: &Option<(String, String)>, namespace: &str, name: Option<&str>| {
+        flag.as_ref()
+            .is_some_and(|(ns, n)| ns == namespace && Some(n.as_str()) == name)
+    };
+    let default_service = |meta: &ObjectMeta, name: Option<&str>| {
+        flag_names(&options.default_backend_service, namespace_of(meta), name)
+    };
     let classes = Classes::new(&snapshot.ingress_classes, options);
     let services = Services::new(
-        snapshot.services.iter().filter(|s| in_scope(&s.metadata)),
-        snapshot
-            .endpoint_slices
-            .iter()
-            .filter(|s| in_scope(&s.metadata)),
+        snapshot.services.iter().filter(|s| {
+            in_scope(&s.metadata) || default_service(&s.metadata, s.metadata.name.as_deref())
+        }),
+        snapshot.endpoint_slices.iter().filter(|s| {
+            let service = s
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(SERVICE_NAME_LABEL))
+                .map(String::as_str);
+            in_scope(&s.metadata) || default_service(&s.metadata, service)
+        }),
     );
     let mut ingresses: Vec<&Ingress> = snapshot
         .ingresses
@@ -81,9 +136,22 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
     let mut compiler = Compiler {
         options,
         services,
+        secrets: Secrets::new(
+            snapshot.secrets.iter().filter(|s| {
+                in_scope(&s.metadata)
+                    || flag_names(
+                        &options.default_ssl_certificate,
+                        namespace_of(&s.metadata),
+                        s.metadata.name.as_deref(),
+                    )
+            }),
+            context.memory,
+            context.now,
+        ),
         builder: TableBuilder::new(),
         diags: Diagnostics::default(),
     };
+    compiler.default_certificate();
     let mut outcomes = Vec::new();
     let mut seen = HashSet::new();
     for ingress in ingresses {
@@ -115,6 +183,7 @@ pub fn compile(snapshot: &Snapshot, options: &Options) -> Compiled {
             diagnostics: compiler.diags.finish(),
             ingresses: outcomes,
         },
+        memory: compiler.secrets.finish(),
     }
 }
 
@@ -133,13 +202,14 @@ fn age_key(meta: &ObjectMeta) -> (bool, Option<k8s_openapi::jiff::Timestamp>, &s
 struct Compiler<'s> {
     options: &'s Options,
     services: Services<'s>,
+    secrets: Secrets<'s>,
     builder: TableBuilder,
     diags: Diagnostics,
 }
 
 impl Compiler<'_> {
     fn ingress(&mut self, ingress: &Ingress, object: &ObjectRef) {
-        annotations::check(
+        let settings = annotations::read(
             ingress.metadata.annotations.as_ref(),
             object,
             &mut self.diags,
@@ -148,6 +218,7 @@ impl Compiler<'_> {
             self.diags.error(object, "spec", "spec is missing");
             return;
         };
+        self.ingress_tls(spec, object);
         let rules = spec.rules.as_deref().unwrap_or(&[]);
         if rules.is_empty() && spec.default_backend.is_none() {
             self.diags.error(
@@ -191,7 +262,7 @@ impl Compiler<'_> {
             }
             for (j, path) in http.paths.iter().enumerate() {
                 let field = format!("spec.rules[{i}].http.paths[{j}]");
-                self.path(&host, path, object, &field);
+                self.path(&host, path, object, &field, settings);
             }
         }
     }
@@ -202,6 +273,7 @@ impl Compiler<'_> {
         path: &HTTPIngressPath,
         object: &ObjectRef,
         field: &str,
+        settings: IngressSettings,
     ) {
         let rule = match path_rule(path) {
             Ok(rule) => rule,
@@ -232,9 +304,10 @@ impl Compiler<'_> {
             return;
         };
         let origin = origin(object, field);
-        if let Err(conflict) = self
-            .builder
-            .route(host.clone(), rule.clone(), backend, origin)
+        let policy: RoutePolicy = settings.policy;
+        if let Err(conflict) =
+            self.builder
+                .route_with(host.clone(), rule.clone(), backend, origin, policy)
         {
             let existing = conflict.existing;
             self.diags.error(
@@ -247,6 +320,153 @@ impl Compiler<'_> {
                 ),
             );
         }
+    }
+
+    /// `spec.tls`: binds each listed host to its Secret's certificate (oldest Ingress first),
+    /// and, as ingress-nginx does, the Ingress's rule hosts that no TLS entry lists to a
+    /// certificate of this Ingress whose names cover them.
+    fn ingress_tls(&mut self, spec: &IngressSpec, object: &ObjectRef) {
+        let mut listed: Vec<HostPattern> = Vec::new();
+        let mut own: Vec<(Arc<Certificate>, CertificateRef)> = Vec::new();
+        for (i, tls) in spec.tls.iter().flatten().enumerate() {
+            let (certificate, to) = match tls.secret_name.as_deref().filter(|n| !n.is_empty()) {
+                // A TLS entry without a Secret: its hosts are TLS hosts on the default
+                // certificate (TLS terminated with a wildcard or default certificate).
+                None => (None, CertificateRef::Default),
+                Some(name) => {
+                    let loaded = self.load_secret(
+                        (&object.namespace, name),
+                        object,
+                        &format!("spec.tls[{i}].secretName"),
+                        "the default certificate",
+                    );
+                    match loaded.certificate {
+                        Some(c) => {
+                            let index = self.builder.tls().certificate(&c);
+                            (Some(c), CertificateRef::Index(index))
+                        }
+                        None => (None, CertificateRef::Default),
+                    }
+                }
+            };
+            for (j, raw) in tls.hosts.iter().flatten().enumerate() {
+                let field = format!("spec.tls[{i}].hosts[{j}]");
+                let host = match HostPattern::parse(raw) {
+                    Ok(HostPattern::Any) => {
+                        self.diags
+                            .error(object, field, "a TLS host must not be empty");
+                        continue;
+                    }
+                    Ok(host) => host,
+                    Err(e) => {
+                        self.diags
+                            .error(object, field, format!("{e}; this TLS host is ignored"));
+                        continue;
+                    }
+                };
+                if let Some(c) = &certificate
+                    && !c.info.covers(&host)
+                {
+                    self.diags.warning(
+                        object,
+                        &field,
+                        format!(
+                            "the certificate of Secret {} does not name {host} (it names {}); \
+                             it is served for {host} anyway",
+                            c.info.source,
+                            names(&c.info.dns_names)
+                        ),
+                    );
+                }
+                if let Err(existing) = self.builder.tls().bind(&host, to)
+                    && existing != to
+                {
+                    let holder = self.describe(existing);
+                    self.diags.warning(
+                        object,
+                        &field,
+                        format!(
+                            "{host} already has TLS from an older Ingress ({}); this entry is \
+                             ignored for it",
+                            holder
+                        ),
+                    );
+                }
+                listed.push(host);
+            }
+            if let Some(c) = certificate {
+                own.push((c, to));
+            }
+        }
+        for rule in spec.rules.iter().flatten() {
+            let Ok(host) = HostPattern::parse(rule.host.as_deref().unwrap_or("")) else {
+                continue;
+            };
+            if host == HostPattern::Any || listed.contains(&host) {
+                continue;
+            }
+            if let Some((_, to)) = own.iter().find(|(c, _)| c.info.covers(&host)) {
+                // Bound already by an older Ingress: that one wins, silently, as when listed.
+                let _ = self.builder.tls().bind(&host, *to);
+            }
+        }
+    }
+
+    fn describe(&mut self, reference: CertificateRef) -> String {
+        match reference {
+            CertificateRef::Default => "the default certificate".to_owned(),
+            CertificateRef::Index(i) => self
+                .builder
+                .tls()
+                .certificate_at(i)
+                .map(|c| format!("Secret {}", c.info.source))
+                .unwrap_or_default(),
+        }
+    }
+
+    /// `--default-ssl-certificate`: the certificate for handshakes no TLS host matches.
+    fn default_certificate(&mut self) {
+        let Some((ns, name)) = &self.options.default_ssl_certificate else {
+            return;
+        };
+        let loaded = self.load_secret(
+            (ns, name),
+            &ObjectRef::new(Kind::Secret, ns, name),
+            "--default-ssl-certificate",
+            "the generated self-signed certificate",
+        );
+        if let Some(certificate) = loaded.certificate {
+            self.builder.tls().set_default(&certificate);
+        }
+    }
+
+    /// Loads a TLS Secret and reports on `object` at `field` what is wrong with it, if
+    /// anything, and what is served instead (its last good certificate, or `otherwise`).
+    fn load_secret(
+        &mut self,
+        (namespace, name): (&str, &str),
+        object: &ObjectRef,
+        field: &str,
+        otherwise: &str,
+    ) -> Loaded {
+        let loaded = self.secrets.load(namespace, name);
+        if let Some(problem) = &loaded.problem {
+            let severity = if problem.is_error() {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            self.diags.push(
+                severity,
+                object,
+                field,
+                format!(
+                    "Secret {namespace}/{name} {problem}; {}",
+                    loaded.fallback(otherwise)
+                ),
+            );
+        }
+        loaded
     }
 
     fn ingress_default_backend(&mut self, default: &IngressBackend, object: &ObjectRef) {
@@ -413,6 +633,14 @@ impl Compiler<'_> {
             backend,
             origin: None,
         });
+    }
+}
+
+fn names(names: &[String]) -> String {
+    if names.is_empty() {
+        "no DNS names".to_owned()
+    } else {
+        names.join(", ")
     }
 }
 

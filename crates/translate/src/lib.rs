@@ -8,7 +8,9 @@ mod class;
 mod compile;
 mod report;
 mod snapshot;
+mod tls;
 
-pub use compile::{Compiled, Options, compile};
+pub use compile::{Compiled, Context, Options, compile, compile_with, unix_now};
 pub use report::{Diagnostic, IngressOutcome, Kind, ObjectRef, Report, Severity};
 pub use snapshot::{Object, Snapshot};
+pub use tls::CertMemory;

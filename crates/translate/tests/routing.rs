@@ -350,6 +350,34 @@ fn flag_default_backend_applies_only_without_an_ingress_one() {
 }
 
 #[test]
+fn the_flag_default_backend_is_read_outside_the_watched_namespaces() {
+    let mut objects = vec![our_class()];
+    objects.extend(backend("system", "fallback", "10.9.0.1"));
+    objects.extend(backend("system", "unnamed", "10.9.0.2"));
+    objects.push(o(ingress("system", "elsewhere")
+        .class("vestibule")
+        .host("elsewhere.example")
+        .prefix("/", svc("unnamed", 80))
+        .build()));
+    let options = Options {
+        watch_namespaces: vec!["default".to_owned()],
+        default_backend_service: Some(("system".to_owned(), "fallback".to_owned())),
+        ..Options::default()
+    };
+    let c = compile_with(objects, &options);
+    assert_eq!(
+        serves(&c, "any", "/"),
+        "default(flag) -> system/fallback:80 [10.9.0.1:8080]"
+    );
+    // Everything else in that namespace stays out of scope.
+    assert_eq!(
+        serves(&c, "elsewhere.example", "/"),
+        "default(flag) -> system/fallback:80 [10.9.0.1:8080]"
+    );
+    assert_eq!(findings(&c), Vec::<String>::new());
+}
+
+#[test]
 fn without_any_default_backend_unmatched_requests_are_404() {
     let c = compile_default(with(vec![
         ingress("default", "x")

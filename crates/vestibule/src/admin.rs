@@ -1,4 +1,5 @@
-//! The admin server: liveness, readiness, and the current configuration as JSON.
+//! The admin server: liveness, readiness, and the current configuration as JSON, with which
+//! certificate serves each TLS host.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +16,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
 use vestibule_controller::Publisher;
+use vestibule_model::{CertificateInfo, CertificateRef, HostPattern, RouteTable};
 
 /// What the admin endpoints report on.
 #[derive(Debug)]
@@ -24,14 +26,20 @@ pub struct AdminState {
     pub installed: AtomicU64,
     /// Set when shutdown starts, so load balancers stop sending new traffic.
     pub draining: AtomicBool,
+    /// The certificate made at start-up, served when the table names none.
+    pub generated_certificate: CertificateInfo,
 }
 
 impl AdminState {
-    pub fn new(publisher: Arc<Publisher>) -> Arc<AdminState> {
+    pub fn new(
+        publisher: Arc<Publisher>,
+        generated_certificate: CertificateInfo,
+    ) -> Arc<AdminState> {
         Arc::new(AdminState {
             publisher,
             installed: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            generated_certificate,
         })
     }
 }
@@ -107,8 +115,68 @@ fn debug_config(state: &AdminState) -> Response<Full<Bytes>> {
         "diagnostics": published.report.diagnostics,
         "source_problems": published.problems,
         "table": &*published.table,
+        "tls": tls_view(&published.table, &state.generated_certificate),
     });
     json_response(StatusCode::OK, &body)
+}
+
+/// Per TLS host, the certificate that serves it; the default certificate; the hosts that get
+/// the default (a TLS host whose Secret never loaded, and hosts with no TLS section at all);
+/// and the soonest expiry among Secrets' certificates.
+fn tls_view(table: &RouteTable, generated: &CertificateInfo) -> serde_json::Value {
+    let tls = table.tls();
+    let default_info = tls.configured_default().map_or(generated, |c| &c.info);
+    let info_of = |to: &CertificateRef| match to {
+        CertificateRef::Index(i) => tls.certificate(*i).map_or(default_info, |c| &c.info),
+        CertificateRef::Default => default_info,
+    };
+    let default_ref = tls.for_server_name(None);
+    let hosts: Vec<serde_json::Value> = tls
+        .hosts()
+        .iter()
+        .map(|(host, to)| {
+            json!({
+                "host": host.to_string(),
+                "default": *to == default_ref || *to == CertificateRef::Default,
+                "certificate": certificate_json(info_of(to)),
+            })
+        })
+        .collect();
+    let on_default: Vec<String> = tls
+        .hosts()
+        .iter()
+        .filter(|(_, to)| *to == default_ref || *to == CertificateRef::Default)
+        .map(|(host, _)| host.to_string())
+        .collect();
+    let without_tls: Vec<String> = table
+        .virtual_hosts()
+        .iter()
+        .filter(|v| !v.tls && v.host != HostPattern::Any)
+        .map(|v| v.host.to_string())
+        .collect();
+    json!({
+        "default_certificate": certificate_json(default_info),
+        "hosts": hosts,
+        "tls_hosts_on_default_certificate": on_default,
+        "hosts_without_tls": without_tls,
+        "earliest_expiry": tls.earliest_expiry().map(rfc3339),
+    })
+}
+
+fn certificate_json(info: &CertificateInfo) -> serde_json::Value {
+    json!({
+        "subject": info.subject,
+        "dns_names": info.dns_names,
+        "not_before": rfc3339(info.not_before),
+        "not_after": rfc3339(info.not_after),
+        "source": info.source,
+    })
+}
+
+fn rfc3339(unix_seconds: i64) -> String {
+    jiff::Timestamp::from_second(unix_seconds)
+        .map(|t| t.to_string())
+        .unwrap_or_else(|_| unix_seconds.to_string())
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

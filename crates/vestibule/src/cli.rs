@@ -52,6 +52,38 @@ pub struct RunArgs {
     )]
     pub https_addr: SocketAddr,
 
+    /// Port that plain-HTTP requests for TLS hosts are redirected to (left out of the URL
+    /// when 443). Set it to the HTTPS port clients reach, which behind a load balancer or
+    /// port mapping is not --https-addr's.
+    #[arg(
+        long,
+        value_name = "PORT",
+        env = "VESTIBULE_HTTPS_PORT_FOR_REDIRECTS",
+        default_value_t = 443
+    )]
+    pub https_port_for_redirects: u16,
+
+    /// Send Strict-Transport-Security on HTTPS responses of hosts with TLS.
+    #[arg(long, value_name = "BOOL", env = "VESTIBULE_HSTS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts: bool,
+
+    /// HSTS max-age, in seconds.
+    #[arg(
+        long,
+        value_name = "SECONDS",
+        env = "VESTIBULE_HSTS_MAX_AGE",
+        default_value_t = 31_536_000
+    )]
+    pub hsts_max_age: u64,
+
+    /// Add includeSubDomains to HSTS.
+    #[arg(long, value_name = "BOOL", env = "VESTIBULE_HSTS_INCLUDE_SUBDOMAINS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub hsts_include_subdomains: bool,
+
+    /// Add preload to HSTS.
+    #[arg(long, value_name = "BOOL", env = "VESTIBULE_HSTS_PRELOAD", default_value_t = false, action = clap::ArgAction::Set)]
+    pub hsts_preload: bool,
+
     /// Address of the admin server: /healthz, /readyz, /debug/config.
     #[arg(
         long,
@@ -140,6 +172,11 @@ pub struct CompileArgs {
     /// Service that answers requests matching no rule when no Ingress sets a default backend.
     #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_DEFAULT_BACKEND_SERVICE", value_parser = parse_namespaced)]
     pub default_backend_service: Option<(String, String)>,
+
+    /// TLS Secret served to handshakes whose server name has no certificate of its own (and
+    /// to clients that send none); without it, a self-signed certificate made at start-up.
+    #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_DEFAULT_SSL_CERTIFICATE", value_parser = parse_namespaced)]
+    pub default_ssl_certificate: Option<(String, String)>,
 }
 
 impl CompileArgs {
@@ -150,6 +187,24 @@ impl CompileArgs {
             watch_ingress_without_class: self.watch_ingress_without_class,
             default_backend_service: self.default_backend_service.clone(),
             watch_namespaces: self.watch_namespaces.clone(),
+            default_ssl_certificate: self.default_ssl_certificate.clone(),
+        }
+    }
+}
+
+impl RunArgs {
+    /// The data plane's settings from the flags.
+    pub fn proxy_settings(&self) -> vestibule_proxy::ProxySettings {
+        vestibule_proxy::ProxySettings {
+            https_redirect_port: self.https_port_for_redirects,
+            hsts: self.hsts.then(|| {
+                vestibule_proxy::hsts_header(
+                    self.hsts_max_age,
+                    self.hsts_include_subdomains,
+                    self.hsts_preload,
+                )
+            }),
+            ..Default::default()
         }
     }
 }

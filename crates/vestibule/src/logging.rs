@@ -7,12 +7,19 @@ use tracing_subscriber::EnvFilter;
 
 use crate::cli::LogFormat;
 
+/// Libraries that log what clients do wrong, once per connection: at their own levels, any
+/// client could fill the log (and the disk) by misbehaving. Vestibule logs those events
+/// itself at `debug`. A filter that names the library keeps its own level.
+const QUIET: &[&str] = &["rustls=error"];
+
 /// `RUST_LOG`, when set, wins over `--log-level`, as Rust developers expect.
 pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(env) if !env.is_empty() => EnvFilter::try_new(env).context("parsing RUST_LOG")?,
-        _ => EnvFilter::try_new(level).with_context(|| format!("parsing --log-level {level:?}"))?,
+    let (directives, origin) = match std::env::var("RUST_LOG") {
+        Ok(env) if !env.is_empty() => (env, "RUST_LOG".to_owned()),
+        _ => (level.to_owned(), format!("--log-level {level:?}")),
     };
+    let filter = EnvFilter::try_new(with_quiet_libraries(&directives))
+        .with_context(|| format!("parsing {origin}"))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -27,4 +34,40 @@ pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
             .try_init(),
     };
     result.map_err(|e| anyhow::anyhow!("setting up logging: {e}"))
+}
+
+fn with_quiet_libraries(directives: &str) -> String {
+    let mut all = directives.to_owned();
+    for quiet in QUIET {
+        let target = quiet.split('=').next().unwrap_or(quiet);
+        let named = directives
+            .split(',')
+            .any(|d| d.trim().split(['=', '[']).next() == Some(target));
+        if !named {
+            if !all.is_empty() {
+                all.push(',');
+            }
+            all.push_str(quiet);
+        }
+    }
+    all
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chatty_libraries_are_quiet_unless_named() {
+        assert_eq!(with_quiet_libraries("info"), "info,rustls=error");
+        assert_eq!(
+            with_quiet_libraries("info,rustls=debug"),
+            "info,rustls=debug"
+        );
+        assert_eq!(
+            with_quiet_libraries("warn, rustls[x]=trace"),
+            "warn, rustls[x]=trace"
+        );
+        assert_eq!(with_quiet_libraries(""), "rustls=error");
+    }
 }

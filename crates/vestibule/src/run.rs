@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use vestibule_controller::{Debounce, ManifestSource, Publisher, run_pipeline};
-use vestibule_proxy::{DataPlane, Listener, ProxySettings, Scheme};
+use vestibule_proxy::{DataPlane, Listener, self_signed_certificate, server_config};
 
 use crate::admin::{self, AdminState};
 use crate::cli::RunArgs;
@@ -31,6 +31,9 @@ const COMPILE_DEBOUNCE: Debounce = Debounce {
 };
 
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    // One provider for the whole process, before anything builds a TLS configuration. An
+    // error means one is installed already, which is as good.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all().thread_name("vestibule");
     if args.worker_threads > 0 {
@@ -64,14 +67,26 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         COMPILE_DEBOUNCE,
     ));
     let dataplane = DataPlane::new();
-    let state = AdminState::new(publisher.clone());
+    let fallback = self_signed_certificate().context("making the default TLS certificate")?;
+    if args.compile.default_ssl_certificate.is_none() {
+        info!(
+            subject = %fallback.info.subject,
+            "no --default-ssl-certificate: serving a self-signed certificate generated at \
+             start-up to handshakes for names without a certificate of their own"
+        );
+    }
+    let settings = Arc::new(args.proxy_settings());
+    let tls_config =
+        server_config(dataplane.clone(), &fallback, &settings).context("configuring TLS")?;
+    let state = AdminState::new(publisher.clone(), fallback.info.clone());
     tokio::spawn(install_each_generation(
         publisher.clone(),
         dataplane.clone(),
         state.clone(),
     ));
 
-    let http = Listener::bind(args.http_addr, Scheme::Http).await?;
+    let http = Listener::bind_http(args.http_addr).await?;
+    let https = Listener::bind_https(args.https_addr, tls_config).await?;
     let admin_listener = TcpListener::bind(args.admin_addr)
         .await
         .with_context(|| format!("binding the admin address {}", args.admin_addr))?;
@@ -82,10 +97,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     tokio::spawn(admin::serve(admin_listener, state.clone()));
 
-    let settings = Arc::new(ProxySettings::default());
     let shutdown = CancellationToken::new();
     let grace = args.shutdown_grace_period;
-    let mut http_task = tokio::spawn(http.serve(dataplane, settings, shutdown.clone(), grace));
+    let mut http_task =
+        tokio::spawn(http.serve(dataplane.clone(), settings.clone(), shutdown.clone(), grace));
+    let mut https_task = tokio::spawn(https.serve(dataplane, settings, shutdown.clone(), grace));
 
     let signal = tokio::select! {
         signal = shutdown_signal() => signal?,
@@ -93,13 +109,18 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
             result.context("the HTTP listener failed")?;
             bail!("the HTTP listener stopped unexpectedly");
         }
+        result = &mut https_task => {
+            result.context("the HTTPS listener failed")?;
+            bail!("the HTTPS listener stopped unexpectedly");
+        }
     };
     info!(signal, grace_period = ?grace, "shutting down: readiness off, draining connections");
     state.draining.store(true, Ordering::SeqCst);
     shutdown.cancel();
     tokio::select! {
-        result = http_task => {
-            let left = result.context("the HTTP listener failed while draining")?;
+        results = async { tokio::join!(http_task, https_task) } => {
+            let left = results.0.context("the HTTP listener failed while draining")?
+                + results.1.context("the HTTPS listener failed while draining")?;
             info!(closed_at_deadline = left, "stopped");
             Ok(ExitCode::SUCCESS)
         }

@@ -325,6 +325,7 @@ async fn flags_can_come_from_the_environment() {
     command
         .args(["run", "--log-format", "json"])
         .env("VESTIBULE_HTTP_ADDR", "127.0.0.1:0")
+        .env("VESTIBULE_HTTPS_ADDR", "127.0.0.1:0")
         .env("VESTIBULE_ADMIN_ADDR", "127.0.0.1:0")
         .env("VESTIBULE_MANIFESTS", dir.path())
         .env("VESTIBULE_WATCH_INGRESS_WITHOUT_CLASS", "true");

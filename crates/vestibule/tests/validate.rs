@@ -92,3 +92,60 @@ fn unreadable_files_are_errors() {
     assert_eq!(code, 1);
     assert!(stderr.contains("/nonexistent/x.yaml"), "{stderr}");
 }
+
+#[test]
+fn bad_tls_secrets_are_reported() {
+    use vestibule_testkit::certs::{cert, expired, mismatched};
+    use vestibule_testkit::tls_secret;
+    let dir = ManifestDir::new().unwrap();
+    let class = ingress_class("vestibule", "vestibule.dev/ingress-controller").build();
+    let web = service("shop", "web").port("http", 80, 8080).build();
+    let site = ingress("shop", "site")
+        .class("vestibule")
+        .host("a.example")
+        .prefix("/", svc("web", 80))
+        .tls(&["a.example"], "mismatched")
+        .tls(&["b.example"], "expired")
+        .tls(&["c.example"], "absent")
+        .tls(&["d.example"], "good")
+        .build();
+    let bad_key = mismatched(&["a.example"]);
+    let old = expired(&["b.example"]);
+    let good = cert(&["d.example"]);
+    let secrets = [
+        tls_secret("shop", "mismatched", &bad_key.cert_pem, &bad_key.key_pem),
+        tls_secret("shop", "expired", &old.cert_pem, &old.key_pem),
+        tls_secret("shop", "good", &good.cert_pem, &good.key_pem),
+    ];
+    dir.write(
+        "all.yaml",
+        &[&class, &web, &site, &secrets[0], &secrets[1], &secrets[2]],
+    )
+    .unwrap();
+    let (code, stdout, stderr) = validate(&[dir.path().to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}{stderr}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let line_for = |secret: &str| {
+        lines
+            .iter()
+            .find(|l| l.contains(&format!("\"{secret}\"")) || l.contains(&format!("shop/{secret}")))
+            .copied()
+            .unwrap_or_else(|| panic!("no line for {secret}: {stdout}"))
+    };
+    assert!(
+        line_for("mismatched").starts_with("shop/site: spec.tls[0].secretName:"),
+        "{stdout}"
+    );
+    assert!(
+        line_for("expired").starts_with("shop/site: spec.tls[1].secretName:"),
+        "{stdout}"
+    );
+    assert!(
+        line_for("absent").starts_with("shop/site: spec.tls[2].secretName:"),
+        "{stdout}"
+    );
+    assert!(
+        !stdout.contains("\"good\"") && !stdout.contains("shop/good"),
+        "{stdout}"
+    );
+}

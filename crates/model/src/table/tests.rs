@@ -49,13 +49,13 @@ fn table(routes: &[(&str, PathKind, &str, &str)], default: Option<&str>) -> Rout
 }
 
 fn answer(t: &RouteTable, h: &str, p: &str) -> String {
-    match t.lookup(h, p) {
-        Lookup::Route { route, .. } => route.origin.name.to_string(),
-        Lookup::Default(d) => match &d.backend {
+    match t.lookup(h, p).target {
+        Target::Route(route) => route.origin.name.to_string(),
+        Target::Default(d) => match &d.backend {
             Backend::Unavailable { reason } => format!("default:{reason}"),
             Backend::Cluster(_) => "default".into(),
         },
-        Lookup::NotFound => "404".into(),
+        Target::NotFound => "404".into(),
     }
 }
 

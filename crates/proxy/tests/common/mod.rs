@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use vestibule_proxy::{DataPlane, Listener, ProxySettings, Scheme};
+use vestibule_proxy::{DataPlane, Listener, ProxySettings, self_signed_certificate, server_config};
 use vestibule_testkit::fixtures::{IngressBuilder, echo_service, ingress_class};
 use vestibule_testkit::{Echo, EchoReply};
 use vestibule_translate::{Object, Options, Snapshot, compile};
 
 pub struct Proxy {
     pub addr: SocketAddr,
+    /// The HTTPS listener, serving the same data plane with a generated fallback certificate.
+    pub https: SocketAddr,
     pub dataplane: Arc<DataPlane>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<usize>,
@@ -32,19 +34,29 @@ impl Proxy {
     ) -> Proxy {
         let dataplane = DataPlane::new();
         dataplane.install(table(objects));
-        let listener = Listener::bind("127.0.0.1:0".parse().unwrap(), Scheme::Http)
+        let listener = Listener::bind_http("127.0.0.1:0".parse().unwrap())
             .await
             .unwrap();
         let addr = listener.local_addr();
+        let settings = Arc::new(settings);
+        let fallback = self_signed_certificate().unwrap();
+        let config = server_config(dataplane.clone(), &fallback, &settings).unwrap();
+        let tls_listener = Listener::bind_https("127.0.0.1:0".parse().unwrap(), config)
+            .await
+            .unwrap();
+        let https = tls_listener.local_addr();
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(listener.serve(
+        tokio::spawn(tls_listener.serve(
             dataplane.clone(),
-            Arc::new(settings),
+            settings.clone(),
             shutdown.clone(),
             drain,
         ));
+        let task =
+            tokio::spawn(listener.serve(dataplane.clone(), settings, shutdown.clone(), drain));
         Proxy {
             addr,
+            https,
             dataplane,
             shutdown,
             task,

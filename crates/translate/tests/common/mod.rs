@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use vestibule_model::{Backend, Lookup, request_host};
+use vestibule_model::{Backend, Target, request_host};
 use vestibule_testkit::{endpoint_slice, ingress_class, service};
 use vestibule_translate::{Compiled, Object, Options, Severity, Snapshot, compile};
 
@@ -52,18 +52,18 @@ pub fn serves(c: &Compiled, host: &str, path: &str) -> String {
         }
         Backend::Unavailable { .. } => "503".to_owned(),
     };
-    match c.table.lookup(&request_host(host), path) {
-        Lookup::Route { route, .. } => {
+    match c.table.lookup(&request_host(host), path).target {
+        Target::Route(route) => {
             format!("{} -> {}", route.origin.name, describe(&route.backend))
         }
-        Lookup::Default(d) => format!(
+        Target::Default(d) => format!(
             "default({}) -> {}",
             d.origin
                 .as_ref()
                 .map_or("flag".to_owned(), |o| o.name.to_string()),
             describe(&d.backend)
         ),
-        Lookup::NotFound => "404".to_owned(),
+        Target::NotFound => "404".to_owned(),
     }
 }
 

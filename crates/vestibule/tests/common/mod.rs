@@ -20,6 +20,7 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_vestibule");
 pub struct Vestibule {
     child: Child,
     pub http: SocketAddr,
+    pub https: SocketAddr,
     pub admin: SocketAddr,
     logs: Arc<Mutex<Vec<Value>>>,
 }
@@ -36,7 +37,8 @@ impl Vestibule {
                 "--log-level",
                 "info,vestibule=debug",
             ])
-            .args(["--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
+            .args(["--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", "127.0.0.1:0"])
             .arg("--manifests")
             .arg(manifests)
             .args(extra);
@@ -63,10 +65,12 @@ impl Vestibule {
         let mut vestibule = Vestibule {
             child,
             http: "0.0.0.0:0".parse().unwrap(),
+            https: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
             logs,
         };
         vestibule.http = vestibule.wait_for_listener("http");
+        vestibule.https = vestibule.wait_for_listener("https");
         vestibule.admin = vestibule.wait_for_listener("admin");
         vestibule.wait_ready();
         vestibule
