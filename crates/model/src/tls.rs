@@ -202,15 +202,6 @@ impl TlsBuilder {
         self.tls.certificate(index)
     }
 
-    /// What a host pattern is bound to so far.
-    pub fn bound(&self, host: &HostPattern) -> Option<CertificateRef> {
-        match host {
-            HostPattern::Exact(name) => self.tls.exact.get(&**name).copied(),
-            HostPattern::Wildcard(suffix) => self.tls.wildcard.get(&**suffix).copied(),
-            HostPattern::Any => None,
-        }
-    }
-
     pub fn set_default(&mut self, certificate: &Arc<Certificate>) {
         let index = self.certificate(certificate);
         self.tls.default = Some(index);

@@ -18,9 +18,9 @@ mod upstream;
 
 pub use body::ProxyBody;
 pub use dataplane::DataPlane;
-pub use listener::{Listener, Scheme, ServeError};
+pub use listener::{Listener, Scheme, ServeError, Server};
 pub use respond::ProxyError;
-pub use tls::{GENERATED_SOURCE, TlsError, self_signed_certificate, server_config};
+pub use tls::{TlsError, self_signed_certificate, server_config};
 pub use upstream::UpstreamSettings;
 
 use std::time::Duration;

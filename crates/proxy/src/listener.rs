@@ -107,17 +107,10 @@ impl Listener {
     /// connections still open at that point.
     pub async fn serve(
         self,
-        dataplane: Arc<DataPlane>,
-        settings: Arc<ProxySettings>,
+        server: Arc<Server>,
         shutdown: CancellationToken,
         drain_deadline: Duration,
     ) -> usize {
-        let shared = Arc::new(Shared {
-            dataplane,
-            upstreams: Upstreams::new(&settings.upstream),
-            builder: builder(&settings),
-            settings,
-        });
         let tracker = TaskTracker::new();
         let scheme = self.scheme();
         info!(listener = scheme.name(), address = %self.addr, "listening");
@@ -136,7 +129,7 @@ impl Listener {
                         https: scheme == Scheme::Https,
                     };
                     tracker.spawn(accept_connection(
-                        shared.clone(),
+                        server.clone(),
                         stream,
                         self.tls.clone(),
                         client,
@@ -168,11 +161,33 @@ impl Listener {
     }
 }
 
-struct Shared {
+/// What every listener hands its connections to: the installed configuration, the HTTP
+/// settings, and one upstream connection pool, so that the HTTP and HTTPS listeners reuse the
+/// same keep-alive connections to each endpoint.
+pub struct Server {
     dataplane: Arc<DataPlane>,
     upstreams: Upstreams,
     builder: auto::Builder<TokioExecutor>,
-    settings: Arc<ProxySettings>,
+    settings: ProxySettings,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    pub fn new(dataplane: Arc<DataPlane>, settings: ProxySettings) -> Arc<Server> {
+        Arc::new(Server {
+            dataplane,
+            upstreams: Upstreams::new(&settings.upstream),
+            builder: builder(&settings),
+            settings,
+        })
+    }
 }
 
 fn builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
@@ -190,7 +205,7 @@ fn builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
 
 /// Completes the TLS handshake when there is one, then serves the connection.
 async fn accept_connection(
-    shared: Arc<Shared>,
+    server: Arc<Server>,
     stream: TcpStream,
     tls: Option<TlsAcceptor>,
     client: ClientSide,
@@ -198,10 +213,10 @@ async fn accept_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let Some(acceptor) = tls else {
-        return serve_connection(shared, TokioIo::new(stream), client, shutdown).await;
+        return serve_connection(server, TokioIo::new(stream), client, shutdown).await;
     };
     let handshake = tokio::time::timeout(
-        shared.settings.tls_handshake_timeout,
+        server.settings.tls_handshake_timeout,
         acceptor.accept(stream),
     );
     let stream = tokio::select! {
@@ -218,11 +233,11 @@ async fn accept_connection(
         },
         _ = shutdown.cancelled() => return,
     };
-    serve_connection(shared, TokioIo::new(stream), client, shutdown).await;
+    serve_connection(server, TokioIo::new(stream), client, shutdown).await;
 }
 
 async fn serve_connection<I>(
-    shared: Arc<Shared>,
+    server: Arc<Server>,
     io: I,
     client: ClientSide,
     shutdown: CancellationToken,
@@ -230,15 +245,15 @@ async fn serve_connection<I>(
     I: Read + Write + Unpin + Send + 'static,
 {
     let service = {
-        let shared = shared.clone();
+        let server = server.clone();
         service_fn(move |request| {
-            let shared = shared.clone();
+            let server = server.clone();
             async move {
                 Ok::<_, Infallible>(
                     handle(
-                        &shared.dataplane,
-                        &shared.upstreams,
-                        &shared.settings,
+                        &server.dataplane,
+                        &server.upstreams,
+                        &server.settings,
                         client,
                         request,
                     )
@@ -247,7 +262,7 @@ async fn serve_connection<I>(
             }
         })
     };
-    let connection = shared.builder.serve_connection_with_upgrades(io, service);
+    let connection = server.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,

@@ -20,7 +20,7 @@ use crate::ProxySettings;
 use crate::dataplane::DataPlane;
 
 /// Where the generated certificate says it came from, in `/debug/config` and logs.
-pub const GENERATED_SOURCE: &str = "(generated at start-up)";
+const GENERATED_SOURCE: &str = "(generated at start-up)";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A response as it came off the wire.
@@ -37,28 +37,11 @@ pub async fn send(
     request: &str,
     timeout: Duration,
 ) -> std::io::Result<RawResponse> {
-    let stream = TcpStream::connect(addr).await?;
-    exchange(stream, request, timeout).await
-}
-
-/// Sends `request` on an open stream (plain or TLS) and reads until the peer closes.
-pub async fn exchange<S>(
-    mut stream: S,
-    request: &str,
-    timeout: Duration,
-) -> std::io::Result<RawResponse>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
     let work = async {
+        let mut stream = TcpStream::connect(addr).await?;
         stream.write_all(request.as_bytes()).await?;
         let mut buf = Vec::new();
-        // A TLS peer may close without close_notify; what arrived is still the response.
-        if let Err(e) = stream.read_to_end(&mut buf).await
-            && (buf.is_empty() || e.kind() != std::io::ErrorKind::UnexpectedEof)
-        {
-            return Err(e);
-        }
+        stream.read_to_end(&mut buf).await?;
         parse(&buf)
     };
     tokio::time::timeout(timeout, work).await.map_err(|_| {

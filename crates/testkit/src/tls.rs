@@ -17,8 +17,6 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::raw::{RawResponse, exchange};
-
 /// Accepts any certificate: tests check which one was presented, not whether it chains to a
 /// root.
 #[derive(Debug)]
@@ -137,21 +135,6 @@ pub async fn connect(
         resumed,
         version,
     })
-}
-
-/// `GET target` over HTTP/1.1 on a new TLS connection; returns the response and the DER of
-/// the certificate presented.
-pub async fn https_get(
-    addr: SocketAddr,
-    server_name: Option<&str>,
-    host: &str,
-    target: &str,
-) -> std::io::Result<(RawResponse, Vec<u8>)> {
-    let config = client_config(&["http/1.1"]);
-    let connected = connect(addr, server_name, &config).await?;
-    let request = format!("GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-    let response = exchange(connected.stream, &request, Duration::from_secs(10)).await?;
-    Ok((response, connected.certificate))
 }
 
 /// A response read in full.

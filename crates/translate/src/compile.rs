@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use vestibule_model::{
     Backend, Certificate, CertificateRef, DefaultBackend, HostPattern, PathKind, PathRule,
-    RouteOrigin, RoutePolicy, RouteTable, TableBuilder,
+    RouteOrigin, RouteTable, TableBuilder,
 };
 
 use crate::annotations::{self, IngressSettings};
@@ -304,10 +304,9 @@ impl Compiler<'_> {
             return;
         };
         let origin = origin(object, field);
-        let policy: RoutePolicy = settings.policy;
         if let Err(conflict) =
             self.builder
-                .route_with(host.clone(), rule.clone(), backend, origin, policy)
+                .route_with(host.clone(), rule.clone(), backend, origin, settings.policy)
         {
             let existing = conflict.existing;
             self.diags.error(

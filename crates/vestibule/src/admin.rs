@@ -130,24 +130,22 @@ fn tls_view(table: &RouteTable, generated: &CertificateInfo) -> serde_json::Valu
         CertificateRef::Index(i) => tls.certificate(*i).map_or(default_info, |c| &c.info),
         CertificateRef::Default => default_info,
     };
+    // The configured default may also be a Secret that hosts name: those hosts are on the
+    // default certificate as much as hosts whose own Secret never loaded.
     let default_ref = tls.for_server_name(None);
-    let hosts: Vec<serde_json::Value> = tls
-        .hosts()
-        .iter()
-        .map(|(host, to)| {
-            json!({
-                "host": host.to_string(),
-                "default": *to == default_ref || *to == CertificateRef::Default,
-                "certificate": certificate_json(info_of(to)),
-            })
-        })
-        .collect();
-    let on_default: Vec<String> = tls
-        .hosts()
-        .iter()
-        .filter(|(_, to)| *to == default_ref || *to == CertificateRef::Default)
-        .map(|(host, _)| host.to_string())
-        .collect();
+    let mut hosts = Vec::new();
+    let mut on_default = Vec::new();
+    for (host, to) in tls.hosts() {
+        let is_default = *to == default_ref || *to == CertificateRef::Default;
+        if is_default {
+            on_default.push(host.to_string());
+        }
+        hosts.push(json!({
+            "host": host.to_string(),
+            "default": is_default,
+            "certificate": certificate_json(info_of(to)),
+        }));
+    }
     let without_tls: Vec<String> = table
         .virtual_hosts()
         .iter()

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use vestibule_controller::{Debounce, ManifestSource, Publisher, run_pipeline};
-use vestibule_proxy::{DataPlane, Listener, self_signed_certificate, server_config};
+use vestibule_proxy::{DataPlane, Listener, Server, self_signed_certificate, server_config};
 
 use crate::admin::{self, AdminState};
 use crate::cli::RunArgs;
@@ -75,7 +75,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
              start-up to handshakes for names without a certificate of their own"
         );
     }
-    let settings = Arc::new(args.proxy_settings());
+    let settings = args.proxy_settings();
     let tls_config =
         server_config(dataplane.clone(), &fallback, &settings).context("configuring TLS")?;
     let state = AdminState::new(publisher.clone(), fallback.info.clone());
@@ -99,9 +99,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
 
     let shutdown = CancellationToken::new();
     let grace = args.shutdown_grace_period;
-    let mut http_task =
-        tokio::spawn(http.serve(dataplane.clone(), settings.clone(), shutdown.clone(), grace));
-    let mut https_task = tokio::spawn(https.serve(dataplane, settings, shutdown.clone(), grace));
+    let server = Server::new(dataplane, settings);
+    let mut http_task = tokio::spawn(http.serve(server.clone(), shutdown.clone(), grace));
+    let mut https_task = tokio::spawn(https.serve(server, shutdown.clone(), grace));
 
     let signal = tokio::select! {
         signal = shutdown_signal() => signal?,

@@ -158,8 +158,21 @@ async fn the_default_certificate_comes_from_the_flag_or_is_generated() {
     let config = client_config(&["http/1.1"]);
     let presented = connect(generated.https, None, &config).await.unwrap();
     assert_ne!(presented.certificate, fallback.der);
+    // The generated certificate, recognisable by its subject in the DER.
+    let subject = b"Vestibule default certificate";
+    assert!(
+        presented
+            .certificate
+            .windows(subject.len())
+            .any(|w| w == subject),
+        "the generated certificate is presented"
+    );
     let tls = &generated.config().await["tls"];
     assert_eq!(tls["hosts_without_tls"][0], "shop.example");
+    assert_eq!(
+        tls["default_certificate"]["subject"],
+        "CN=Vestibule default certificate"
+    );
 
     let flagged = Vestibule::start(
         dir.path(),

@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use vestibule_proxy::{DataPlane, Listener, ProxySettings, self_signed_certificate, server_config};
+use vestibule_proxy::{
+    DataPlane, Listener, ProxySettings, Server, self_signed_certificate, server_config,
+};
 use vestibule_testkit::fixtures::{IngressBuilder, echo_service, ingress_class};
 use vestibule_testkit::{Echo, EchoReply};
 use vestibule_translate::{Object, Options, Snapshot, compile};
@@ -38,7 +40,6 @@ impl Proxy {
             .await
             .unwrap();
         let addr = listener.local_addr();
-        let settings = Arc::new(settings);
         let fallback = self_signed_certificate().unwrap();
         let config = server_config(dataplane.clone(), &fallback, &settings).unwrap();
         let tls_listener = Listener::bind_https("127.0.0.1:0".parse().unwrap(), config)
@@ -46,14 +47,9 @@ impl Proxy {
             .unwrap();
         let https = tls_listener.local_addr();
         let shutdown = CancellationToken::new();
-        tokio::spawn(tls_listener.serve(
-            dataplane.clone(),
-            settings.clone(),
-            shutdown.clone(),
-            drain,
-        ));
-        let task =
-            tokio::spawn(listener.serve(dataplane.clone(), settings, shutdown.clone(), drain));
+        let server = Server::new(dataplane.clone(), settings);
+        tokio::spawn(tls_listener.serve(server.clone(), shutdown.clone(), drain));
+        let task = tokio::spawn(listener.serve(server, shutdown.clone(), drain));
         Proxy {
             addr,
             https,
