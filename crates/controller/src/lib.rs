@@ -1,8 +1,9 @@
-//! Configuration, from where it is kept to what the proxy serves: sources (manifest files;
-//! the Kubernetes API later), debounce, compile off the async threads, and publish of
-//! immutable snapshots with a generation number.
+//! Configuration, from where it is kept to what the proxy serves: sources (manifest files,
+//! the Kubernetes API), debounce, compile off the async threads, publish of immutable
+//! snapshots with a generation number, and what a controller writes back to the cluster.
 
 mod debounce;
+pub mod kubernetes;
 pub mod manifest;
 mod parse;
 mod pipeline;

@@ -86,7 +86,11 @@ impl Listener {
         let addr = tcp
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
-        Ok(Listener { tcp, addr, tls })
+        let listener = Listener { tcp, addr, tls };
+        // Logged at bind: from here on the kernel queues connections, even while the first
+        // configuration is still being read.
+        info!(listener = listener.scheme().name(), address = %addr, "listening");
+        Ok(listener)
     }
 
     pub fn scheme(&self) -> Scheme {
@@ -113,7 +117,6 @@ impl Listener {
     ) -> usize {
         let tracker = TaskTracker::new();
         let scheme = self.scheme();
-        info!(listener = scheme.name(), address = %self.addr, "listening");
         let mut backoff = Duration::from_millis(5);
         loop {
             let accepted = tokio::select! {

@@ -58,6 +58,8 @@ pub struct Counters {
     pub received: AtomicUsize,
     /// Requests answered.
     pub answered: AtomicUsize,
+    /// Connections accepted.
+    pub connections: AtomicUsize,
 }
 
 impl Echo {
@@ -97,6 +99,11 @@ impl Echo {
         self.counters.answered.load(Ordering::SeqCst)
     }
 
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.counters.connections.load(Ordering::SeqCst)
+    }
+
     /// Requests that arrived so far, answered or not.
     pub fn received(&self) -> usize {
         self.counters.received.load(Ordering::SeqCst)
@@ -129,6 +136,7 @@ pub async fn serve(listener: TcpListener, name: String, counters: Arc<Counters>)
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        counters.connections.fetch_add(1, Ordering::SeqCst);
         let name = name.clone();
         let counters = counters.clone();
         tokio::spawn(async move {

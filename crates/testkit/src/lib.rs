@@ -1,11 +1,13 @@
 //! Test-only helpers: Kubernetes object builders that read like the spec, echo backends on real
 //! sockets, and manifest directories on disk.
 
+pub mod apiserver;
 pub mod certs;
 pub mod echo;
 pub mod fixtures;
 pub mod manifests;
 pub mod raw;
+pub mod rbac;
 pub mod scale;
 pub mod tls;
 

@@ -17,7 +17,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve traffic, following configuration from manifest files or the Kubernetes API.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Compile manifests offline and print every diagnostic; exit 1 if any object is invalid.
     Validate(ValidateArgs),
 }
@@ -96,6 +96,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub compile: CompileArgs,
 
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+
     /// Log line format.
     #[arg(long, value_enum, env = "VESTIBULE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -132,6 +135,94 @@ pub struct ValidateArgs {
 
     #[command(flatten)]
     pub compile: CompileArgs,
+}
+
+/// Flags for running against the Kubernetes API (without `--manifests`).
+#[derive(Debug, Args)]
+pub struct ClusterArgs {
+    /// kubeconfig file to reach the API server with; without it, the in-cluster service
+    /// account, else KUBECONFIG or ~/.kube/config.
+    #[arg(long, value_name = "PATH", env = "VESTIBULE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// Service whose load-balancer addresses (else cluster IP) are written to the status of
+    /// the Ingresses served.
+    #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_PUBLISH_SERVICE", value_parser = parse_namespaced, conflicts_with = "publish_status_address")]
+    pub publish_service: Option<(String, String)>,
+
+    /// IPs or host names to write to the status of the Ingresses served (comma list).
+    #[arg(
+        long,
+        value_name = "ADDRS",
+        env = "VESTIBULE_PUBLISH_STATUS_ADDRESS",
+        value_delimiter = ','
+    )]
+    pub publish_status_address: Vec<String>,
+
+    /// Write Ingress status (needs --publish-service or --publish-status-address).
+    #[arg(long, value_name = "BOOL", env = "VESTIBULE_UPDATE_STATUS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub update_status: bool,
+
+    /// Name of the Lease used to elect the replica that writes status and Events.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "VESTIBULE_ELECTION_ID",
+        default_value = "vestibule-leader"
+    )]
+    pub election_id: String,
+
+    /// How long other replicas wait after the leader's last renewal before taking over.
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_ELECTION_LEASE_DURATION", default_value = "15s", value_parser = parse_duration)]
+    pub election_lease_duration: Duration,
+
+    /// How long the leader keeps leading while it cannot renew; less than the lease duration.
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_ELECTION_RENEW_DEADLINE", default_value = "10s", value_parser = parse_duration)]
+    pub election_renew_deadline: Duration,
+
+    /// How often replicas try to acquire or renew the lease; less than the renew deadline.
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_ELECTION_RETRY_PERIOD", default_value = "2s", value_parser = parse_duration)]
+    pub election_retry_period: Duration,
+}
+
+impl ClusterArgs {
+    /// Checks what clap cannot: the election timings' order.
+    pub fn check(&self) -> Result<(), String> {
+        if self.election_renew_deadline >= self.election_lease_duration {
+            return Err(format!(
+                "--election-renew-deadline ({:?}) must be shorter than --election-lease-duration ({:?}), or two replicas could lead at once",
+                self.election_renew_deadline, self.election_lease_duration
+            ));
+        }
+        if self.election_retry_period >= self.election_renew_deadline {
+            return Err(format!(
+                "--election-retry-period ({:?}) must be shorter than --election-renew-deadline ({:?})",
+                self.election_retry_period, self.election_renew_deadline
+            ));
+        }
+        Ok(())
+    }
+
+    /// Where status addresses come from, if status is written at all.
+    pub fn status_addresses(&self) -> Option<vestibule_controller::kubernetes::StatusAddresses> {
+        use vestibule_controller::kubernetes::StatusAddresses;
+        if !self.update_status {
+            return None;
+        }
+        if let Some((namespace, name)) = &self.publish_service {
+            return Some(StatusAddresses::Service {
+                namespace: namespace.clone(),
+                name: name.clone(),
+            });
+        }
+        let fixed: Vec<String> = self
+            .publish_status_address
+            .iter()
+            .map(|a| a.trim().to_owned())
+            .filter(|a| !a.is_empty())
+            .collect();
+        (!fixed.is_empty()).then_some(StatusAddresses::Fixed(fixed))
+    }
 }
 
 /// Flags that change what is compiled; shared by `run` and `validate` so that validating

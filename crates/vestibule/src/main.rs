@@ -2,6 +2,7 @@
 
 mod admin;
 mod cli;
+mod cluster;
 mod logging;
 mod run;
 mod validate;
@@ -17,7 +18,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Run(args) => {
-            logging::init(args.log_format, &args.log_level).and_then(|()| run::run(args))
+            logging::init(args.log_format, &args.log_level).and_then(|()| run::run(*args))
         }
         Command::Validate(args) => validate::validate(args),
     };

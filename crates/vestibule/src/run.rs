@@ -16,6 +16,7 @@ use vestibule_proxy::{DataPlane, Listener, Server, self_signed_certificate, serv
 
 use crate::admin::{self, AdminState};
 use crate::cli::RunArgs;
+use crate::cluster;
 
 /// Files: let a burst of writes (an editor's save, `kubectl`-style multi-file updates)
 /// finish before reading.
@@ -44,28 +45,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
-    if args.manifests.is_empty() {
-        bail!(
-            "no --manifests given: reading from the Kubernetes API is not available in this \
-             version yet; pass --manifests PATH (a file or directory of Kubernetes objects)"
-        );
-    }
     let options = Arc::new(args.compile.options());
-    let source = ManifestSource::open(args.manifests.clone()).context("reading manifests")?;
-    let (source_tx, source_rx) = watch::channel(Arc::new(source.current()));
-    tokio::spawn(async move {
-        if let Err(e) = source.watch(source_tx, FILE_DEBOUNCE).await {
-            error!(error = %e, "the manifest source stopped; the last configuration stays in service");
-        }
-    });
-
+    if args.manifests.is_empty() {
+        args.cluster.check().map_err(anyhow::Error::msg)?;
+    }
     let publisher = Publisher::new();
-    tokio::spawn(run_pipeline(
-        source_rx,
-        options,
-        publisher.clone(),
-        COMPILE_DEBOUNCE,
-    ));
     let dataplane = DataPlane::new();
     let fallback = self_signed_certificate().context("making the default TLS certificate")?;
     if args.compile.default_ssl_certificate.is_none() {
@@ -85,6 +69,8 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         state.clone(),
     ));
 
+    // Every address is bound before any configuration is read, so a taken port fails the
+    // start at once; the admin server answers (not ready) while the first lists run.
     let http = Listener::bind_http(args.http_addr).await?;
     let https = Listener::bind_https(args.https_addr, tls_config).await?;
     let admin_listener = TcpListener::bind(args.admin_addr)
@@ -98,6 +84,32 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     tokio::spawn(admin::serve(admin_listener, state.clone()));
 
     let shutdown = CancellationToken::new();
+    let (source_rx, election) = if args.manifests.is_empty() {
+        let started = tokio::select! {
+            started = cluster::start(&args, &options, &publisher, shutdown.clone()) => started?,
+            signal = shutdown_signal() => {
+                info!(signal = signal?, "stopped before the first configuration was read");
+                return Ok(ExitCode::SUCCESS);
+            }
+        };
+        (started.source, Some(started.election))
+    } else {
+        let source = ManifestSource::open(args.manifests.clone()).context("reading manifests")?;
+        let (source_tx, source_rx) = watch::channel(Arc::new(source.current()));
+        tokio::spawn(async move {
+            if let Err(e) = source.watch(source_tx, FILE_DEBOUNCE).await {
+                error!(error = %e, "the manifest source stopped; the last configuration stays in service");
+            }
+        });
+        (source_rx, None)
+    };
+    tokio::spawn(run_pipeline(
+        source_rx,
+        options,
+        publisher.clone(),
+        COMPILE_DEBOUNCE,
+    ));
+
     let grace = args.shutdown_grace_period;
     let server = Server::new(dataplane, settings);
     let mut http_task = tokio::spawn(http.serve(server.clone(), shutdown.clone(), grace));
@@ -116,11 +128,15 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     info!(signal, grace_period = ?grace, "shutting down: readiness off, draining connections");
     state.draining.store(true, Ordering::SeqCst);
+    // Also hands the leader lease over, while the connections drain.
     shutdown.cancel();
     tokio::select! {
         results = async { tokio::join!(http_task, https_task) } => {
             let left = results.0.context("the HTTP listener failed while draining")?
                 + results.1.context("the HTTPS listener failed while draining")?;
+            if let Some(election) = election {
+                let _ = election.await;
+            }
             info!(closed_at_deadline = left, "stopped");
             Ok(ExitCode::SUCCESS)
         }

@@ -338,20 +338,20 @@ async fn flags_can_come_from_the_environment() {
 }
 
 #[test]
-fn without_manifests_run_fails_with_a_clear_error() {
+fn without_manifests_or_a_cluster_run_fails_with_a_clear_error() {
+    let home = tempfile::tempdir().unwrap();
     let output = std::process::Command::new(BIN)
-        .args([
-            "run",
-            "--http-addr",
-            "127.0.0.1:0",
-            "--admin-addr",
-            "127.0.0.1:0",
-        ])
+        .args(["run", "--http-addr", "127.0.0.1:0", "--https-addr"])
+        .args(["127.0.0.1:0", "--admin-addr", "127.0.0.1:0"])
         .env_remove("VESTIBULE_MANIFESTS")
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", home.path())
         .output()
         .unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("Kubernetes API"), "{stderr}");
     assert!(stderr.contains("--manifests"), "{stderr}");
 }
 

@@ -45,7 +45,41 @@ impl Vestibule {
         Self::spawn(command)
     }
 
-    pub fn spawn(mut command: Command) -> Vestibule {
+    /// Starts `vestibule run` against the API server behind `kubeconfig`, as the replica
+    /// `pod` of namespace `vestibule`, and waits until it is ready.
+    pub fn cluster(kubeconfig: &Path, pod: &str, extra: &[&str]) -> Vestibule {
+        Self::spawn(Self::cluster_command(kubeconfig, pod, extra))
+    }
+
+    pub fn cluster_command(kubeconfig: &Path, pod: &str, extra: &[&str]) -> Command {
+        let mut command = Command::new(BIN);
+        command
+            .args([
+                "run",
+                "--log-format",
+                "json",
+                "--log-level",
+                "info,vestibule=debug",
+            ])
+            .args(["--http-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0"])
+            .args(["--admin-addr", "127.0.0.1:0"])
+            .arg("--kubeconfig")
+            .arg(kubeconfig)
+            .env("POD_NAME", pod)
+            .env("POD_NAMESPACE", "vestibule")
+            .env_remove("VESTIBULE_MANIFESTS")
+            .args(extra);
+        command
+    }
+
+    pub fn spawn(command: Command) -> Vestibule {
+        let mut vestibule = Self::spawn_unready(command);
+        vestibule.wait_ready();
+        vestibule
+    }
+
+    /// Starts the process and waits for its listeners, not for readiness.
+    pub fn spawn_unready(mut command: Command) -> Vestibule {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -72,7 +106,6 @@ impl Vestibule {
         vestibule.http = vestibule.wait_for_listener("http");
         vestibule.https = vestibule.wait_for_listener("https");
         vestibule.admin = vestibule.wait_for_listener("admin");
-        vestibule.wait_ready();
         vestibule
     }
 
@@ -107,7 +140,7 @@ impl Vestibule {
         self.logs.lock().unwrap().clone()
     }
 
-    fn wait_ready(&mut self) {
+    pub fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while admin_status(self.admin, "/readyz") != Some(200) {
             if let Ok(Some(status)) = self.child.try_wait() {
