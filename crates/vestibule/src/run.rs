@@ -31,6 +31,12 @@ const COMPILE_DEBOUNCE: Debounce = Debounce {
     max_delay: Duration::from_millis(500),
 };
 
+/// For sources whose snapshots come settled.
+const SETTLED: Debounce = Debounce {
+    holdoff: Duration::ZERO,
+    max_delay: Duration::ZERO,
+};
+
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // One provider for the whole process, before anything builds a TLS configuration. An
     // error means one is installed already, which is as good.
@@ -103,11 +109,18 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         });
         (source_rx, None)
     };
+    // The cluster source sends only settled snapshots already; waiting again would only add
+    // latency.
+    let debounce = if args.manifests.is_empty() {
+        SETTLED
+    } else {
+        COMPILE_DEBOUNCE
+    };
     tokio::spawn(run_pipeline(
         source_rx,
         options,
         publisher.clone(),
-        COMPILE_DEBOUNCE,
+        debounce,
     ));
 
     let grace = args.shutdown_grace_period;

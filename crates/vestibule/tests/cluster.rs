@@ -282,11 +282,13 @@ async fn ingresses_of_another_class_are_never_served_and_their_status_never_writ
             .host("ours.test")
             .prefix("/", svc("a", 80)),
     );
+    // Invalid, too: still none of our business, so no Event either.
     world.api.apply(
         &ingress("default", "theirs")
             .class("nginx")
             .host("theirs.test")
             .prefix("/", svc("a", 80))
+            .prefix("no-leading-slash", svc("a", 80))
             .build(),
     );
     // No class at all: not ours either, without --watch-ingress-without-class.
@@ -317,6 +319,7 @@ async fn ingresses_of_another_class_are_never_served_and_their_status_never_writ
     assert_eq!(world.status_writes("theirs"), 0);
     assert_eq!(world.status_writes("classless"), 0);
     assert_eq!(world.status_writes("ours"), 1);
+    assert!(world.api.list::<Event>().is_empty());
 
     // Handed over to the other class: no longer served, and its status left as it is (the
     // other controller owns it now).

@@ -117,10 +117,19 @@ impl EventWriter {
         let Some(published) = self.publisher.current() else {
             return before;
         };
+        // Another controller's Ingresses are its business, whatever the compile noticed.
+        let ours: HashSet<(&str, &str)> = published
+            .report
+            .ours()
+            .map(|o| (o.namespace.as_str(), o.name.as_str()))
+            .collect();
         let mut current = HashSet::new();
         let mut new = Vec::new();
         for diagnostic in &published.report.diagnostics {
-            if diagnostic.object.kind != Kind::Ingress {
+            let object = &diagnostic.object;
+            if object.kind != Kind::Ingress
+                || !ours.contains(&(object.namespace.as_str(), object.name.as_str()))
+            {
                 continue;
             }
             let Some(ingress) = self

@@ -3,13 +3,14 @@
 //!
 //! Usage: `vestibule-test-apiserver [--addr 127.0.0.1:PORT] [--kubeconfig PATH]
 //! [--ingresses N] [--secrets M] [--backend IP:PORT]`. Prints `listening on http://ADDR` once
-//! ready. Each stdin line `touch N` adds a path to Ingress N and prints `applied rv=R`.
+//! ready. Each stdin line `touch N` adds a rule for a new host to Ingress N and prints
+//! `applied rv=R host=HOST`.
 
 use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress};
+use k8s_openapi::api::networking::v1::Ingress;
 use vestibule_testkit::apiserver::ApiServer;
 use vestibule_testkit::certs;
 use vestibule_testkit::fixtures::{
@@ -118,24 +119,18 @@ fn load(server: &ApiServer, args: &Args) {
     }
 }
 
-/// Adds path `/t{counter}` to Ingress `i`; returns the new RV, or None when it doesn't exist.
-fn touch(server: &ApiServer, i: usize, counter: u64) -> Option<u64> {
+/// Adds a rule for the new host `t{counter}.h{i}.scale.test` to Ingress `i`, so a client can
+/// tell when the change is served (404 before, 200 after). Returns the new RV and the host,
+/// or None when the Ingress doesn't exist.
+fn touch(server: &ApiServer, i: usize, counter: u64) -> Option<(u64, String)> {
     let mut ingress: Ingress = server.get(&namespace(i), &format!("i{i}"))?;
-    let http = ingress
-        .spec
-        .as_mut()?
-        .rules
-        .as_mut()?
-        .first_mut()?
-        .http
-        .as_mut()?;
-    http.paths.push(HTTPIngressPath {
-        backend: svc(&format!("s{i}"), 80),
-        path: Some(format!("/t{counter}")),
-        path_type: "Prefix".to_owned(),
-    });
+    let rules = ingress.spec.as_mut()?.rules.as_mut()?;
+    let mut rule = rules.first()?.clone();
+    let host = format!("t{counter}.h{i}.scale.test");
+    rule.host = Some(host.clone());
+    rules.push(rule);
     server.apply(&ingress);
-    Some(server.resource_version())
+    Some((server.resource_version(), host))
 }
 
 fn say(line: &str) -> std::io::Result<()> {
@@ -175,7 +170,7 @@ async fn main() -> std::io::Result<()> {
         };
         counter += 1;
         match touch(&server, n, counter) {
-            Some(rv) => say(&format!("applied rv={rv}"))?,
+            Some((rv, host)) => say(&format!("applied rv={rv} host={host}"))?,
             None => say(&format!("no ingress {n}"))?,
         }
     }
