@@ -27,8 +27,26 @@ impl fmt::Display for ClusterKey {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UpstreamProtocol {
+    /// HTTP/1.1 in clear text.
     #[default]
     Http1,
+    /// HTTP/2 in clear text, with prior knowledge (`appProtocol: kubernetes.io/h2c` or
+    /// `grpc`).
+    H2c,
+    /// HTTP/1.1 over TLS (`appProtocol: https` or `kubernetes.io/https`).
+    Https,
+    /// HTTP/2 over TLS (`backend-protocol: GRPCS`).
+    H2Tls,
+}
+
+impl UpstreamProtocol {
+    pub fn is_tls(self) -> bool {
+        matches!(self, UpstreamProtocol::Https | UpstreamProtocol::H2Tls)
+    }
+
+    pub fn is_http2(self) -> bool {
+        matches!(self, UpstreamProtocol::H2c | UpstreamProtocol::H2Tls)
+    }
 }
 
 /// Where an endpoint listens.

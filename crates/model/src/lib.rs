@@ -8,6 +8,7 @@
 mod cluster;
 mod host;
 mod path;
+mod policy;
 mod precedence;
 mod router;
 mod table;
@@ -16,6 +17,10 @@ mod tls;
 pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, UpstreamProtocol};
 pub use host::{HostError, HostPattern, request_host};
 pub use path::{PathError, PathKind, PathRule, normalize_request_path};
+pub use policy::{
+    AffinityMode, Balance, BackendProtocol, CookieAffinity, HashKey, HashPart, NextUpstream,
+    ProxyPolicy, SameSite, UpstreamTls,
+};
 pub use precedence::Rank;
 pub use table::{
     Backend, Conflict, DefaultBackend, Lookup, Route, RouteId, RouteOrigin, RoutePolicy,

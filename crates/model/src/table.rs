@@ -6,9 +6,12 @@ use hashbrown::HashMap;
 use serde::Serialize;
 use serde::ser::{SerializeStruct, Serializer};
 
+use std::sync::Arc;
+
 use crate::cluster::{Cluster, ClusterId, ClusterKey, Endpoint, UpstreamProtocol};
 use crate::host::{HostPattern, wildcard_suffix};
 use crate::path::PathRule;
+use crate::policy::ProxyPolicy;
 use crate::router::PathRouter;
 pub use crate::router::RouteId;
 use crate::tls::{TlsBuilder, TlsHosts};
@@ -34,7 +37,7 @@ pub struct RouteOrigin {
 }
 
 /// Per-route behaviour that comes from the Ingress that defined the route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RoutePolicy {
     /// Plain-HTTP requests are redirected to HTTPS when the host has TLS
     /// (`nginx.ingress.kubernetes.io/ssl-redirect`, default on).
@@ -42,6 +45,8 @@ pub struct RoutePolicy {
     /// Plain-HTTP requests are redirected to HTTPS even without TLS for the host
     /// (`nginx.ingress.kubernetes.io/force-ssl-redirect`, default off).
     pub force_ssl_redirect: bool,
+    /// Timeouts, retries, limits, balancing and upstream protocol.
+    pub proxy: Arc<ProxyPolicy>,
 }
 
 impl Default for RoutePolicy {
@@ -49,6 +54,7 @@ impl Default for RoutePolicy {
         RoutePolicy {
             ssl_redirect: true,
             force_ssl_redirect: false,
+            proxy: Arc::default(),
         }
     }
 }

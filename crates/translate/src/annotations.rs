@@ -20,7 +20,7 @@ const SNIPPETS: &[&str] = &[
 ];
 
 /// Settings an Ingress's annotations give to all its paths.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct IngressSettings {
     pub(crate) policy: RoutePolicy,
 }

@@ -262,7 +262,7 @@ impl Compiler<'_> {
             }
             for (j, path) in http.paths.iter().enumerate() {
                 let field = format!("spec.rules[{i}].http.paths[{j}]");
-                self.path(&host, path, object, &field, settings);
+                self.path(&host, path, object, &field, &settings);
             }
         }
     }
@@ -273,7 +273,7 @@ impl Compiler<'_> {
         path: &HTTPIngressPath,
         object: &ObjectRef,
         field: &str,
-        settings: IngressSettings,
+        settings: &IngressSettings,
     ) {
         let rule = match path_rule(path) {
             Ok(rule) => rule,
@@ -306,7 +306,7 @@ impl Compiler<'_> {
         let origin = origin(object, field);
         if let Err(conflict) =
             self.builder
-                .route_with(host.clone(), rule.clone(), backend, origin, settings.policy)
+                .route_with(host.clone(), rule.clone(), backend, origin, settings.policy.clone())
         {
             let existing = conflict.existing;
             self.diags.error(
