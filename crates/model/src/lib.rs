@@ -18,7 +18,7 @@ pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, Ups
 pub use host::{HostError, HostPattern, request_host};
 pub use path::{PathError, PathKind, PathRule, normalize_request_path};
 pub use policy::{
-    AffinityMode, Balance, BackendProtocol, CookieAffinity, HashKey, HashPart, NextUpstream,
+    AffinityMode, BackendProtocol, Balance, CookieAffinity, HashKey, HashPart, NextUpstream,
     ProxyPolicy, SameSite, UpstreamTls,
 };
 pub use precedence::Rank;

@@ -189,6 +189,21 @@ pub enum SameSite {
     None,
 }
 
+impl Default for CookieAffinity {
+    /// `affinity: cookie` with no `session-cookie-*` annotation.
+    fn default() -> Self {
+        CookieAffinity {
+            name: "INGRESSCOOKIE".into(),
+            max_age: None,
+            path: None,
+            secure: false,
+            same_site: None,
+            mode: AffinityMode::Balanced,
+            change_on_failure: true,
+        }
+    }
+}
+
 /// What happens to sticky sessions when endpoints are added.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -223,4 +238,16 @@ pub struct UpstreamTls {
     pub server_name: Option<Box<str>>,
     /// Send SNI (`proxy-ssl-server-name`).
     pub send_sni: bool,
+}
+
+impl Default for UpstreamTls {
+    /// ingress-nginx's defaults: `proxy-ssl-verify: off`, `proxy-ssl-server-name: off`.
+    fn default() -> Self {
+        UpstreamTls {
+            verify: false,
+            ca: Vec::new(),
+            server_name: None,
+            send_sni: false,
+        }
+    }
 }

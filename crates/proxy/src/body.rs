@@ -1,13 +1,157 @@
-//! The body of a response to a client: the upstream's, streamed through, or one Vestibule
-//! wrote itself.
+//! Bodies in both directions: the client's request body on its way up (held to the size limit
+//! and to the send timeout), the upstream's response body on its way down (held to the read
+//! timeout), and the complete bodies Vestibule writes itself.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{Either, Full};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
+use tokio::time::Sleep;
 
-/// Streamed from the upstream (framing and trailers kept) or a complete body of our own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+/// Why a streamed body stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the request body is larger than the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("no data for {0:?}")]
+    Idle(Duration),
+    #[error(transparent)]
+    Hyper(#[from] hyper::Error),
+}
+
+/// The body of a response to a client: the upstream's, streamed through with framing and
+/// trailers kept, or a complete body of our own.
+pub type ProxyBody = Either<Timed<Incoming>, Full<Bytes>>;
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
     Either::Right(Full::new(bytes.into()))
+}
+
+/// A request body sent upstream: the client's (first attempt), or none (a retry of a request
+/// without body, or an upgrade).
+pub(crate) type UpstreamBody = Either<Limited, Empty<Bytes>>;
+
+pub(crate) fn empty() -> UpstreamBody {
+    Either::Right(Empty::new())
+}
+
+/// A body whose frames must each arrive within `idle` of the previous one.
+#[derive(Debug)]
+pub struct Timed<B> {
+    inner: B,
+    idle: Duration,
+    deadline: Option<Pin<Box<Sleep>>>,
+}
+
+impl<B> Timed<B> {
+    pub(crate) fn new(inner: B, idle: Duration) -> Timed<B> {
+        Timed {
+            inner,
+            idle,
+            deadline: None,
+        }
+    }
+}
+
+impl<B> Body for Timed<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    BodyError: From<B::Error>,
+{
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(frame) => {
+                // The clock restarts with every frame; the timer is only armed while waiting.
+                this.deadline = None;
+                Poll::Ready(frame.map(|f| f.map_err(BodyError::from)))
+            }
+            Poll::Pending => {
+                let idle = this.idle;
+                let deadline = this
+                    .deadline
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                ready!(deadline.as_mut().poll(cx));
+                Poll::Ready(Some(Err(BodyError::Idle(idle))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The client's request body, cut off once it passes the size limit (when `Content-Length`
+/// did not announce the size, so it could not be refused up front) and when the client stops
+/// sending. `exceeded` tells the request path that the failure was the limit.
+#[derive(Debug)]
+pub(crate) struct Limited {
+    inner: Timed<Incoming>,
+    limit: Option<u64>,
+    seen: u64,
+    exceeded: Arc<AtomicBool>,
+}
+
+impl Limited {
+    pub(crate) fn new(
+        body: Incoming,
+        limit: Option<u64>,
+        idle: Duration,
+        exceeded: Arc<AtomicBool>,
+    ) -> Limited {
+        Limited {
+            inner: Timed::new(body, idle),
+            limit,
+            seen: 0,
+            exceeded,
+        }
+    }
+}
+
+impl Body for Limited {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let (Some(Ok(frame)), Some(limit)) = (&frame, this.limit)
+            && let Some(data) = frame.data_ref()
+        {
+            this.seen += data.len() as u64;
+            if this.seen > limit {
+                this.exceeded.store(true, Ordering::Relaxed);
+                return Poll::Ready(Some(Err(BodyError::TooLarge(limit))));
+            }
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }

@@ -8,33 +8,37 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use tracing::error;
-use vestibule_model::{Certificate, ClusterKey, RouteTable};
+use vestibule_model::{Certificate, ClusterKey, ProxyPolicy, RouteTable};
 
-use crate::balance::RoundRobin;
+use crate::balance::ClusterBalancer;
 use crate::tls::{certified_key, provider};
 
 /// One installed table and the state that goes with its clusters.
 #[derive(Debug)]
 pub(crate) struct Runtime {
     pub(crate) table: Arc<RouteTable>,
-    /// Indexed by `ClusterId`.
-    pub(crate) balancers: Vec<RoundRobin>,
-    /// Signing keys, indexed like `table.tls().certificates()`. `None` for a certificate the
-    /// TLS library refused, whose names then get the fallback certificate.
+    /// One per cluster, in cluster order.
+    pub(crate) balancers: Vec<ClusterBalancer>,
     pub(crate) keys: Vec<Option<Arc<CertifiedKey>>>,
+    /// For requests served by the flag's default backend, which no Ingress annotates.
+    pub(crate) default_policy: Arc<ProxyPolicy>,
 }
 
 impl Runtime {
-    fn new(table: Arc<RouteTable>, previous: Option<&Runtime>) -> Runtime {
-        // Carry each cluster's rotation over, so a table change (an endpoint added, say)
-        // does not send the next request of every cluster to its first endpoint.
-        let carried: HashMap<&ClusterKey, usize> = previous
+    fn new(
+        table: Arc<RouteTable>,
+        previous: Option<&Runtime>,
+        default_policy: Arc<ProxyPolicy>,
+    ) -> Runtime {
+        // Rotation, response-time averages and ejections carry over by cluster key and
+        // endpoint address, so an endpoint change elsewhere resets nothing here.
+        let carried: HashMap<&ClusterKey, &ClusterBalancer> = previous
             .map(|p| {
                 p.table
                     .clusters()
                     .iter()
                     .zip(&p.balancers)
-                    .map(|(c, b)| (&c.key, b.position()))
+                    .map(|(c, b)| (&c.key, b))
                     .collect()
             })
             .unwrap_or_default();
@@ -42,11 +46,11 @@ impl Runtime {
             .clusters()
             .iter()
             .map(|c| {
-                let start = carried
-                    .get(&c.key)
-                    .copied()
-                    .unwrap_or_else(|| fastrand::usize(..));
-                RoundRobin::starting_at(start)
+                ClusterBalancer::new(
+                    &c.endpoints,
+                    carried.get(&c.key).copied(),
+                    fastrand::usize(..),
+                )
             })
             .collect();
         let keys = signing_keys(&table, previous);
@@ -54,12 +58,11 @@ impl Runtime {
             table,
             balancers,
             keys,
+            default_policy,
         }
     }
 }
 
-/// Makes a signing key for each certificate of `table`, reusing the previous runtime's key for
-/// a certificate that has not changed: loading keys costs more than the rest of an install.
 fn signing_keys(table: &RouteTable, previous: Option<&Runtime>) -> Vec<Option<Arc<CertifiedKey>>> {
     fn material(c: &Certificate) -> (&[Vec<u8>], &[u8]) {
         (&c.chain, &c.key)
@@ -100,13 +103,12 @@ fn signing_keys(table: &RouteTable, previous: Option<&Runtime>) -> Vec<Option<Ar
 #[derive(Debug)]
 pub struct DataPlane {
     runtime: ArcSwap<Runtime>,
+    default_policy: Arc<ProxyPolicy>,
 }
 
 impl Default for DataPlane {
     fn default() -> Self {
-        DataPlane {
-            runtime: ArcSwap::from_pointee(Runtime::new(Arc::default(), None)),
-        }
+        DataPlane::with_default_policy(Arc::default())
     }
 }
 
@@ -115,16 +117,31 @@ impl DataPlane {
         Arc::new(DataPlane::default())
     }
 
+    /// A data plane whose flag-configured default backend is proxied with `policy` (the
+    /// controller-wide defaults; Ingresses carry their own).
+    pub fn with_default_policy(policy: Arc<ProxyPolicy>) -> DataPlane {
+        DataPlane {
+            runtime: ArcSwap::from_pointee(Runtime::new(Arc::default(), None, policy.clone())),
+            default_policy: policy,
+        }
+    }
+
     /// Installs a new table. Requests already under way finish on the table they started
     /// with; connections are not touched.
     pub fn install(&self, table: Arc<RouteTable>) {
         let previous = self.runtime.load();
-        let next = Runtime::new(table, Some(&previous));
+        let next = Runtime::new(table, Some(&previous), self.default_policy.clone());
         self.runtime.store(Arc::new(next));
     }
 
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<Runtime>> {
         self.runtime.load()
+    }
+
+    /// The installed runtime, kept alive for as long as the caller holds it: a request and
+    /// its retries finish on the table they started with.
+    pub(crate) fn load_full(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
     }
 
     /// The table currently installed.

@@ -1,20 +1,34 @@
-//! The request path, as plain phase functions over the installed table: find the host and
-//! path, pick an endpoint, rewrite the request for the upstream, send it, tidy the response.
+//! The request path, as plain phase functions over the installed table: check the request's
+//! size, find the host and path, pick an endpoint, rewrite the request for the upstream, send
+//! it (trying other endpoints when that is safe), tidy the response, and bridge upgraded
+//! connections.
 
-use http::header::{HOST, HeaderValue, SERVER, STRICT_TRANSPORT_SECURITY};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderValue, SERVER, SET_COOKIE,
+    STRICT_TRANSPORT_SECURITY, TE, UPGRADE,
+};
 use http::request::Parts;
-use http::{Request, Response, Uri, Version};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
+use tokio::time::Instant;
 use tracing::{debug, warn};
-use vestibule_model::{Backend, EndpointAddress, Target, normalize_request_path, request_host};
+use vestibule_model::{
+    Backend, ClusterId, EndpointAddress, ProxyPolicy, Target, UpstreamProtocol,
+    normalize_request_path, request_host,
+};
 
 use crate::ProxySettings;
-use crate::body::ProxyBody;
-use crate::dataplane::DataPlane;
+use crate::balance::{self, PickInput};
+use crate::body::{Limited, ProxyBody, Timed, UpstreamBody, empty};
+use crate::dataplane::{DataPlane, Runtime};
 use crate::headers::{ClientSide, add_forwarded, remove_hop_by_hop};
 use crate::respond::{ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
-use crate::upstream::Upstreams;
+use crate::upstream::{ConnectError, Target as UpstreamTarget, Upstreams};
 
 /// Answers one request: the upstream's response, Vestibule's redirect to HTTPS, or its own
 /// response for a failure.
@@ -56,9 +70,18 @@ pub(crate) async fn handle(
 
 /// Where a request goes after the table is consulted.
 enum Step {
-    Forward(EndpointAddress),
+    Forward(Plan),
     /// Plain HTTP for a host that wants HTTPS.
     Redirect,
+}
+
+/// What the table decided for a request that is forwarded.
+struct Plan {
+    /// Held for the whole request, retries included: a request finishes on the table it
+    /// started with.
+    runtime: Arc<Runtime>,
+    cluster: ClusterId,
+    policy: Arc<ProxyPolicy>,
 }
 
 async fn forward(
@@ -70,6 +93,7 @@ async fn forward(
     body: Incoming,
     hsts: &mut bool,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    check_sizes(&parts, settings)?;
     let host_value = request_authority(&parts)?;
     let host_str = host_value
         .to_str()
@@ -77,32 +101,479 @@ async fn forward(
     let host = request_host(host_str);
     let path = normalize_request_path(parts.uri.path())
         .map_err(|_| ProxyError::BadRequest("the request path is not valid"))?;
-    let endpoint = match route(dataplane, client, &host, &path, hsts)? {
-        Step::Forward(endpoint) => endpoint,
+    let plan = match route(dataplane, client, &host, &path, hsts)? {
+        Step::Forward(plan) => plan,
         Step::Redirect => {
             let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
             return redirect_to_https(&host, settings.https_redirect_port, target);
         }
     };
-    let uri = upstream_uri(&endpoint, &path, parts.uri.query())
-        .ok_or(ProxyError::BadRequest("the request target is not valid"))?;
+    let policy = plan.policy.clone();
+    if let (Some(limit), Some(length)) = (policy.body_size_limit, content_length(&parts.headers))
+        && length > limit
+    {
+        return Err(ProxyError::PayloadTooLarge(limit));
+    }
+    let trusted = settings.trusted_proxies.contains(client.peer);
+    let client_ip = if trusted {
+        crate::client_ip::client_ip(client.peer, &parts.headers, &settings.trusted_proxies)
+    } else {
+        client.peer
+    };
+    let request_uri = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
+    // The normalised path is what was routed, so it is what the upstream gets.
+    let upstream_target = match parts.uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_string(),
+    };
+    let upgrade = upgrade_protocol(&parts);
+    let client_upgrade = upgrade
+        .as_ref()
+        .and_then(|_| parts.extensions.remove::<hyper::upgrade::OnUpgrade>());
+    let hash_key = match &policy.balance {
+        vestibule_model::Balance::Hash(key) => Some(balance::hash_key(
+            key,
+            &balance::HashRequest {
+                remote_addr: client_ip,
+                request_uri: &request_uri,
+                uri: &path,
+                host: &host,
+                headers: &parts.headers,
+            },
+        )),
+        _ => None,
+    };
+    let affinity = policy.affinity.as_ref().map(|affinity| {
+        let value =
+            balance::affinity::cookie_value(&parts.headers, &affinity.name).map(str::to_owned);
+        (affinity.clone(), value)
+    });
 
     remove_hop_by_hop(&mut parts.headers);
-    add_forwarded(&mut parts.headers, &client, &host_value);
-    // HTTP/2 carries the host in `:authority`, and an absolute-form HTTP/1.1 target overrides
-    // `Host`: either way the upstream gets it as `Host`.
-    parts.headers.insert(HOST, host_value);
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
+    add_forwarded(&mut parts.headers, &client, &host_value, trusted, client_ip);
+    let grpc_trailers = parts
+        .headers
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    let exceeded = Arc::new(AtomicBool::new(false));
+    // A tunnel's bytes flow through the upgraded connection, never as a body.
+    let replayable = upgrade.is_some() || body_is_empty(&parts, &body);
+    let mut first_body = upgrade.is_none().then(|| {
+        Either::Left(Limited::new(
+            body,
+            policy.body_size_limit,
+            policy.send_timeout,
+            exceeded.clone(),
+        ))
+    });
+    let idempotent = is_idempotent(&parts.method);
 
-    let request = Request::from_parts(parts, body);
-    let response = upstreams.send(&endpoint, request).await?;
+    let cluster = plan.runtime.table.cluster(plan.cluster);
+    let balancer = &plan.runtime.balancers[plan.cluster.0 as usize];
+    let protocol = policy
+        .backend_protocol
+        .map_or(cluster.protocol, protocol_of);
+    let server_name = format!("{}.{}.svc", cluster.key.service, cluster.key.namespace);
+    let tries = match policy.next_upstream_tries {
+        0 => u32::MAX,
+        n => n,
+    };
+    let deadline = policy.next_upstream_timeout.map(|t| Instant::now() + t);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_error: Option<ProxyError> = None;
+    let mut fallback: Option<Response<Incoming>> = None;
+    let mut set_cookie: Option<HeaderValue> = None;
+    let mut rng = |n: usize| fastrand::usize(..n.max(1));
+
+    for attempt in 0..tries {
+        if attempt > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let input = PickInput {
+            hash_key: hash_key.as_deref(),
+            now_nanos: balance::now_nanos(),
+            excluded: &tried,
+        };
+        let index = match &affinity {
+            Some((rule, cookie)) => {
+                let Some(pick) = balancer.pick_sticky(
+                    rule,
+                    &policy.balance,
+                    cookie.as_deref(),
+                    &input,
+                    &mut rng,
+                ) else {
+                    break;
+                };
+                if let Some(value) = &pick.set_value {
+                    set_cookie =
+                        balance::affinity::set_cookie(rule, value, "/", client.https, unix_now())
+                            .ok();
+                }
+                pick.index
+            }
+            None => match balancer.pick(&policy.balance, &input, &mut rng) {
+                Some(index) => index,
+                None => break,
+            },
+        };
+        tried.push(index);
+        let endpoint = &cluster.endpoints[index].address;
+        let stats = balancer.stats(index);
+        let target = UpstreamTarget {
+            endpoint,
+            protocol,
+            connect_timeout: policy.connect_timeout,
+            tls: policy.upstream_tls.as_deref(),
+            server_name: &server_name,
+        };
+        let started = Instant::now();
+        let conn = match upstreams.checkout(&target).await {
+            Ok(conn) => conn,
+            Err(e) => {
+                stats.health.record_failure(balance::now_nanos());
+                let retry = if e.is_timeout() {
+                    policy.next_upstream.timeout
+                } else {
+                    policy.next_upstream.error
+                };
+                debug!(endpoint = %endpoint, error = %e, retry, "connecting failed");
+                last_error = Some(connect_error(endpoint, e));
+                // Nothing was sent: safe to try elsewhere whatever the method.
+                if retry {
+                    continue;
+                }
+                break;
+            }
+        };
+        let body = match first_body.take() {
+            Some(body) => body,
+            None if replayable => empty(),
+            // The body went to an earlier attempt and cannot be sent again.
+            None => break,
+        };
+        let request = upstream_request(
+            &parts,
+            &upstream_target,
+            endpoint,
+            &host_value,
+            protocol,
+            upgrade.as_ref(),
+            grpc_trailers,
+            body,
+        )?;
+        let in_flight = stats.ewma.start();
+        let sent = tokio::time::timeout(policy.read_timeout, conn.send(request)).await;
+        in_flight.finish(balance::now_nanos(), started.elapsed());
+        // Once the body may have reached the upstream, only a replayable request of a
+        // method that may be repeated is tried again.
+        let may_repeat = replayable && (idempotent || policy.next_upstream.non_idempotent);
+        let response = match sent {
+            Err(_) => {
+                last_error = Some(ProxyError::UpstreamTimeout {
+                    endpoint: endpoint.to_string(),
+                });
+                if may_repeat && policy.next_upstream.timeout {
+                    continue;
+                }
+                break;
+            }
+            Ok(Err(e)) => {
+                if exceeded.load(Ordering::Relaxed) {
+                    return Err(ProxyError::PayloadTooLarge(
+                        policy.body_size_limit.unwrap_or_default(),
+                    ));
+                }
+                last_error = Some(ProxyError::UpstreamFailed {
+                    endpoint: endpoint.to_string(),
+                    source: Box::new(e),
+                });
+                if may_repeat && policy.next_upstream.error {
+                    continue;
+                }
+                break;
+            }
+            Ok(Ok(response)) => response,
+        };
+        stats.health.record_success();
+        let status = response.status().as_u16();
+        if policy.next_upstream.on_status(status)
+            && may_repeat
+            && attempt + 1 < tries
+            && tried.len() < cluster.endpoints.len()
+        {
+            debug!(endpoint = %endpoint, status, "trying another endpoint");
+            // Passed on as it is if no other endpoint does better.
+            fallback = Some(response);
+            continue;
+        }
+        return Ok(finish(
+            response,
+            client_upgrade,
+            upgrade.as_ref(),
+            policy.read_timeout,
+            set_cookie,
+        ));
+    }
+    if let Some(response) = fallback {
+        return Ok(finish(
+            response,
+            client_upgrade,
+            upgrade.as_ref(),
+            policy.read_timeout,
+            set_cookie,
+        ));
+    }
+    Err(last_error.unwrap_or_else(|| ProxyError::NoEndpoints(cluster.key.to_string())))
+}
+
+fn protocol_of(protocol: vestibule_model::BackendProtocol) -> UpstreamProtocol {
+    use vestibule_model::BackendProtocol as B;
+    match protocol {
+        B::Http => UpstreamProtocol::Http1,
+        B::Https => UpstreamProtocol::Https,
+        B::Grpc | B::H2c => UpstreamProtocol::H2c,
+        B::Grpcs => UpstreamProtocol::H2Tls,
+    }
+}
+
+fn connect_error(endpoint: &EndpointAddress, error: ConnectError) -> ProxyError {
+    if error.is_timeout() {
+        ProxyError::UpstreamTimeout {
+            endpoint: endpoint.to_string(),
+        }
+    } else {
+        ProxyError::UpstreamConnect {
+            endpoint: endpoint.to_string(),
+            source: Box::new(error),
+        }
+    }
+}
+
+/// The upstream's response made ready for the client; for a 101, the tunnel is started.
+fn finish(
+    response: Response<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade: Option<&Upgrade>,
+    read_timeout: Duration,
+    set_cookie: Option<HeaderValue>,
+) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
+    let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
+    let upgrade_header = parts.headers.get(UPGRADE).cloned();
     remove_hop_by_hop(&mut parts.headers);
+    if let (true, Some(upgrade)) = (switching, upgrade) {
+        if upgrade.extended_connect {
+            // RFC 8441: the tunnel opens with a 2xx, and the HTTP/1.1 handshake's proof
+            // belongs to the hop it was made on.
+            parts.status = StatusCode::OK;
+            parts.headers.remove(http::header::SEC_WEBSOCKET_ACCEPT);
+        } else {
+            if let Some(value) = upgrade_header {
+                parts.headers.insert(UPGRADE, value);
+            }
+            parts
+                .headers
+                .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        // hyper keeps the upstream side of the upgrade in the response's extensions.
+        let upstream_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        if let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) {
+            tokio::spawn(tunnel(client, upstream));
+        }
+    }
     if !parts.headers.contains_key(SERVER) {
         parts.headers.insert(SERVER, SERVER_NAME);
     }
-    Ok(Response::from_parts(parts, Either::Left(body)))
+    if let Some(cookie) = set_cookie {
+        parts.headers.append(SET_COOKIE, cookie);
+    }
+    Response::from_parts(parts, Either::Left(Timed::new(body, read_timeout)))
+}
+
+/// Copies bytes both ways between the upgraded client and upstream connections. The tunnel
+/// holds no configuration, so it outlives any number of table changes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = hyper_util::rt::TokioIo::new(client);
+    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        debug!(error = %e, "tunnel closed");
+    }
+}
+
+/// How a client asks for a tunnel.
+#[derive(Debug, Clone)]
+struct Upgrade {
+    /// The protocol, as `Upgrade` names it (`websocket`).
+    protocol: HeaderValue,
+    /// HTTP/2 extended CONNECT (RFC 8441) rather than an HTTP/1.1 `Upgrade`: the upstream
+    /// still gets an HTTP/1.1 upgrade, and the client a 200 instead of the 101.
+    extended_connect: bool,
+}
+
+/// The protocol a client asks to switch to: `Upgrade` with `Connection: upgrade` on
+/// HTTP/1.1, or CONNECT with `:protocol` on HTTP/2.
+fn upgrade_protocol(parts: &Parts) -> Option<Upgrade> {
+    if parts.version == Version::HTTP_2 {
+        if parts.method != Method::CONNECT {
+            return None;
+        }
+        let protocol = parts.extensions.get::<hyper::ext::Protocol>()?;
+        return Some(Upgrade {
+            protocol: HeaderValue::from_str(protocol.as_str()).ok()?,
+            extended_connect: true,
+        });
+    }
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let wants = parts
+        .headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if !wants {
+        return None;
+    }
+    Some(Upgrade {
+        protocol: parts.headers.get(UPGRADE)?.clone(),
+        extended_connect: false,
+    })
+}
+
+/// A `Sec-WebSocket-Key`: 16 random bytes in base64, for upstreams of extended CONNECT
+/// clients, which send none (RFC 8441 section 5).
+fn websocket_key() -> HeaderValue {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes = fastrand::u128(..).to_be_bytes();
+    let mut out = String::with_capacity(24);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    HeaderValue::try_from(out).unwrap_or(HeaderValue::from_static("dmVzdGlidWxlLXdzLWtleQ=="))
+}
+
+/// The request for one attempt, in the form the upstream's protocol wants.
+fn upstream_request(
+    parts: &Parts,
+    path_and_query: &str,
+    endpoint: &EndpointAddress,
+    host: &HeaderValue,
+    protocol: UpstreamProtocol,
+    upgrade: Option<&Upgrade>,
+    grpc_trailers: bool,
+    body: UpstreamBody,
+) -> Result<Request<UpstreamBody>, ProxyError> {
+    let invalid = |_| ProxyError::BadRequest("the request target is not valid");
+    let mut builder = Request::builder().method(parts.method.clone());
+    let mut headers = parts.headers.clone();
+    if upgrade.is_some_and(|u| u.extended_connect) {
+        if protocol.is_http2() {
+            return Err(ProxyError::BadRequest(
+                "tunnels to HTTP/2 backends are not supported",
+            ));
+        }
+        builder = builder.method(Method::GET);
+        headers
+            .entry(http::header::SEC_WEBSOCKET_KEY)
+            .or_insert_with(websocket_key);
+        headers
+            .entry(http::header::SEC_WEBSOCKET_VERSION)
+            .or_insert(HeaderValue::from_static("13"));
+    }
+    if protocol.is_http2() {
+        // HTTP/2 carries the host as `:authority`; gRPC needs `te: trailers` kept.
+        let authority = host
+            .to_str()
+            .ok()
+            .filter(|h| !h.is_empty())
+            .map_or_else(|| endpoint.to_string(), str::to_owned);
+        let scheme = if protocol.is_tls() { "https" } else { "http" };
+        let uri = Uri::builder()
+            .scheme(scheme)
+            .authority(authority)
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(invalid)?;
+        headers.remove(HOST);
+        if grpc_trailers {
+            headers.insert(TE, HeaderValue::from_static("trailers"));
+        }
+        builder = builder.uri(uri).version(Version::HTTP_2);
+    } else {
+        let uri: Uri = path_and_query
+            .parse()
+            .map_err(|_| ProxyError::BadRequest("the request target is not valid"))?;
+        // HTTP/2 carries the host in `:authority`, and an absolute-form HTTP/1.1 target
+        // overrides `Host`: either way the upstream gets it as `Host`.
+        headers.insert(HOST, host.clone());
+        if let Some(upgrade) = upgrade {
+            headers.insert(UPGRADE, upgrade.protocol.clone());
+            headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        builder = builder.uri(uri).version(Version::HTTP_11);
+    }
+    let mut request = builder.body(body).map_err(invalid)?;
+    *request.headers_mut() = headers;
+    Ok(request)
+}
+
+/// Refuses request lines and header blocks past the limits, as nginx's
+/// `large_client_header_buffers` does.
+fn check_sizes(parts: &Parts, settings: &ProxySettings) -> Result<(), ProxyError> {
+    let uri_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
+    if uri_len > settings.max_uri_bytes {
+        return Err(ProxyError::UriTooLong);
+    }
+    let headers: usize = parts
+        .headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    if headers > settings.max_request_header_bytes {
+        return Err(ProxyError::HeadersTooLarge);
+    }
+    Ok(())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether the request has no body at all, so it can be sent again without keeping a copy.
+fn body_is_empty(parts: &Parts, body: &Incoming) -> bool {
+    use http_body::Body as _;
+    body.is_end_stream() || content_length(&parts.headers) == Some(0)
+}
+
+/// Methods nginx repeats on another upstream (it never repeats POST, LOCK or PATCH).
+fn is_idempotent(method: &Method) -> bool {
+    !matches!(method.as_str(), "POST" | "LOCK" | "PATCH")
 }
 
 /// The host the request is for: `:authority` for HTTP/2, the target's authority for an
@@ -135,9 +606,8 @@ fn request_authority(parts: &Parts) -> Result<HeaderValue, ProxyError> {
     }
 }
 
-/// Looks the request up in the installed table and decides: redirect, or forward to an
-/// endpoint. The table is held only for this synchronous step, never across an await.
-/// Sets `hsts` when the response is to carry `Strict-Transport-Security`.
+/// Looks the request up in the installed table and decides: redirect, or forward to a
+/// cluster. Sets `hsts` when the response is to carry `Strict-Transport-Security`.
 fn route(
     dataplane: &DataPlane,
     client: ClientSide,
@@ -145,10 +615,10 @@ fn route(
     path: &str,
     hsts: &mut bool,
 ) -> Result<Step, ProxyError> {
-    let runtime = dataplane.load();
+    let runtime = dataplane.load_full();
     let lookup = runtime.table.lookup(host, path);
     *hsts = client.https && lookup.vhost.is_some_and(|v| v.tls);
-    let backend = match lookup.target {
+    let (backend, policy) = match lookup.target {
         Target::Route(route) => {
             let wants_https = lookup.vhost.is_some_and(|v| route.redirects_http(v));
             // cert-manager's HTTP-01 solver answers on plain HTTP: redirecting it would stop
@@ -156,37 +626,35 @@ fn route(
             if wants_https && !client.https && !host.is_empty() && !is_acme_challenge(path) {
                 return Ok(Step::Redirect);
             }
-            &route.backend
+            (&route.backend, route.policy.proxy.clone())
         }
-        Target::Default(default) => &default.backend,
+        Target::Default(default) => (&default.backend, runtime.default_policy.clone()),
         Target::NotFound => return Err(ProxyError::NoRoute),
     };
-    let id = match backend {
-        Backend::Cluster(id) => *id,
+    let cluster = match backend {
+        Backend::Cluster(id) => ClusterId(id.0),
         Backend::Unavailable { reason } => {
             return Err(ProxyError::BackendUnavailable(reason.clone()));
         }
     };
-    let cluster = runtime.table.cluster(id);
-    let index = runtime.balancers[id.0 as usize]
-        .pick(cluster.endpoints.len())
-        .ok_or_else(|| ProxyError::NoEndpoints(cluster.key.to_string()))?;
-    Ok(Step::Forward(cluster.endpoints[index].address.clone()))
+    if runtime.table.cluster(cluster).endpoints.is_empty() {
+        return Err(ProxyError::NoEndpoints(
+            runtime.table.cluster(cluster).key.to_string(),
+        ));
+    }
+    Ok(Step::Forward(Plan {
+        runtime: runtime.clone(),
+        cluster,
+        policy,
+    }))
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn is_acme_challenge(path: &str) -> bool {
     path.starts_with("/.well-known/acme-challenge/")
-}
-
-fn upstream_uri(endpoint: &EndpointAddress, path: &str, query: Option<&str>) -> Option<Uri> {
-    let path_and_query = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
-    };
-    Uri::builder()
-        .scheme("http")
-        .authority(endpoint.to_string())
-        .path_and_query(path_and_query)
-        .build()
-        .ok()
 }

@@ -52,28 +52,50 @@ pub(crate) struct ClientSide {
     pub(crate) https: bool,
 }
 
-/// Adds the forwarding headers. `X-Forwarded-For` is appended to; the others describe this
-/// hop and replace whatever the client sent.
-pub(crate) fn add_forwarded(headers: &mut HeaderMap, client: &ClientSide, host: &HeaderValue) {
+/// Adds the forwarding headers. From a trusted proxy, `X-Forwarded-For` is appended to and
+/// the proxy's `X-Forwarded-Proto`, `-Host` and `-Port` are kept; from anyone else they are
+/// claims anyone could make, and are replaced by what this hop saw. `X-Real-IP` is the
+/// client as [`crate::client_ip::client_ip`] found it.
+pub(crate) fn add_forwarded(
+    headers: &mut HeaderMap,
+    client: &ClientSide,
+    host: &HeaderValue,
+    trusted: bool,
+    client_ip: IpAddr,
+) {
     let peer = client.peer.to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(previous) if !previous.trim().is_empty() => format!("{previous}, {peer}"),
-        _ => peer.clone(),
+    let previous = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let forwarded_for = if trusted && !previous.is_empty() {
+        format!("{previous}, {peer}")
+    } else {
+        peer
     };
-    // Both strings are made of header-safe characters: an IP address, and a value that was
-    // already a valid header.
+    // Header-safe characters only: IP addresses, and values that were valid headers.
     if let Ok(value) = HeaderValue::try_from(forwarded_for) {
         headers.insert(&X_FORWARDED_FOR, value);
     }
-    if let Ok(value) = HeaderValue::try_from(peer) {
+    if let Ok(value) = HeaderValue::try_from(client_ip.to_string()) {
         headers.insert(&X_REAL_IP, value);
     }
-    headers.insert(
-        &X_FORWARDED_PROTO,
-        HeaderValue::from_static(if client.https { "https" } else { "http" }),
-    );
-    headers.insert(&X_FORWARDED_HOST, host.clone());
-    headers.insert(&X_FORWARDED_PORT, HeaderValue::from(client.local_port));
+    let keep = |headers: &HeaderMap, name: &HeaderName| trusted && headers.contains_key(name);
+    if !keep(headers, &X_FORWARDED_PROTO) {
+        headers.insert(
+            &X_FORWARDED_PROTO,
+            HeaderValue::from_static(if client.https { "https" } else { "http" }),
+        );
+    }
+    if !keep(headers, &X_FORWARDED_HOST) {
+        headers.insert(&X_FORWARDED_HOST, host.clone());
+    }
+    if !keep(headers, &X_FORWARDED_PORT) {
+        headers.insert(&X_FORWARDED_PORT, HeaderValue::from(client.local_port));
+    }
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(&X_REQUEST_ID, new_request_id());
     }
@@ -131,10 +153,20 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-real-ip", "1.2.3.4"),
         ]);
-        add_forwarded(&mut headers, &client, &HeaderValue::from_static("a.com"));
+        let host = HeaderValue::from_static("a.com");
+        let untrusted = {
+            let mut headers = headers.clone();
+            add_forwarded(&mut headers, &client, &host, false, client.peer);
+            headers
+        };
+        assert_eq!(untrusted["x-forwarded-for"], "192.0.2.7");
+        assert_eq!(untrusted["x-real-ip"], "192.0.2.7");
+        assert_eq!(untrusted["x-forwarded-proto"], "http");
+        let real: IpAddr = "203.0.113.1".parse().unwrap();
+        add_forwarded(&mut headers, &client, &host, true, real);
         assert_eq!(headers["x-forwarded-for"], "203.0.113.1, 192.0.2.7");
-        assert_eq!(headers["x-real-ip"], "192.0.2.7");
-        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-real-ip"], "203.0.113.1");
+        assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-forwarded-host"], "a.com");
         assert_eq!(headers["x-forwarded-port"], "8080");
         let id = headers["x-request-id"].to_str().unwrap();
@@ -150,7 +182,13 @@ mod tests {
             https: true,
         };
         let mut headers = map(&[("x-request-id", "abc")]);
-        add_forwarded(&mut headers, &client, &HeaderValue::from_static("a.com"));
+        add_forwarded(
+            &mut headers,
+            &client,
+            &HeaderValue::from_static("a.com"),
+            false,
+            client.peer,
+        );
         assert_eq!(headers["x-request-id"], "abc");
         assert_eq!(headers["x-forwarded-for"], "::1");
         assert_eq!(headers["x-forwarded-proto"], "https");

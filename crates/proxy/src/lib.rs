@@ -8,15 +8,18 @@
 
 mod balance;
 mod body;
+mod client_ip;
 mod dataplane;
 mod forward;
 mod headers;
 mod listener;
+mod proxy_protocol;
 mod respond;
 mod tls;
 mod upstream;
 
 pub use body::ProxyBody;
+pub use client_ip::{TrustedProxies, TrustedProxiesError};
 pub use dataplane::DataPlane;
 pub use listener::{Listener, Scheme, ServeError, Server};
 pub use respond::ProxyError;
@@ -43,6 +46,15 @@ pub struct ProxySettings {
     pub https_redirect_port: u16,
     /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None` turns it off.
     pub hsts: Option<HeaderValue>,
+    /// Longest request target (path and query) accepted; longer gets 414.
+    pub max_uri_bytes: usize,
+    /// Largest request header block accepted; larger gets 431.
+    pub max_request_header_bytes: usize,
+    /// Peers whose `X-Forwarded-For` and `X-Real-IP` are believed; others' are replaced.
+    pub trusted_proxies: TrustedProxies,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), whose source address
+    /// is the client's; connections without one are closed.
+    pub proxy_protocol: bool,
 }
 
 /// The `Strict-Transport-Security` value for a policy.
@@ -69,6 +81,10 @@ impl Default for ProxySettings {
             https_redirect_port: 443,
             // ingress-nginx's default: a year, subdomains included, no preload.
             hsts: Some(hsts_header(31_536_000, true, false)),
+            max_uri_bytes: 8 << 10,
+            max_request_header_bytes: 32 << 10,
+            trusted_proxies: TrustedProxies::default(),
+            proxy_protocol: false,
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::ProxySettings;
 use crate::dataplane::DataPlane;
 use crate::forward::handle;
 use crate::headers::ClientSide;
+use crate::proxy_protocol::read_header;
 use crate::upstream::Upstreams;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -195,26 +196,52 @@ impl Server {
 
 fn builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Room for the largest request line and header block we accept, so that our own check
+    // answers 414 or 431 for what is merely too large, and hyper refuses only the absurd.
+    let head = settings.max_uri_bytes + settings.max_request_header_bytes + 1024;
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.client_header_timeout);
+        .header_read_timeout(settings.client_header_timeout)
+        .max_buf_size(head.max(8192));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_concurrent_streams(settings.http2_max_concurrent_streams);
+        .max_concurrent_streams(settings.http2_max_concurrent_streams)
+        .max_header_list_size(u32::try_from(head).unwrap_or(u32::MAX))
+        // Rapid reset (CVE-2023-44487): streams a client opens and cancels at once still
+        // cost work; past this many pending resets, or this many protocol errors, the
+        // connection is closed with GOAWAY.
+        .max_pending_accept_reset_streams(Some(20))
+        .max_local_error_reset_streams(Some(1024))
+        .enable_connect_protocol();
     builder
 }
 
 /// Completes the TLS handshake when there is one, then serves the connection.
 async fn accept_connection(
     server: Arc<Server>,
-    stream: TcpStream,
+    mut stream: TcpStream,
     tls: Option<TlsAcceptor>,
-    client: ClientSide,
+    mut client: ClientSide,
     shutdown: CancellationToken,
 ) {
     let _ = stream.set_nodelay(true);
+    if server.settings.proxy_protocol {
+        // The load balancer in front speaks first; until it has, nothing else is read.
+        let timeout = server.settings.client_header_timeout;
+        match read_header(&mut stream, timeout).await {
+            Ok(header) => {
+                if let Some(source) = header.source {
+                    client.peer = source.ip();
+                }
+            }
+            Err(e) => {
+                debug!(peer = %client.peer, error = %e, "no valid PROXY protocol header; connection closed");
+                return;
+            }
+        }
+    }
     let Some(acceptor) = tls else {
         return serve_connection(server, TokioIo::new(stream), client, shutdown).await;
     };

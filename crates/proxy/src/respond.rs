@@ -31,6 +31,12 @@ pub enum ProxyError {
     UpstreamTimeout { endpoint: String },
     #[error("{endpoint}: {source}")]
     UpstreamFailed { endpoint: String, source: BoxError },
+    #[error("the request body is larger than {0} bytes")]
+    PayloadTooLarge(u64),
+    #[error("the request target is too long")]
+    UriTooLong,
+    #[error("the request headers are too large")]
+    HeadersTooLarge,
 }
 
 impl ProxyError {
@@ -45,6 +51,9 @@ impl ProxyError {
                 StatusCode::BAD_GATEWAY
             }
             ProxyError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
         }
     }
 
@@ -58,6 +67,24 @@ impl ProxyError {
             ProxyError::UpstreamConnect { .. } => "the backend could not be reached",
             ProxyError::UpstreamFailed { .. } => "the backend failed to answer",
             ProxyError::UpstreamTimeout { .. } => "the backend did not answer in time",
+            ProxyError::PayloadTooLarge(_) => "the request body is too large",
+            ProxyError::UriTooLong => "the request target is too long",
+            ProxyError::HeadersTooLarge => "the request headers are too large",
+        }
+    }
+
+    /// The gRPC status for a gRPC request Vestibule fails itself, after the gRPC spec's
+    /// HTTP-to-gRPC mapping, with Vestibule's own timeouts as DEADLINE_EXCEEDED.
+    fn grpc_status(&self) -> &'static str {
+        match self {
+            ProxyError::NoRoute => "12",
+            ProxyError::UpstreamTimeout { .. } => "4",
+            ProxyError::PayloadTooLarge(_) | ProxyError::HeadersTooLarge => "8",
+            ProxyError::BadRequest(_) | ProxyError::UriTooLong => "13",
+            ProxyError::BackendUnavailable(_)
+            | ProxyError::NoEndpoints(_)
+            | ProxyError::UpstreamConnect { .. }
+            | ProxyError::UpstreamFailed { .. } => "14",
         }
     }
 }
@@ -67,10 +94,19 @@ impl ProxyError {
 pub(crate) enum Style {
     Text,
     Json,
+    /// A gRPC client: a Trailers-Only response with `grpc-status`, which gRPC libraries
+    /// understand where an HTTP error status would only say "unknown".
+    Grpc,
 }
 
 impl Style {
     pub(crate) fn of(request_headers: &HeaderMap) -> Style {
+        if request_headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        {
+            return Style::Grpc;
+        }
         let json = request_headers
             .get_all(ACCEPT)
             .iter()
@@ -83,6 +119,18 @@ impl Style {
 /// The response for an error.
 pub(crate) fn error_response(error: &ProxyError, style: Style) -> Response<ProxyBody> {
     let status = error.status();
+    if style == Style::Grpc {
+        let mut response = Response::new(full(""));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+        headers.insert("grpc-status", HeaderValue::from_static(error.grpc_status()));
+        headers.insert(
+            "grpc-message",
+            HeaderValue::from_static(error.public_message()),
+        );
+        headers.insert(SERVER, SERVER_NAME);
+        return response;
+    }
     let reason = status.canonical_reason().unwrap_or("");
     let message = error.public_message();
     let (content_type, body) = if style == Style::Json {

@@ -1,24 +1,33 @@
-//! Connections to endpoints: pooled keep-alive HTTP/1.1, behind this module's small interface
-//! so the pool can be replaced without touching the request path.
+//! Connections to endpoints, behind this module's small interface (`checkout`, `Conn::send`)
+//! so the pool can be replaced without touching the request path: HTTP/1.1 keep-alive
+//! connections pooled per endpoint with an idle timeout and a cap, one shared HTTP/2
+//! connection per endpoint, in clear text or TLS.
+//!
+//! Connecting is separate from sending on purpose: a connect failure means nothing of the
+//! request left Vestibule, so any request may be tried on another endpoint.
 
-use std::error::Error as StdError;
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
-use vestibule_model::EndpointAddress;
+use hyper::client::conn::{http1, http2};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::{CertificateDer, ServerName};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tracing::debug;
+use vestibule_model::{EndpointAddress, UpstreamProtocol, UpstreamTls};
 
-use crate::respond::ProxyError;
+use crate::body::UpstreamBody;
 
-/// Timeouts and pool limits towards upstreams. Defaults are ingress-nginx's.
+/// Pool limits towards upstreams. Timeouts are per route (`ProxyPolicy`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
-    pub connect_timeout: Duration,
-    /// Time from sending a request to the upstream's response headers.
-    pub response_timeout: Duration,
     /// Idle keep-alive connections are closed after this long.
     pub idle_timeout: Duration,
     /// Idle keep-alive connections kept per endpoint.
@@ -28,81 +37,403 @@ pub struct UpstreamSettings {
 impl Default for UpstreamSettings {
     fn default() -> Self {
         UpstreamSettings {
-            connect_timeout: Duration::from_secs(5),
-            response_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(60),
             max_idle_per_endpoint: 320,
         }
     }
 }
 
+/// Where and how to connect.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Target<'a> {
+    pub(crate) endpoint: &'a EndpointAddress,
+    pub(crate) protocol: UpstreamProtocol,
+    pub(crate) connect_timeout: Duration,
+    /// Verification settings; `None` = TLS without verification, as ingress-nginx does.
+    pub(crate) tls: Option<&'a UpstreamTls>,
+    /// The name for SNI and verification when `tls` names none: the Service's DNS name.
+    pub(crate) server_name: &'a str,
+}
+
+/// Why no connection could be made.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConnectError {
+    #[error("connection refused")]
+    Refused,
+    #[error("connecting timed out after {0:?}")]
+    TimedOut(Duration),
+    #[error("{0}")]
+    Io(io::Error),
+    #[error("TLS: {0}")]
+    Tls(io::Error),
+    #[error("HTTP handshake: {0}")]
+    Handshake(hyper::Error),
+    #[error("the upstream TLS name {0:?} is not valid")]
+    ServerName(String),
+}
+
+impl ConnectError {
+    pub(crate) fn is_timeout(&self) -> bool {
+        matches!(self, ConnectError::TimedOut(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    endpoint: EndpointAddress,
+    protocol: UpstreamProtocol,
+    /// The TLS name and client configuration, when TLS.
+    tls: Option<(Box<str>, usize)>,
+}
+
+#[derive(Debug)]
+struct Idle {
+    sender: http1::SendRequest<UpstreamBody>,
+    since: Instant,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PoolState {
+    idle: HashMap<PoolKey, Vec<Idle>>,
+    multiplexed: HashMap<PoolKey, http2::SendRequest<UpstreamBody>>,
+}
+
+/// TLS client configurations, one per distinct verification setting and ALPN.
+#[derive(Debug, Default)]
+struct TlsConfigs {
+    configs: Vec<(Option<UpstreamTls>, bool, Arc<rustls::ClientConfig>)>,
+}
+
+/// The upstream connection pool, shared by every listener.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
-    client: Client<HttpConnector, Incoming>,
-    response_timeout: Duration,
+    settings: UpstreamSettings,
+    state: Arc<Mutex<PoolState>>,
+    tls: Mutex<TlsConfigs>,
+}
+
+/// A connection ready for one request.
+#[derive(Debug)]
+pub(crate) enum Conn {
+    Http1 {
+        sender: http1::SendRequest<UpstreamBody>,
+        key: PoolKey,
+        pool: Arc<Mutex<PoolState>>,
+        max_idle: usize,
+    },
+    Http2(http2::SendRequest<UpstreamBody>),
+}
+
+fn lock(state: &Mutex<PoolState>) -> MutexGuard<'_, PoolState> {
+    // A panic while holding the lock leaves only connection lists behind; they stay usable.
+    state
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Upstreams {
     pub(crate) fn new(settings: &UpstreamSettings) -> Upstreams {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(settings.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(settings.idle_timeout)
-            .pool_max_idle_per_host(settings.max_idle_per_endpoint)
-            .build(connector);
         Upstreams {
-            client,
-            response_timeout: settings.response_timeout,
+            settings: settings.clone(),
+            state: Arc::default(),
+            tls: Mutex::default(),
         }
     }
 
-    /// Sends a request whose URI already names the endpoint, and waits for the response
-    /// headers. Failures come back classified for the error responder.
-    pub(crate) async fn send(
+    /// A connection to the target: an idle pooled one when there is one, else a new one.
+    pub(crate) async fn checkout(&self, target: &Target<'_>) -> Result<Conn, ConnectError> {
+        let tls = if target.protocol.is_tls() {
+            let name = target
+                .tls
+                .and_then(|t| t.server_name.as_deref())
+                .unwrap_or(target.server_name);
+            let config = self.tls_config(target.tls, target.protocol.is_http2())?;
+            Some((Box::<str>::from(name), config))
+        } else {
+            None
+        };
+        let key = PoolKey {
+            endpoint: target.endpoint.clone(),
+            protocol: target.protocol,
+            tls: tls
+                .as_ref()
+                .map(|(name, config)| (name.clone(), Arc::as_ptr(config) as usize)),
+        };
+        if let Some(conn) = self.reuse(&key) {
+            return Ok(conn);
+        }
+        let stream = connect(target.endpoint, target.connect_timeout).await?;
+        let send_sni = target.tls.is_none_or(|t| t.send_sni);
+        match (&tls, target.protocol.is_http2()) {
+            (None, false) => self.http1(key, stream).await,
+            (None, true) => self.http2(key, stream).await,
+            (Some((name, config)), h2) => {
+                let stream =
+                    tls_connect(stream, name, config, send_sni, target.connect_timeout).await?;
+                if h2 {
+                    self.http2(key, stream).await
+                } else {
+                    self.http1(key, stream).await
+                }
+            }
+        }
+    }
+
+    fn reuse(&self, key: &PoolKey) -> Option<Conn> {
+        let mut state = lock(&self.state);
+        if key.protocol.is_http2() {
+            let sender = state.multiplexed.get(key)?;
+            if sender.is_closed() {
+                state.multiplexed.remove(key);
+                return None;
+            }
+            return Some(Conn::Http2(sender.clone()));
+        }
+        let idle = state.idle.get_mut(key)?;
+        let cutoff = self.settings.idle_timeout;
+        // Most recently used first: it is the least likely to have been closed by the
+        // upstream's own keep-alive timeout.
+        while let Some(candidate) = idle.pop() {
+            if candidate.since.elapsed() < cutoff
+                && candidate.sender.is_ready()
+                && !candidate.sender.is_closed()
+            {
+                return Some(Conn::Http1 {
+                    sender: candidate.sender,
+                    key: key.clone(),
+                    pool: self.state.clone(),
+                    max_idle: self.settings.max_idle_per_endpoint,
+                });
+            }
+        }
+        None
+    }
+
+    async fn http1<I>(&self, key: PoolKey, io: I) -> Result<Conn, ConnectError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        let endpoint = key.endpoint.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = connection.with_upgrades().await {
+                debug!(endpoint, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(Conn::Http1 {
+            sender,
+            key,
+            pool: self.state.clone(),
+            max_idle: self.settings.max_idle_per_endpoint,
+        })
+    }
+
+    async fn http2<I>(&self, key: PoolKey, io: I) -> Result<Conn, ConnectError>
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(ConnectError::Handshake)?;
+        let endpoint = key.endpoint.to_string();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(endpoint, error = %e, "upstream HTTP/2 connection ended");
+            }
+        });
+        lock(&self.state).multiplexed.insert(key, sender.clone());
+        Ok(Conn::Http2(sender))
+    }
+
+    fn tls_config(
         &self,
-        endpoint: &EndpointAddress,
-        request: Request<Incoming>,
-    ) -> Result<Response<Incoming>, ProxyError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(request)).await {
-            Ok(Ok(response)) => Ok(response),
-            Ok(Err(e)) => Err(classify(endpoint, e)),
-            Err(_) => Err(ProxyError::UpstreamTimeout {
-                endpoint: endpoint.to_string(),
-            }),
+        tls: Option<&UpstreamTls>,
+        h2: bool,
+    ) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+        let mut configs = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        let wanted = tls.cloned();
+        if let Some((_, _, config)) = configs
+            .configs
+            .iter()
+            .find(|(t, alpn, _)| *t == wanted && *alpn == h2)
+        {
+            return Ok(config.clone());
+        }
+        let config = client_config(tls, h2).map_err(|e| ConnectError::Tls(io::Error::other(e)))?;
+        let config = Arc::new(config);
+        configs.configs.push((wanted, h2, config.clone()));
+        Ok(config)
+    }
+}
+
+impl Conn {
+    /// Sends the request and waits for the response headers (the caller bounds the wait).
+    /// An HTTP/1.1 connection goes back to the pool once its response is complete.
+    pub(crate) async fn send(
+        self,
+        request: Request<UpstreamBody>,
+    ) -> Result<Response<Incoming>, hyper::Error> {
+        match self {
+            Conn::Http2(mut sender) => sender.send_request(request).await,
+            Conn::Http1 {
+                mut sender,
+                key,
+                pool,
+                max_idle,
+            } => {
+                let response = sender.send_request(request).await?;
+                // An upgraded connection belongs to its tunnel now.
+                if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+                    tokio::spawn(async move {
+                        // Ready again once the response body has been read to its end; an
+                        // abandoned body closes the connection and this fails.
+                        if sender.ready().await.is_ok() {
+                            let mut state = lock(&pool);
+                            let idle = state.idle.entry(key).or_default();
+                            if idle.len() < max_idle {
+                                idle.push(Idle {
+                                    sender,
+                                    since: Instant::now(),
+                                });
+                            }
+                        }
+                    });
+                }
+                Ok(response)
+            }
         }
     }
 }
 
-fn classify(endpoint: &EndpointAddress, error: hyper_util::client::legacy::Error) -> ProxyError {
-    let endpoint = endpoint.to_string();
-    let timed_out = {
-        let mut source: Option<&(dyn StdError + 'static)> = error.source();
-        let mut found = false;
-        while let Some(e) = source {
-            if e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-            {
-                found = true;
-                break;
-            }
-            source = e.source();
+async fn connect(endpoint: &EndpointAddress, timeout: Duration) -> Result<TcpStream, ConnectError> {
+    let attempt = async {
+        match endpoint {
+            EndpointAddress::Socket(addr) => TcpStream::connect(*addr).await,
+            EndpointAddress::Dns { host, port } => TcpStream::connect((host.as_ref(), *port)).await,
         }
-        found
     };
-    if timed_out {
-        ProxyError::UpstreamTimeout { endpoint }
-    } else if error.is_connect() {
-        ProxyError::UpstreamConnect {
-            endpoint,
-            source: Box::new(error),
+    let stream = match tokio::time::timeout(timeout, attempt).await {
+        Err(_) => return Err(ConnectError::TimedOut(timeout)),
+        Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {
+            return Err(ConnectError::Refused);
         }
+        Ok(Err(e)) if e.kind() == io::ErrorKind::TimedOut => {
+            return Err(ConnectError::TimedOut(timeout));
+        }
+        Ok(Err(e)) => return Err(ConnectError::Io(e)),
+        Ok(Ok(stream)) => stream,
+    };
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
+
+async fn tls_connect(
+    stream: TcpStream,
+    name: &str,
+    config: &Arc<rustls::ClientConfig>,
+    send_sni: bool,
+    timeout: Duration,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
+    let server_name = ServerName::try_from(name.to_owned())
+        .map_err(|_| ConnectError::ServerName(name.to_owned()))?;
+    let connector = if send_sni {
+        TlsConnector::from(config.clone())
     } else {
-        ProxyError::UpstreamFailed {
-            endpoint,
-            source: Box::new(error),
+        let mut without = (**config).clone();
+        without.enable_sni = false;
+        TlsConnector::from(Arc::new(without))
+    };
+    match tokio::time::timeout(timeout, connector.connect(server_name, stream)).await {
+        Err(_) => Err(ConnectError::TimedOut(timeout)),
+        Ok(Err(e)) => Err(ConnectError::Tls(e)),
+        Ok(Ok(stream)) => Ok(stream),
+    }
+}
+
+/// A client configuration: verification against the given CAs when asked, else none (the
+/// ingress-nginx default, since in-cluster backends mostly present self-signed certificates).
+fn client_config(
+    tls: Option<&UpstreamTls>,
+    h2: bool,
+) -> Result<rustls::ClientConfig, rustls::Error> {
+    let provider = crate::tls::provider();
+    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()?;
+    let mut config = match tls.filter(|t| t.verify) {
+        Some(tls) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for der in &tls.ca {
+                // A CA that does not parse was reported by the compile; it trusts nothing.
+                let _ = roots.add(CertificateDer::from(der.clone()));
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
         }
+        None => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider)))
+            .with_no_client_auth(),
+    };
+    config.alpn_protocols = if h2 {
+        vec![b"h2".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
+    Ok(config)
+}
+
+/// Accepts any certificate, but still checks the handshake signatures, so the connection is
+/// encrypted to whoever holds the key the upstream presented.
+#[derive(Debug)]
+struct NoVerification(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerification {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

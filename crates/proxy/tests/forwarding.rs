@@ -279,6 +279,7 @@ async fn vestibule_answers_404_503_502_and_504_itself() {
     let mut objects = world(
         vec![
             ingress("default", "a")
+                .annotation("nginx.ingress.kubernetes.io/proxy-read-timeout", "300ms")
                 .host("a.example")
                 .prefix("/missing", svc("nope", 80))
                 .prefix("/empty", svc("empty", 80))
@@ -302,8 +303,7 @@ async fn vestibule_answers_404_503_502_and_504_itself() {
             .build()
             .into(),
     );
-    let mut settings = vestibule_proxy::ProxySettings::default();
-    settings.upstream.response_timeout = Duration::from_millis(300);
+    let settings = vestibule_proxy::ProxySettings::default();
     let proxy = Proxy::start_with(objects, settings, Duration::from_secs(5)).await;
     let cases = [
         ("/nothing-here", 404),

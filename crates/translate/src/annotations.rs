@@ -2,11 +2,26 @@
 //! settings (an invalid value is reported and the default applies); every other one gets a
 //! warning, so that migrating users see what is ignored instead of guessing.
 
-use std::collections::BTreeMap;
+pub(crate) mod syntax;
 
-use vestibule_model::RoutePolicy;
+use std::collections::BTreeMap;
+use std::fmt::Display;
+use std::sync::Arc;
+
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+use vestibule_model::{
+    AffinityMode, BackendProtocol, Balance, HashKey, HashPart, ProxyPolicy, RoutePolicy, SameSite,
+    UpstreamTls,
+};
 
 use crate::report::{Diagnostics, ObjectRef};
+use crate::tls::Secrets;
+use syntax::{
+    is_cookie_name, is_cookie_path, is_dns_name, parse_bool, parse_duration, parse_hash_key,
+    parse_next_upstream, parse_on_off, parse_size, parse_uint, show_duration, show_next_upstream,
+    show_size,
+};
 
 pub(crate) const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
@@ -19,18 +34,81 @@ const SNIPPETS: &[&str] = &[
     "modsecurity-snippet",
 ];
 
+/// Keys read into the [`ProxyPolicy`]. Several depend on others (`upstream-hash-by` overrides
+/// `load-balance`, `session-cookie-*` need `affinity`), so they are gathered first and read
+/// together rather than one at a time in key order.
+const PROXY_KEYS: &[&str] = &[
+    "proxy-connect-timeout",
+    "proxy-send-timeout",
+    "proxy-read-timeout",
+    "proxy-next-upstream",
+    "proxy-next-upstream-tries",
+    "proxy-next-upstream-timeout",
+    "proxy-body-size",
+    "load-balance",
+    "upstream-hash-by",
+    "upstream-hash-by-subset",
+    "upstream-hash-by-subset-size",
+    "affinity",
+    "affinity-mode",
+    "session-cookie-name",
+    "session-cookie-max-age",
+    "session-cookie-expires",
+    "session-cookie-path",
+    "session-cookie-secure",
+    "session-cookie-samesite",
+    "session-cookie-change-on-failure",
+    "backend-protocol",
+    "proxy-ssl-verify",
+    "proxy-ssl-secret",
+    "proxy-ssl-name",
+    "proxy-ssl-server-name",
+];
+
+/// Keys that only mean something with `affinity: cookie`.
+const AFFINITY_KEYS: &[&str] = &[
+    "affinity-mode",
+    "session-cookie-name",
+    "session-cookie-max-age",
+    "session-cookie-expires",
+    "session-cookie-path",
+    "session-cookie-secure",
+    "session-cookie-samesite",
+    "session-cookie-change-on-failure",
+];
+
+const UPSTREAM_TLS_KEYS: &[&str] = &[
+    "proxy-ssl-verify",
+    "proxy-ssl-secret",
+    "proxy-ssl-name",
+    "proxy-ssl-server-name",
+];
+
+const BOOLEAN: &str = "a boolean (\"true\" or \"false\")";
+const ON_OFF: &str = "\"on\" or \"off\"";
+const TIME: &str = "a time (seconds, or a number with ms, s, m, h or d)";
+
 /// Settings an Ingress's annotations give to all its paths.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct IngressSettings {
     pub(crate) policy: RoutePolicy,
 }
 
+/// Reads an Ingress's annotations over the controller-wide `defaults`. An Ingress whose
+/// annotations change nothing shares the `defaults` allocation, so a table of many plain
+/// Ingresses holds one policy.
 pub(crate) fn read(
     annotations: Option<&BTreeMap<String, String>>,
     object: &ObjectRef,
+    defaults: &Arc<ProxyPolicy>,
+    secrets: &Secrets<'_>,
     diags: &mut Diagnostics,
 ) -> IngressSettings {
-    let mut settings = IngressSettings::default();
+    let mut policy = RoutePolicy {
+        proxy: Arc::clone(defaults),
+        ..RoutePolicy::default()
+    };
+    let mut proxy_values = BTreeMap::new();
     for (key, value) in annotations.into_iter().flatten() {
         let Some(short) = key.strip_prefix(PREFIX) else {
             continue;
@@ -45,8 +123,11 @@ pub(crate) fn read(
             ),
         };
         match short {
-            "ssl-redirect" => boolean(&mut settings.policy.ssl_redirect),
-            "force-ssl-redirect" => boolean(&mut settings.policy.force_ssl_redirect),
+            "ssl-redirect" => boolean(&mut policy.ssl_redirect),
+            "force-ssl-redirect" => boolean(&mut policy.force_ssl_redirect),
+            _ if PROXY_KEYS.contains(&short) => {
+                proxy_values.insert(short, value.as_str());
+            }
             _ if SNIPPETS.contains(&short) => diags.warning(
                 object,
                 field,
@@ -59,32 +140,420 @@ pub(crate) fn read(
             ),
         }
     }
-    settings
+    if !proxy_values.is_empty() {
+        let mut reader = Reader {
+            values: proxy_values,
+            object,
+            diags,
+        };
+        let proxy = reader.proxy(defaults, secrets);
+        if proxy != **defaults {
+            policy.proxy = Arc::new(proxy);
+        }
+    }
+    IngressSettings { policy }
 }
 
-/// Booleans as ingress-nginx reads them (Go's `strconv.ParseBool`).
-fn parse_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "t" | "T" | "true" | "TRUE" | "True" => Some(true),
-        "0" | "f" | "F" | "false" | "FALSE" | "False" => Some(false),
-        _ => None,
+/// The proxy annotations of one Ingress, and where to report on them.
+struct Reader<'a> {
+    values: BTreeMap<&'a str, &'a str>,
+    object: &'a ObjectRef,
+    diags: &'a mut Diagnostics,
+}
+
+fn field(short: &str) -> String {
+    format!("metadata.annotations[{:?}]", format!("{PREFIX}{short}"))
+}
+
+impl<'a> Reader<'a> {
+    fn get(&self, short: &str) -> Option<&'a str> {
+        self.values.get(short).copied()
+    }
+
+    fn has(&self, short: &str) -> bool {
+        self.values.contains_key(short)
+    }
+
+    fn error(&mut self, short: &str, message: impl Into<String>) {
+        self.diags.error(self.object, field(short), message);
+    }
+
+    fn warning(&mut self, short: &str, message: impl Into<String>) {
+        self.diags.warning(self.object, field(short), message);
+    }
+
+    /// The value of `short` read by `parse`, if present and valid; if invalid, an error saying
+    /// what was `expected` and that `default` stays.
+    fn read<T>(
+        &mut self,
+        short: &str,
+        parse: impl FnOnce(&str) -> Option<T>,
+        expected: &str,
+        default: impl Display,
+    ) -> Option<T> {
+        let value = self.get(short)?;
+        let parsed = parse(value);
+        if parsed.is_none() {
+            self.error(
+                short,
+                format!("{value:?} is not {expected}; the default applies ({default})"),
+            );
+        }
+        parsed
+    }
+
+    fn proxy(&mut self, defaults: &ProxyPolicy, secrets: &Secrets<'_>) -> ProxyPolicy {
+        let mut p = defaults.clone();
+        self.timeouts(&mut p);
+        self.retries(&mut p);
+        if let Some(limit) = self.read(
+            "proxy-body-size",
+            parse_size,
+            "an nginx size (bytes, or a number with k, m or g)",
+            show_size(p.body_size_limit),
+        ) {
+            p.body_size_limit = (limit != 0).then_some(limit);
+        }
+        self.balance(&mut p);
+        self.affinity(&mut p);
+        self.backend_protocol(&mut p);
+        self.upstream_tls(&mut p, secrets);
+        p
+    }
+
+    fn timeouts(&mut self, p: &mut ProxyPolicy) {
+        for (short, target) in [
+            ("proxy-connect-timeout", &mut p.connect_timeout),
+            ("proxy-send-timeout", &mut p.send_timeout),
+            ("proxy-read-timeout", &mut p.read_timeout),
+        ] {
+            let default = show_duration(*target);
+            let positive = |v: &str| parse_duration(v).filter(|d| !d.is_zero());
+            if let Some(d) = self.read(short, positive, &format!("{TIME} above 0"), default) {
+                *target = d;
+            }
+        }
+    }
+
+    fn retries(&mut self, p: &mut ProxyPolicy) {
+        let short = "proxy-next-upstream";
+        if let Some(value) = self.get(short) {
+            match parse_next_upstream(value) {
+                Ok(n) => p.next_upstream = n,
+                Err(why) => self.error(
+                    short,
+                    format!(
+                        "{value:?} {why}; the default applies ({})",
+                        show_next_upstream(&p.next_upstream)
+                    ),
+                ),
+            }
+        }
+        if let Some(tries) = self.read(
+            "proxy-next-upstream-tries",
+            parse_uint::<u32>,
+            "a whole number of attempts (0 or more)",
+            p.next_upstream_tries,
+        ) {
+            p.next_upstream_tries = tries;
+        }
+        let default = p
+            .next_upstream_timeout
+            .map_or_else(|| "0, no bound".to_owned(), show_duration);
+        if let Some(d) = self.read("proxy-next-upstream-timeout", parse_duration, TIME, default) {
+            p.next_upstream_timeout = (!d.is_zero()).then_some(d);
+        }
+    }
+
+    fn balance(&mut self, p: &mut ProxyPolicy) {
+        let default = match &p.balance {
+            Balance::RoundRobin => "round_robin",
+            Balance::Ewma => "ewma",
+            Balance::Hash(_) => "consistent hashing",
+        };
+        let algorithm = |v: &str| match v {
+            "round_robin" => Some(Balance::RoundRobin),
+            "ewma" => Some(Balance::Ewma),
+            _ => None,
+        };
+        if let Some(b) = self.read("load-balance", algorithm, "round_robin or ewma", default) {
+            p.balance = b;
+        }
+        let subset = self.read("upstream-hash-by-subset", parse_bool, BOOLEAN, false);
+        let subset_size = self.read(
+            "upstream-hash-by-subset-size",
+            |v| parse_uint::<u32>(v).filter(|n| *n > 0),
+            "a whole number above 0",
+            3,
+        );
+        let short = "upstream-hash-by";
+        let Some(value) = self.get(short) else {
+            for key in ["upstream-hash-by-subset", "upstream-hash-by-subset-size"] {
+                if self.has(key) {
+                    self.warning(key, "this has no effect without upstream-hash-by");
+                }
+            }
+            return;
+        };
+        let parts = match parse_hash_key(value) {
+            Ok(parts) => parts,
+            Err(why) => {
+                self.error(
+                    short,
+                    format!(
+                        "{value:?} {why}; this annotation is ignored and the default applies \
+                         ({default}, or load-balance)"
+                    ),
+                );
+                return;
+            }
+        };
+        if parts
+            .iter()
+            .all(|part| matches!(part, HashPart::Literal(_)))
+        {
+            self.warning(
+                short,
+                format!(
+                    "{value:?} holds no variable, so every request hashes to the same endpoint"
+                ),
+            );
+        }
+        let subset = subset == Some(true);
+        if !subset && self.has("upstream-hash-by-subset-size") {
+            self.warning(
+                "upstream-hash-by-subset-size",
+                "this has no effect without upstream-hash-by-subset: \"true\"",
+            );
+        }
+        p.balance = Balance::Hash(HashKey {
+            parts,
+            subset_size: subset.then(|| subset_size.unwrap_or(3)),
+        });
+    }
+
+    fn affinity(&mut self, p: &mut ProxyPolicy) {
+        let enabled = match self.get("affinity") {
+            None => false,
+            Some("cookie") => true,
+            Some(value) => {
+                self.error(
+                    "affinity",
+                    format!(
+                        "{value:?} is not a supported affinity (only \"cookie\" is); the \
+                         default applies"
+                    ),
+                );
+                false
+            }
+        };
+        if !enabled {
+            for &key in AFFINITY_KEYS {
+                if self.has(key) {
+                    self.warning(key, "this has no effect without affinity: \"cookie\"");
+                }
+            }
+            return;
+        }
+        let mut a = p.affinity.as_deref().cloned().unwrap_or_default();
+        let mode = |v: &str| match v {
+            "balanced" => Some(AffinityMode::Balanced),
+            "persistent" => Some(AffinityMode::Persistent),
+            _ => None,
+        };
+        let default_mode = match a.mode {
+            AffinityMode::Balanced => "balanced",
+            AffinityMode::Persistent => "persistent",
+        };
+        if let Some(m) = self.read(
+            "affinity-mode",
+            mode,
+            "balanced or persistent",
+            default_mode,
+        ) {
+            a.mode = m;
+        }
+        let name = |v: &str| is_cookie_name(v).then(|| Box::<str>::from(v));
+        let expected = "a cookie name (letters, digits and !#$%&'*+-.^_`|~)";
+        if let Some(n) = self.read("session-cookie-name", name, expected, a.name.clone()) {
+            a.name = n;
+        }
+        let seconds = |v: &str| parse_uint::<u64>(v).filter(|s| *s > 0);
+        let expected = "a whole number of seconds above 0";
+        let max_age = self.read(
+            "session-cookie-max-age",
+            seconds,
+            expected,
+            "session-cookie-expires if set, else a session cookie",
+        );
+        let expires = self.read(
+            "session-cookie-expires",
+            seconds,
+            expected,
+            "a session cookie",
+        );
+        if let Some(s) = max_age.or(expires) {
+            a.max_age = Some(s);
+        }
+        let path = |v: &str| is_cookie_path(v).then(|| Box::<str>::from(v));
+        let expected = "a path starting with / without spaces or ;";
+        let default = a.path.clone().unwrap_or_else(|| "the route's path".into());
+        if let Some(path) = self.read("session-cookie-path", path, expected, default) {
+            a.path = Some(path);
+        }
+        if let Some(s) = self.read("session-cookie-secure", parse_bool, BOOLEAN, a.secure) {
+            a.secure = s;
+        }
+        let same_site = |v: &str| match v.to_ascii_lowercase().as_str() {
+            "strict" => Some(SameSite::Strict),
+            "lax" => Some(SameSite::Lax),
+            "none" => Some(SameSite::None),
+            _ => None,
+        };
+        let default = a
+            .same_site
+            .map_or_else(|| "unset".to_owned(), |s| format!("{s:?}"));
+        if let Some(s) = self.read(
+            "session-cookie-samesite",
+            same_site,
+            "Strict, Lax or None",
+            default,
+        ) {
+            a.same_site = Some(s);
+        }
+        let default = a.change_on_failure;
+        let short = "session-cookie-change-on-failure";
+        if let Some(c) = self.read(short, parse_bool, BOOLEAN, default) {
+            a.change_on_failure = c;
+        }
+        p.affinity = Some(Arc::new(a));
+    }
+
+    fn backend_protocol(&mut self, p: &mut ProxyPolicy) {
+        let short = "backend-protocol";
+        let Some(value) = self.get(short) else {
+            return;
+        };
+        let default = p.backend_protocol.map_or_else(
+            || "the Service port's appProtocol, HTTP/1.1 when it has none".to_owned(),
+            |b| format!("{b:?}").to_ascii_uppercase(),
+        );
+        let protocol = match value.to_ascii_uppercase().as_str() {
+            "HTTP" => BackendProtocol::Http,
+            "HTTPS" => BackendProtocol::Https,
+            "GRPC" => BackendProtocol::Grpc,
+            "GRPCS" => BackendProtocol::Grpcs,
+            "H2C" => BackendProtocol::H2c,
+            "AJP" | "FCGI" => {
+                self.error(
+                    short,
+                    format!(
+                        "{value:?} is not supported by Vestibule; the default applies ({default})"
+                    ),
+                );
+                return;
+            }
+            _ => {
+                self.error(
+                    short,
+                    format!(
+                        "{value:?} is not a backend protocol (HTTP, HTTPS, GRPC, GRPCS or H2C); \
+                         the default applies ({default})"
+                    ),
+                );
+                return;
+            }
+        };
+        p.backend_protocol = Some(protocol);
+    }
+
+    fn upstream_tls(&mut self, p: &mut ProxyPolicy, secrets: &Secrets<'_>) {
+        if !UPSTREAM_TLS_KEYS.iter().any(|k| self.has(k)) {
+            return;
+        }
+        let mut tls: UpstreamTls = p.upstream_tls.as_deref().cloned().unwrap_or_default();
+        let on_off = |on: bool| if on { "on" } else { "off" };
+        if let Some(v) = self.read("proxy-ssl-verify", parse_on_off, ON_OFF, on_off(tls.verify)) {
+            tls.verify = v;
+        }
+        let name = |v: &str| is_dns_name(v).then(|| Box::<str>::from(v.to_ascii_lowercase()));
+        let default = tls
+            .server_name
+            .clone()
+            .unwrap_or_else(|| "the Service's DNS name".into());
+        if let Some(n) = self.read("proxy-ssl-name", name, "a DNS name", default) {
+            tls.server_name = Some(n);
+        }
+        let default = on_off(tls.send_sni);
+        if let Some(v) = self.read("proxy-ssl-server-name", parse_on_off, ON_OFF, default) {
+            tls.send_sni = v;
+        }
+        match self.get("proxy-ssl-secret") {
+            Some(value) => match trusted_cas(value, secrets) {
+                Ok(ca) => tls.ca = ca,
+                Err(why) => {
+                    // Failing closed, as ingress-nginx denies the location: a CA that was
+                    // meant to be checked must not turn into no check at all.
+                    tls.verify = true;
+                    tls.ca = Vec::new();
+                    self.error(
+                        "proxy-ssl-secret",
+                        format!(
+                            "{why}; upstream certificates are still verified, against an empty \
+                             CA list that trusts nothing, so TLS connections to this backend \
+                             fail until this is fixed"
+                        ),
+                    );
+                }
+            },
+            None if tls.verify && tls.ca.is_empty() && self.has("proxy-ssl-verify") => self.error(
+                "proxy-ssl-verify",
+                "\"on\" needs proxy-ssl-secret naming the CA to verify against; verification \
+                 stays on with an empty CA list that trusts nothing, so TLS connections to this \
+                 backend fail",
+            ),
+            None => {}
+        }
+        p.upstream_tls = Some(Arc::new(tls));
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn booleans_like_ingress_nginx() {
-        for v in ["1", "t", "T", "true", "TRUE", "True"] {
-            assert_eq!(parse_bool(v), Some(true), "{v}");
-        }
-        for v in ["0", "f", "F", "false", "FALSE", "False"] {
-            assert_eq!(parse_bool(v), Some(false), "{v}");
-        }
-        for v in ["yes", "on", "", " true", "tRuE"] {
-            assert_eq!(parse_bool(v), None, "{v}");
+/// The CA certificates (DER) in the `ca.crt` of the Secret `namespace/name`.
+fn trusted_cas(value: &str, secrets: &Secrets<'_>) -> Result<Vec<Vec<u8>>, String> {
+    let Some((ns, name)) = value
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty() && !name.contains('/'))
+    else {
+        return Err(format!("{value:?} is not namespace/name"));
+    };
+    let Some(secret) = secrets.get(ns, name) else {
+        return Err(format!("Secret {ns}/{name} does not exist"));
+    };
+    let Some(pem) = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .map(|b| b.0.as_slice())
+        .filter(|b| !b.is_empty())
+    else {
+        return Err(format!("Secret {ns}/{name} has no ca.crt"));
+    };
+    let certificates: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("the ca.crt of Secret {ns}/{name} is not PEM: {e}"))?;
+    if certificates.is_empty() {
+        return Err(format!(
+            "the ca.crt of Secret {ns}/{name} holds no certificate"
+        ));
+    }
+    for (i, certificate) in certificates.iter().enumerate() {
+        // rustls would refuse it only when connecting; finding out here names the Secret.
+        if let Err(e) = x509_parser::parse_x509_certificate(certificate) {
+            return Err(format!(
+                "certificate {} in the ca.crt of Secret {ns}/{name} cannot be read: {e}",
+                i + 1
+            ));
         }
     }
+    Ok(certificates.into_iter().map(|c| c.to_vec()).collect())
 }

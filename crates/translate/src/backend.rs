@@ -94,9 +94,21 @@ impl<'s> Services<'s> {
         };
         let spec = service.spec.as_ref();
         let ports = spec.and_then(|s| s.ports.as_deref()).unwrap_or(&[]);
-        let port = match r.port {
-            PortRef::Number(n) => ports.iter().find(|p| p.port == i32::from(n)),
-            PortRef::Name(want) => ports.iter().find(|p| p.name.as_deref() == Some(want)),
+        let indexed = match r.port {
+            PortRef::Number(n) => ports
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.port == i32::from(n)),
+            PortRef::Name(want) => ports
+                .iter()
+                .enumerate()
+                .find(|(_, p)| p.name.as_deref() == Some(want)),
+        };
+        let port = indexed.map(|(_, p)| p);
+        let protocol = |diags: &mut Diagnostics| {
+            indexed.map_or(UpstreamProtocol::Http1, |(i, p)| {
+                upstream_protocol(service, i, p, diags)
+            })
         };
         let external = spec
             .filter(|s| s.type_.as_deref() == Some("ExternalName"))
@@ -131,9 +143,9 @@ impl<'s> Services<'s> {
                     port: number,
                 },
             };
-            return Backend::Cluster(builder.cluster_with(key, || {
-                (UpstreamProtocol::Http1, vec![Endpoint { address }])
-            }));
+            return Backend::Cluster(
+                builder.cluster_with(key, || (protocol(diags), vec![Endpoint { address }])),
+            );
         }
         let Some(port) = port else {
             return missing_port(diags);
@@ -147,10 +159,7 @@ impl<'s> Services<'s> {
             .map(Vec::as_slice)
             .unwrap_or(&[]);
         Backend::Cluster(builder.cluster_with(cluster_key(ns, name, number), || {
-            (
-                UpstreamProtocol::Http1,
-                ready_endpoints(slices, port, diags),
-            )
+            (protocol(diags), ready_endpoints(slices, port, diags))
         }))
     }
 }
@@ -165,6 +174,38 @@ fn unavailable(r: &ServiceRef<'_>, sub: &str, reason: String, diags: &mut Diagno
     );
     Backend::Unavailable {
         reason: reason.into(),
+    }
+}
+
+/// The protocol a Service port's `appProtocol` names. Checked once per cluster, when it is
+/// made, so a Service used by many Ingresses is reported once.
+fn upstream_protocol(
+    service: &Service,
+    index: usize,
+    port: &ServicePort,
+    diags: &mut Diagnostics,
+) -> UpstreamProtocol {
+    let Some(app) = port.app_protocol.as_deref().filter(|a| !a.is_empty()) else {
+        return UpstreamProtocol::Http1;
+    };
+    // IANA service names are case-insensitive, and so are the `kubernetes.io/` ones in
+    // practice: nobody means something else by `HTTPS`.
+    match app.to_ascii_lowercase().as_str() {
+        "http" | "kubernetes.io/ws" => UpstreamProtocol::Http1,
+        "kubernetes.io/h2c" | "grpc" => UpstreamProtocol::H2c,
+        "https" | "kubernetes.io/https" | "kubernetes.io/wss" => UpstreamProtocol::Https,
+        _ => {
+            diags.warning(
+                &ObjectRef::of(Kind::Service, &service.metadata),
+                format!("spec.ports[{index}].appProtocol"),
+                format!(
+                    "appProtocol {app:?} is not one Vestibule knows (http, https, grpc, \
+                     kubernetes.io/h2c, kubernetes.io/https, kubernetes.io/ws, \
+                     kubernetes.io/wss); HTTP/1.1 in clear text is used"
+                ),
+            );
+            UpstreamProtocol::Http1
+        }
     }
 }
 

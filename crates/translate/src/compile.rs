@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use vestibule_model::{
     Backend, Certificate, CertificateRef, DefaultBackend, HostPattern, PathKind, PathRule,
-    RouteOrigin, RouteTable, TableBuilder,
+    ProxyPolicy, RouteOrigin, RouteTable, TableBuilder,
 };
 
 use crate::annotations::{self, IngressSettings};
@@ -35,6 +35,9 @@ pub struct Options {
     pub watch_namespaces: Vec<String>,
     /// `(namespace, name)` of the TLS Secret served when no TLS host matches a handshake.
     pub default_ssl_certificate: Option<(String, String)>,
+    /// Timeouts, retries, body limit, balancing and upstream TLS for every route, before the
+    /// annotations of its Ingress override them.
+    pub proxy: ProxyPolicy,
 }
 
 impl Default for Options {
@@ -46,6 +49,7 @@ impl Default for Options {
             default_backend_service: None,
             watch_namespaces: Vec::new(),
             default_ssl_certificate: None,
+            proxy: ProxyPolicy::default(),
         }
     }
 }
@@ -150,6 +154,7 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
         ),
         builder: TableBuilder::new(),
         diags: Diagnostics::default(),
+        default_proxy: Arc::new(options.proxy.clone()),
     };
     compiler.default_certificate();
     let mut outcomes = Vec::new();
@@ -205,6 +210,8 @@ struct Compiler<'s> {
     secrets: Secrets<'s>,
     builder: TableBuilder,
     diags: Diagnostics,
+    /// `options.proxy`, shared by the routes of every Ingress whose annotations change none of it.
+    default_proxy: Arc<ProxyPolicy>,
 }
 
 impl Compiler<'_> {
@@ -212,6 +219,8 @@ impl Compiler<'_> {
         let settings = annotations::read(
             ingress.metadata.annotations.as_ref(),
             object,
+            &self.default_proxy,
+            &self.secrets,
             &mut self.diags,
         );
         let Some(spec) = &ingress.spec else {
@@ -304,10 +313,13 @@ impl Compiler<'_> {
             return;
         };
         let origin = origin(object, field);
-        if let Err(conflict) =
-            self.builder
-                .route_with(host.clone(), rule.clone(), backend, origin, settings.policy.clone())
-        {
+        if let Err(conflict) = self.builder.route_with(
+            host.clone(),
+            rule.clone(),
+            backend,
+            origin,
+            settings.policy.clone(),
+        ) {
             let existing = conflict.existing;
             self.diags.error(
                 object,
@@ -607,7 +619,13 @@ impl Compiler<'_> {
                     .services
                     .resolve(&reference, &mut self.builder, &mut scratch);
                 for d in scratch.finish() {
-                    self.diags.push(d.severity, &d.object, field, d.message);
+                    // Problems of the Service itself (its appProtocol) keep their own field.
+                    let at = if d.field.starts_with(field) {
+                        field
+                    } else {
+                        &d.field
+                    };
+                    self.diags.push(d.severity, &d.object, at, d.message);
                 }
                 backend
             }

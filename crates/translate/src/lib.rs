@@ -14,3 +14,29 @@ pub use compile::{Compiled, Context, Options, compile, compile_with, unix_now};
 pub use report::{Diagnostic, IngressOutcome, Kind, ObjectRef, Report, Severity};
 pub use snapshot::{Object, Snapshot};
 pub use tls::CertMemory;
+
+/// Value syntax shared by annotations and the command line, so a flag and an annotation
+/// setting the same thing read the same values (`30`, `30s`, `1m`; `8k`, `1m`; `error
+/// timeout http_502`).
+pub mod values {
+    use std::time::Duration;
+
+    use vestibule_model::NextUpstream;
+
+    use crate::annotations::syntax;
+
+    /// nginx time: plain seconds, or units `ms s m h d`, combined (`1m30s`).
+    pub fn duration(value: &str) -> Option<Duration> {
+        syntax::parse_duration(value)
+    }
+
+    /// nginx size: bytes, or `k`, `m`, `g`; `0` means unlimited.
+    pub fn size(value: &str) -> Option<u64> {
+        syntax::parse_size(value)
+    }
+
+    /// `proxy-next-upstream` conditions.
+    pub fn next_upstream(value: &str) -> Result<NextUpstream, String> {
+        syntax::parse_next_upstream(value)
+    }
+}

@@ -134,6 +134,11 @@ impl<'s> Secrets<'s> {
         }
     }
 
+    /// A Secret as it is, for the keys other than a TLS pair (`ca.crt` of `proxy-ssl-secret`).
+    pub(crate) fn get(&self, namespace: &str, name: &str) -> Option<&'s Secret> {
+        self.by_name.get(&(namespace, name)).copied()
+    }
+
     pub(crate) fn load(&mut self, namespace: &str, name: &str) -> Loaded {
         let key = (namespace.to_owned(), name.to_owned());
         if let Some(loaded) = self.loaded.get(&key) {

@@ -99,6 +99,9 @@ pub struct RunArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
 
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+
     /// Log line format.
     #[arg(long, value_enum, env = "VESTIBULE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -135,6 +138,167 @@ pub struct ValidateArgs {
 
     #[command(flatten)]
     pub compile: CompileArgs,
+}
+
+/// Controller-wide proxying defaults (annotations of the same name override them per
+/// Ingress) and limits, with ingress-nginx's defaults.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Time to connect to an endpoint (annotation proxy-connect-timeout).
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = nginx_duration)]
+    pub proxy_connect_timeout: Duration,
+
+    /// Longest pause between two writes of a request body to the upstream
+    /// (proxy-send-timeout).
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_PROXY_SEND_TIMEOUT", default_value = "60s", value_parser = nginx_duration)]
+    pub proxy_send_timeout: Duration,
+
+    /// Longest wait for response headers, and between two reads of the response body
+    /// (proxy-read-timeout); 504 when exceeded before the headers.
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_PROXY_READ_TIMEOUT", default_value = "60s", value_parser = nginx_duration)]
+    pub proxy_read_timeout: Duration,
+
+    /// When to try another endpoint (proxy-next-upstream): error, timeout, http_500,
+    /// http_502, http_503, http_504, http_403, http_404, http_429, non_idempotent, or off.
+    #[arg(long, value_name = "CONDITIONS", env = "VESTIBULE_PROXY_NEXT_UPSTREAM", default_value = "error timeout", value_parser = next_upstream)]
+    pub proxy_next_upstream: vestibule_model::NextUpstream,
+
+    /// Attempts in all, the first included (proxy-next-upstream-tries); 0 = no limit.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "VESTIBULE_PROXY_NEXT_UPSTREAM_TRIES",
+        default_value_t = 3
+    )]
+    pub proxy_next_upstream_tries: u32,
+
+    /// No new attempt starts after this long (proxy-next-upstream-timeout); 0 = no limit.
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_PROXY_NEXT_UPSTREAM_TIMEOUT", default_value = "0", value_parser = nginx_duration_or_zero)]
+    pub proxy_next_upstream_timeout: Duration,
+
+    /// Largest request body (proxy-body-size): 413 beyond it; 0 = unlimited.
+    #[arg(long, value_name = "SIZE", env = "VESTIBULE_PROXY_BODY_SIZE", default_value = "1m", value_parser = nginx_size)]
+    pub proxy_body_size: u64,
+
+    /// Endpoint selection (load-balance).
+    #[arg(
+        long,
+        value_enum,
+        env = "VESTIBULE_LOAD_BALANCE",
+        default_value = "round-robin"
+    )]
+    pub load_balance: LoadBalance,
+
+    /// Longest request target (path and query) accepted; longer gets 414.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "VESTIBULE_MAX_URI_BYTES",
+        default_value_t = 8192
+    )]
+    pub max_uri_bytes: usize,
+
+    /// Largest request header block accepted; larger gets 431.
+    #[arg(
+        long,
+        value_name = "BYTES",
+        env = "VESTIBULE_MAX_REQUEST_HEADER_BYTES",
+        default_value_t = 32768
+    )]
+    pub max_request_header_bytes: usize,
+
+    /// Time a client has to send a request's headers.
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub client_header_timeout: Duration,
+
+    /// HTTP/2 streams one client connection may have open at once.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "VESTIBULE_HTTP2_MAX_CONCURRENT_STREAMS",
+        default_value_t = 128
+    )]
+    pub http2_max_concurrent_streams: u32,
+
+    /// Idle keep-alive connections to upstreams are closed after this long.
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_UPSTREAM_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub upstream_keepalive_timeout: Duration,
+
+    /// Idle keep-alive connections kept per endpoint.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "VESTIBULE_UPSTREAM_KEEPALIVE_CONNECTIONS",
+        default_value_t = 320
+    )]
+    pub upstream_keepalive_connections: usize,
+
+    /// Proxies (CIDRs or addresses, comma list) whose X-Forwarded-For and X-Real-IP are
+    /// believed; from anyone else those headers are replaced.
+    #[arg(long, value_name = "CIDRS", env = "VESTIBULE_TRUSTED_PROXIES", value_delimiter = ',', value_parser = trusted_proxy)]
+    pub trusted_proxies: Vec<String>,
+
+    /// Every connection starts with a PROXY protocol v1 or v2 header from the load balancer
+    /// in front; its source address is the client's. Connections without one are closed.
+    #[arg(long, env = "VESTIBULE_PROXY_PROTOCOL")]
+    pub proxy_protocol: bool,
+}
+
+fn trusted_proxy(value: &str) -> Result<String, String> {
+    vestibule_proxy::TrustedProxies::parse([value]).map_err(|e| e.to_string())?;
+    Ok(value.trim().to_owned())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LoadBalance {
+    RoundRobin,
+    Ewma,
+}
+
+impl ProxyArgs {
+    /// The policy Ingresses start from before their annotations.
+    pub fn policy(&self) -> vestibule_model::ProxyPolicy {
+        vestibule_model::ProxyPolicy {
+            connect_timeout: self.proxy_connect_timeout,
+            send_timeout: self.proxy_send_timeout,
+            read_timeout: self.proxy_read_timeout,
+            next_upstream: self.proxy_next_upstream,
+            next_upstream_tries: self.proxy_next_upstream_tries,
+            next_upstream_timeout: (!self.proxy_next_upstream_timeout.is_zero())
+                .then_some(self.proxy_next_upstream_timeout),
+            body_size_limit: (self.proxy_body_size != 0).then_some(self.proxy_body_size),
+            balance: match self.load_balance {
+                LoadBalance::RoundRobin => vestibule_model::Balance::RoundRobin,
+                LoadBalance::Ewma => vestibule_model::Balance::Ewma,
+            },
+            ..vestibule_model::ProxyPolicy::default()
+        }
+    }
+}
+
+fn nginx_duration(value: &str) -> Result<Duration, String> {
+    match vestibule_translate::values::duration(value) {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err(format!(
+            "{value:?} is not a duration such as 60, 30s, 500ms or 2m"
+        )),
+    }
+}
+
+fn nginx_duration_or_zero(value: &str) -> Result<Duration, String> {
+    if value.trim() == "0" {
+        return Ok(Duration::ZERO);
+    }
+    nginx_duration(value)
+}
+
+fn nginx_size(value: &str) -> Result<u64, String> {
+    vestibule_translate::values::size(value)
+        .ok_or_else(|| format!("{value:?} is not a size such as 1m, 512k or 0"))
+}
+
+fn next_upstream(value: &str) -> Result<vestibule_model::NextUpstream, String> {
+    vestibule_translate::values::next_upstream(value)
 }
 
 /// Flags for running against the Kubernetes API (without `--manifests`).
@@ -279,6 +443,7 @@ impl CompileArgs {
             default_backend_service: self.default_backend_service.clone(),
             watch_namespaces: self.watch_namespaces.clone(),
             default_ssl_certificate: self.default_ssl_certificate.clone(),
+            proxy: vestibule_model::ProxyPolicy::default(),
         }
     }
 }
@@ -287,6 +452,18 @@ impl RunArgs {
     /// The data plane's settings from the flags.
     pub fn proxy_settings(&self) -> vestibule_proxy::ProxySettings {
         vestibule_proxy::ProxySettings {
+            upstream: vestibule_proxy::UpstreamSettings {
+                idle_timeout: self.proxy.upstream_keepalive_timeout,
+                max_idle_per_endpoint: self.proxy.upstream_keepalive_connections,
+            },
+            client_header_timeout: self.proxy.client_header_timeout,
+            http2_max_concurrent_streams: self.proxy.http2_max_concurrent_streams,
+            max_uri_bytes: self.proxy.max_uri_bytes,
+            max_request_header_bytes: self.proxy.max_request_header_bytes,
+            // Each entry was checked when the flag was parsed.
+            trusted_proxies: vestibule_proxy::TrustedProxies::parse(&self.proxy.trusted_proxies)
+                .unwrap_or_default(),
+            proxy_protocol: self.proxy.proxy_protocol,
             https_redirect_port: self.https_port_for_redirects,
             hsts: self.hsts.then(|| {
                 vestibule_proxy::hsts_header(

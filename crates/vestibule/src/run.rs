@@ -51,12 +51,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let options = Arc::new(args.compile.options());
+    let mut options = args.compile.options();
+    options.proxy = args.proxy.policy();
+    let default_policy = Arc::new(options.proxy.clone());
+    let options = Arc::new(options);
     if args.manifests.is_empty() {
         args.cluster.check().map_err(anyhow::Error::msg)?;
     }
     let publisher = Publisher::new();
-    let dataplane = DataPlane::new();
+    let dataplane = Arc::new(DataPlane::with_default_policy(default_policy));
     let fallback = self_signed_certificate().context("making the default TLS certificate")?;
     if args.compile.default_ssl_certificate.is_none() {
         info!(
