@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
+use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 /// Why a streamed body stopped.
@@ -107,6 +108,8 @@ pub(crate) struct Limited {
     limit: Option<u64>,
     seen: u64,
     exceeded: Arc<AtomicBool>,
+    /// Told once the body has ended (or failed), so the read timeout can start.
+    sent: Arc<Notify>,
 }
 
 impl Limited {
@@ -115,12 +118,14 @@ impl Limited {
         limit: Option<u64>,
         idle: Duration,
         exceeded: Arc<AtomicBool>,
+        sent: Arc<Notify>,
     ) -> Limited {
         Limited {
             inner: Timed::new(body, idle),
             limit,
             seen: 0,
             exceeded,
+            sent,
         }
     }
 }
@@ -141,8 +146,14 @@ impl Body for Limited {
             this.seen += data.len() as u64;
             if this.seen > limit {
                 this.exceeded.store(true, Ordering::Relaxed);
+                this.sent.notify_one();
                 return Poll::Ready(Some(Err(BodyError::TooLarge(limit))));
             }
+        }
+        // With a known length the sender may never ask past the last frame: the end is
+        // told as soon as it is known.
+        if !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream() {
+            this.sent.notify_one();
         }
         Poll::Ready(frame)
     }

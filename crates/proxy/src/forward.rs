@@ -27,8 +27,8 @@ use crate::balance::{self, PickInput};
 use crate::body::{Limited, ProxyBody, Timed, UpstreamBody, empty};
 use crate::dataplane::{DataPlane, Runtime};
 use crate::headers::{ClientSide, add_forwarded, remove_hop_by_hop};
-use crate::respond::{ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
-use crate::upstream::{ConnectError, Target as UpstreamTarget, Upstreams};
+use crate::respond::{BoxError, ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
+use crate::upstream::{ConnectError, SendError, Target as UpstreamTarget, Upstreams};
 
 /// Answers one request: the upstream's response, Vestibule's redirect to HTTPS, or its own
 /// response for a failure.
@@ -82,6 +82,8 @@ struct Plan {
     runtime: Arc<Runtime>,
     cluster: ClusterId,
     policy: Arc<ProxyPolicy>,
+    /// The matched rule's path: where an affinity cookie applies unless set otherwise.
+    rule_path: Box<str>,
 }
 
 async fn forward(
@@ -153,12 +155,16 @@ async fn forward(
     });
 
     remove_hop_by_hop(&mut parts.headers);
+    // The client's `100-continue` was answered here, when its body was first read; the
+    // upstream gets the body without being asked.
+    parts.headers.remove(http::header::EXPECT);
     add_forwarded(&mut parts.headers, &client, &host_value, trusted, client_ip);
     let grpc_trailers = parts
         .headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let exceeded = Arc::new(AtomicBool::new(false));
+    let body_sent = Arc::new(tokio::sync::Notify::new());
     // A tunnel's bytes flow through the upgraded connection, never as a body.
     let replayable = upgrade.is_some() || body_is_empty(&parts, &body);
     let mut first_body = upgrade.is_none().then(|| {
@@ -167,6 +173,7 @@ async fn forward(
             policy.body_size_limit,
             policy.send_timeout,
             exceeded.clone(),
+            body_sent.clone(),
         ))
     });
     let idempotent = is_idempotent(&parts.method);
@@ -209,9 +216,14 @@ async fn forward(
                     break;
                 };
                 if let Some(value) = &pick.set_value {
-                    set_cookie =
-                        balance::affinity::set_cookie(rule, value, "/", client.https, unix_now())
-                            .ok();
+                    set_cookie = balance::affinity::set_cookie(
+                        rule,
+                        value,
+                        &plan.rule_path,
+                        client.https,
+                        unix_now(),
+                    )
+                    .ok();
                 }
                 pick.index
             }
@@ -249,24 +261,54 @@ async fn forward(
                 break;
             }
         };
+        // The client's body, on the attempt that sends it, is watched by the send timeout
+        // while it goes out; the read timeout starts once it has.
+        let streaming = first_body.is_some() && !replayable;
         let body = match first_body.take() {
             Some(body) => body,
             None if replayable => empty(),
             // The body went to an earlier attempt and cannot be sent again.
             None => break,
         };
-        let request = upstream_request(
-            &parts,
-            &upstream_target,
-            endpoint,
-            &host_value,
+        let outgoing = Outgoing {
+            parts: &parts,
+            path_and_query: &upstream_target,
+            host: &host_value,
             protocol,
-            upgrade.as_ref(),
+            upgrade: upgrade.as_ref(),
             grpc_trailers,
-            body,
-        )?;
+        };
+        let request = upstream_request(&outgoing, endpoint, body)?;
         let in_flight = stats.ewma.start();
-        let sent = tokio::time::timeout(policy.read_timeout, conn.send(request)).await;
+        let exchange = async {
+            match conn.send(request).await {
+                // A pooled connection the upstream had already closed: the request never
+                // left, so it goes once more on a new connection, body and all.
+                Err(SendError {
+                    unsent: Some(request),
+                    reused: true,
+                    ..
+                }) => match upstreams.checkout_new(&target).await {
+                    Ok(conn) => conn
+                        .send(request)
+                        .await
+                        .map_err(|e| BoxError::from(e.error)),
+                    Err(e) => Err(BoxError::from(e)),
+                },
+                other => other.map_err(|e| BoxError::from(e.error)),
+            }
+        };
+        let sent = async {
+            tokio::pin!(exchange);
+            if streaming {
+                tokio::select! {
+                    result = &mut exchange => return Ok(result),
+                    () = body_sent.notified() => {}
+                }
+            }
+            tokio::time::timeout(policy.read_timeout, exchange).await
+        }
+        .await;
         in_flight.finish(balance::now_nanos(), started.elapsed());
         // Once the body may have reached the upstream, only a replayable request of a
         // method that may be repeated is tried again.
@@ -289,7 +331,7 @@ async fn forward(
                 }
                 last_error = Some(ProxyError::UpstreamFailed {
                     endpoint: endpoint.to_string(),
-                    source: Box::new(e),
+                    source: e,
                 });
                 if may_repeat && policy.next_upstream.error {
                     continue;
@@ -476,16 +518,30 @@ fn websocket_key() -> HeaderValue {
 }
 
 /// The request for one attempt, in the form the upstream's protocol wants.
-fn upstream_request(
-    parts: &Parts,
-    path_and_query: &str,
-    endpoint: &EndpointAddress,
-    host: &HeaderValue,
+/// What every attempt of one request sends, whichever endpoint it goes to.
+struct Outgoing<'a> {
+    parts: &'a Parts,
+    /// The normalised path, and the query as sent.
+    path_and_query: &'a str,
+    host: &'a HeaderValue,
     protocol: UpstreamProtocol,
-    upgrade: Option<&Upgrade>,
+    upgrade: Option<&'a Upgrade>,
     grpc_trailers: bool,
+}
+
+fn upstream_request(
+    outgoing: &Outgoing<'_>,
+    endpoint: &EndpointAddress,
     body: UpstreamBody,
 ) -> Result<Request<UpstreamBody>, ProxyError> {
+    let Outgoing {
+        parts,
+        path_and_query,
+        host,
+        protocol,
+        upgrade,
+        grpc_trailers,
+    } = *outgoing;
     let invalid = |_| ProxyError::BadRequest("the request target is not valid");
     let mut builder = Request::builder().method(parts.method.clone());
     let mut headers = parts.headers.clone();
@@ -618,7 +674,7 @@ fn route(
     let runtime = dataplane.load_full();
     let lookup = runtime.table.lookup(host, path);
     *hsts = client.https && lookup.vhost.is_some_and(|v| v.tls);
-    let (backend, policy) = match lookup.target {
+    let (backend, policy, rule_path) = match lookup.target {
         Target::Route(route) => {
             let wants_https = lookup.vhost.is_some_and(|v| route.redirects_http(v));
             // cert-manager's HTTP-01 solver answers on plain HTTP: redirecting it would stop
@@ -626,9 +682,17 @@ fn route(
             if wants_https && !client.https && !host.is_empty() && !is_acme_challenge(path) {
                 return Ok(Step::Redirect);
             }
-            (&route.backend, route.policy.proxy.clone())
+            (
+                &route.backend,
+                route.policy.proxy.clone(),
+                route.rule.path.clone(),
+            )
         }
-        Target::Default(default) => (&default.backend, runtime.default_policy.clone()),
+        Target::Default(default) => (
+            &default.backend,
+            runtime.default_policy.clone(),
+            Box::from("/"),
+        ),
         Target::NotFound => return Err(ProxyError::NoRoute),
     };
     let cluster = match backend {
@@ -646,6 +710,7 @@ fn route(
         runtime: runtime.clone(),
         cluster,
         policy,
+        rule_path,
     }))
 }
 

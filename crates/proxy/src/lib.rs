@@ -36,6 +36,8 @@ pub struct ProxySettings {
     pub upstream: UpstreamSettings,
     /// Time a client has to send a request's headers.
     pub client_header_timeout: Duration,
+    /// A client connection with no request in flight for this long is closed.
+    pub client_keepalive_timeout: Duration,
     /// HTTP/2 streams one client connection may have open at once.
     pub http2_max_concurrent_streams: u32,
     /// Time a client has to finish the TLS handshake.
@@ -75,6 +77,7 @@ impl Default for ProxySettings {
         ProxySettings {
             upstream: UpstreamSettings::default(),
             client_header_timeout: Duration::from_secs(60),
+            client_keepalive_timeout: Duration::from_secs(75),
             http2_max_concurrent_streams: 128,
             tls_handshake_timeout: Duration::from_secs(10),
             tls_session_cache_size: 20_000,

@@ -274,11 +274,15 @@ async fn serve_connection<I>(
 ) where
     I: Read + Write + Unpin + Send + 'static,
 {
+    let activity = Arc::new(Activity::default());
     let service = {
         let server = server.clone();
+        let activity = activity.clone();
         service_fn(move |request| {
             let server = server.clone();
+            let activity = activity.clone();
             async move {
+                let _busy = activity.begin();
                 Ok::<_, Infallible>(
                     handle(
                         &server.dataplane,
@@ -294,16 +298,74 @@ async fn serve_connection<I>(
     };
     let connection = server.builder.serve_connection_with_upgrades(io, service);
     tokio::pin!(connection);
-    let result = tokio::select! {
-        result = connection.as_mut() => result,
-        _ = shutdown.cancelled() => {
-            // HTTP/1.1: finish the request in flight, then close. HTTP/2: GOAWAY, then
-            // finish the open streams.
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let idle = server.settings.client_keepalive_timeout;
+    let result = loop {
+        let quiet_until = activity.quiet_since() + idle;
+        tokio::select! {
+            result = connection.as_mut() => break result,
+            _ = shutdown.cancelled() => {
+                // HTTP/1.1: finish the request in flight, then close. HTTP/2: GOAWAY, then
+                // finish the open streams.
+                connection.as_mut().graceful_shutdown();
+                break connection.await;
+            }
+            _ = tokio::time::sleep_until(quiet_until) => {
+                // A keep-alive connection with nothing in flight for the whole idle timeout
+                // is closed the same graceful way: a response still being written finishes.
+                if activity.idle_for(idle) {
+                    connection.as_mut().graceful_shutdown();
+                    break connection.await;
+                }
+            }
         }
     };
     if let Err(e) = result {
         debug!(peer = %client.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Requests in flight on one client connection, and when the last one ended.
+#[derive(Debug)]
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    since: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            in_flight: std::sync::atomic::AtomicUsize::new(0),
+            since: std::sync::Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+}
+
+impl Activity {
+    fn begin(self: &Arc<Self>) -> Busy {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Busy(self.clone())
+    }
+
+    fn quiet_since(&self) -> tokio::time::Instant {
+        *self.since.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn idle_for(&self, idle: Duration) -> bool {
+        self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
+            && self.quiet_since().elapsed() >= idle
+    }
+}
+
+/// Marks a request in flight until dropped.
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        // Per connection, so uncontended: the lock is only ever taken by its own requests.
+        *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
     }
 }

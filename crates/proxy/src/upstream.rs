@@ -114,7 +114,14 @@ pub(crate) struct Upstreams {
 
 /// A connection ready for one request.
 #[derive(Debug)]
-pub(crate) enum Conn {
+pub(crate) struct Conn {
+    kind: ConnKind,
+    /// Taken from the pool rather than just made.
+    reused: bool,
+}
+
+#[derive(Debug)]
+enum ConnKind {
     Http1 {
         sender: http1::SendRequest<UpstreamBody>,
         key: PoolKey,
@@ -122,6 +129,15 @@ pub(crate) enum Conn {
         max_idle: usize,
     },
     Http2(http2::SendRequest<UpstreamBody>),
+}
+
+/// A request that failed, and the request itself when it never left (so it can be sent
+/// again on another connection whatever its method and body).
+#[derive(Debug)]
+pub(crate) struct SendError {
+    pub(crate) error: hyper::Error,
+    pub(crate) unsent: Option<Request<UpstreamBody>>,
+    pub(crate) reused: bool,
 }
 
 fn lock(state: &Mutex<PoolState>) -> MutexGuard<'_, PoolState> {
@@ -142,6 +158,15 @@ impl Upstreams {
 
     /// A connection to the target: an idle pooled one when there is one, else a new one.
     pub(crate) async fn checkout(&self, target: &Target<'_>) -> Result<Conn, ConnectError> {
+        self.connection(target, true).await
+    }
+
+    /// A connection made for this request, never a pooled one.
+    pub(crate) async fn checkout_new(&self, target: &Target<'_>) -> Result<Conn, ConnectError> {
+        self.connection(target, false).await
+    }
+
+    async fn connection(&self, target: &Target<'_>, reuse: bool) -> Result<Conn, ConnectError> {
         let tls = if target.protocol.is_tls() {
             let name = target
                 .tls
@@ -159,7 +184,7 @@ impl Upstreams {
                 .as_ref()
                 .map(|(name, config)| (name.clone(), Arc::as_ptr(config) as usize)),
         };
-        if let Some(conn) = self.reuse(&key) {
+        if reuse && let Some(conn) = self.reuse(&key) {
             return Ok(conn);
         }
         let stream = connect(target.endpoint, target.connect_timeout).await?;
@@ -187,7 +212,10 @@ impl Upstreams {
                 state.multiplexed.remove(key);
                 return None;
             }
-            return Some(Conn::Http2(sender.clone()));
+            return Some(Conn {
+                kind: ConnKind::Http2(sender.clone()),
+                reused: true,
+            });
         }
         let idle = state.idle.get_mut(key)?;
         let cutoff = self.settings.idle_timeout;
@@ -198,11 +226,14 @@ impl Upstreams {
                 && candidate.sender.is_ready()
                 && !candidate.sender.is_closed()
             {
-                return Some(Conn::Http1 {
-                    sender: candidate.sender,
-                    key: key.clone(),
-                    pool: self.state.clone(),
-                    max_idle: self.settings.max_idle_per_endpoint,
+                return Some(Conn {
+                    kind: ConnKind::Http1 {
+                        sender: candidate.sender,
+                        key: key.clone(),
+                        pool: self.state.clone(),
+                        max_idle: self.settings.max_idle_per_endpoint,
+                    },
+                    reused: true,
                 });
             }
         }
@@ -223,11 +254,14 @@ impl Upstreams {
                 debug!(endpoint, error = %e, "upstream connection ended");
             }
         });
-        Ok(Conn::Http1 {
-            sender,
-            key,
-            pool: self.state.clone(),
-            max_idle: self.settings.max_idle_per_endpoint,
+        Ok(Conn {
+            kind: ConnKind::Http1 {
+                sender,
+                key,
+                pool: self.state.clone(),
+                max_idle: self.settings.max_idle_per_endpoint,
+            },
+            reused: false,
         })
     }
 
@@ -249,7 +283,10 @@ impl Upstreams {
             }
         });
         lock(&self.state).multiplexed.insert(key, sender.clone());
-        Ok(Conn::Http2(sender))
+        Ok(Conn {
+            kind: ConnKind::Http2(sender),
+            reused: false,
+        })
     }
 
     fn tls_config(
@@ -279,16 +316,22 @@ impl Conn {
     pub(crate) async fn send(
         self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, hyper::Error> {
-        match self {
-            Conn::Http2(mut sender) => sender.send_request(request).await,
-            Conn::Http1 {
+    ) -> Result<Response<Incoming>, SendError> {
+        let reused = self.reused;
+        let failed = |mut e: hyper::client::conn::TrySendError<Request<UpstreamBody>>| SendError {
+            unsent: e.take_message(),
+            error: e.into_error(),
+            reused,
+        };
+        match self.kind {
+            ConnKind::Http2(mut sender) => sender.try_send_request(request).await.map_err(failed),
+            ConnKind::Http1 {
                 mut sender,
                 key,
                 pool,
                 max_idle,
             } => {
-                let response = sender.send_request(request).await?;
+                let response = sender.try_send_request(request).await.map_err(failed)?;
                 // An upgraded connection belongs to its tunnel now.
                 if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                     tokio::spawn(async move {

@@ -211,6 +211,10 @@ pub struct ProxyArgs {
     #[arg(long, value_name = "DURATION", env = "VESTIBULE_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
     pub client_header_timeout: Duration,
 
+    /// A client connection with no request in flight for this long is closed.
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_CLIENT_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
+    pub client_keepalive_timeout: Duration,
+
     /// HTTP/2 streams one client connection may have open at once.
     #[arg(
         long,
@@ -457,6 +461,7 @@ impl RunArgs {
                 max_idle_per_endpoint: self.proxy.upstream_keepalive_connections,
             },
             client_header_timeout: self.proxy.client_header_timeout,
+            client_keepalive_timeout: self.proxy.client_keepalive_timeout,
             http2_max_concurrent_streams: self.proxy.http2_max_concurrent_streams,
             max_uri_bytes: self.proxy.max_uri_bytes,
             max_request_header_bytes: self.proxy.max_request_header_bytes,

@@ -1,0 +1,132 @@
+//! Client-side timeouts: idle keep-alive connections are closed, busy ones are not, and a
+//! client that never finishes its headers is cut off.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use vestibule_proxy::ProxySettings;
+use vestibule_testkit::misbehave::Slow;
+use vestibule_testkit::{Echo, ingress, svc};
+
+/// Reads until the peer closes; returns everything read and when the close came.
+async fn read_to_close(stream: &mut TcpStream, limit: Duration) -> (Vec<u8>, Instant) {
+    let mut all = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout(limit, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return (all, Instant::now()),
+            Ok(Ok(n)) => all.extend_from_slice(&buf[..n]),
+            Err(_) => panic!("the connection was not closed within {limit:?}"),
+        }
+    }
+}
+
+fn settings(keepalive: Duration, header: Duration) -> ProxySettings {
+    ProxySettings {
+        client_keepalive_timeout: keepalive,
+        client_header_timeout: header,
+        ..ProxySettings::default()
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    let echo = Echo::start("a").await.unwrap();
+    let objects = world(
+        vec![
+            ingress("default", "a")
+                .host("a.test")
+                .prefix("/", svc("a", 80)),
+        ],
+        &[("a", &[&echo])],
+    );
+    let proxy = Proxy::start_with(
+        objects,
+        settings(Duration::from_millis(300), Duration::from_secs(30)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let answered = Instant::now();
+    let (bytes, closed) = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let idle = closed - answered;
+    assert!(
+        idle >= Duration::from_millis(250) && idle < Duration::from_secs(3),
+        "{idle:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_request_in_flight_keeps_its_connection_past_the_idle_timeout() {
+    let slow = Slow::start(Duration::from_millis(900)).await.unwrap();
+    let mut objects = world(
+        vec![
+            ingress("default", "s")
+                .host("s.test")
+                .prefix("/", svc("slow", 80)),
+        ],
+        &[],
+    );
+    objects.push(
+        vestibule_testkit::service("default", "slow")
+            .port("http", 80, 8080)
+            .build()
+            .into(),
+    );
+    objects.push(
+        vestibule_testkit::endpoint_slice("default", "slow-1", "slow")
+            .port("http", i32::from(slow.addr().port()))
+            .ready("127.0.0.1")
+            .build()
+            .into(),
+    );
+    let proxy = Proxy::start_with(
+        objects,
+        settings(Duration::from_millis(200), Duration::from_secs(30)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: s.test\r\n\r\n")
+        .await
+        .unwrap();
+    let (bytes, _) = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.ends_with("slow"), "{text}");
+}
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    let proxy = Proxy::start_with(
+        world(vec![], &[]),
+        settings(Duration::from_secs(30), Duration::from_millis(300)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let (_, closed) = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    let took = closed - started;
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+}
