@@ -108,8 +108,35 @@ pub(crate) struct Limited {
     limit: Option<u64>,
     seen: u64,
     exceeded: Arc<AtomicBool>,
+    progress: Arc<Progress>,
+}
+
+/// How far a request body has got towards the upstream: when the last frame was taken, and
+/// whether it has all gone. The send timeout is judged from this, because a body nobody
+/// asks for (the upstream stopped reading) has no timer of its own running.
+#[derive(Debug)]
+pub(crate) struct Progress {
     /// Told once the body has ended (or failed), so the read timeout can start.
-    sent: Arc<Notify>,
+    pub(crate) sent: Notify,
+    last: std::sync::Mutex<tokio::time::Instant>,
+}
+
+impl Progress {
+    pub(crate) fn new() -> Arc<Progress> {
+        Arc::new(Progress {
+            sent: Notify::new(),
+            last: std::sync::Mutex::new(tokio::time::Instant::now()),
+        })
+    }
+
+    /// When the upstream last took a frame (or the body started).
+    pub(crate) fn last(&self) -> tokio::time::Instant {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn moved(&self) {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+    }
 }
 
 impl Limited {
@@ -118,14 +145,14 @@ impl Limited {
         limit: Option<u64>,
         idle: Duration,
         exceeded: Arc<AtomicBool>,
-        sent: Arc<Notify>,
+        progress: Arc<Progress>,
     ) -> Limited {
         Limited {
             inner: Timed::new(body, idle),
             limit,
             seen: 0,
             exceeded,
-            sent,
+            progress,
         }
     }
 }
@@ -146,14 +173,15 @@ impl Body for Limited {
             this.seen += data.len() as u64;
             if this.seen > limit {
                 this.exceeded.store(true, Ordering::Relaxed);
-                this.sent.notify_one();
+                this.progress.sent.notify_one();
                 return Poll::Ready(Some(Err(BodyError::TooLarge(limit))));
             }
         }
         // With a known length the sender may never ask past the last frame: the end is
         // told as soon as it is known.
+        this.progress.moved();
         if !matches!(frame, Some(Ok(_))) || this.inner.is_end_stream() {
-            this.sent.notify_one();
+            this.progress.sent.notify_one();
         }
         Poll::Ready(frame)
     }

@@ -24,7 +24,7 @@ use vestibule_model::{
 
 use crate::ProxySettings;
 use crate::balance::{self, PickInput};
-use crate::body::{Limited, ProxyBody, Timed, UpstreamBody, empty};
+use crate::body::{Limited, Progress, ProxyBody, Timed, UpstreamBody, empty};
 use crate::dataplane::{DataPlane, Runtime};
 use crate::headers::{ClientSide, add_forwarded, remove_hop_by_hop};
 use crate::respond::{BoxError, ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
@@ -164,7 +164,7 @@ async fn forward(
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let exceeded = Arc::new(AtomicBool::new(false));
-    let body_sent = Arc::new(tokio::sync::Notify::new());
+    let progress = Progress::new();
     // A tunnel's bytes flow through the upgraded connection, never as a body.
     let replayable = upgrade.is_some() || body_is_empty(&parts, &body);
     let mut first_body = upgrade.is_none().then(|| {
@@ -173,7 +173,7 @@ async fn forward(
             policy.body_size_limit,
             policy.send_timeout,
             exceeded.clone(),
-            body_sent.clone(),
+            progress.clone(),
         ))
     });
     let idempotent = is_idempotent(&parts.method);
@@ -280,6 +280,7 @@ async fn forward(
         };
         let request = upstream_request(&outgoing, endpoint, body)?;
         let in_flight = stats.ewma.start();
+        let closer = conn.closer();
         let exchange = async {
             match conn.send(request).await {
                 // A pooled connection the upstream had already closed: the request never
@@ -301,12 +302,25 @@ async fn forward(
         let sent = async {
             tokio::pin!(exchange);
             if streaming {
-                tokio::select! {
-                    result = &mut exchange => return Ok(result),
-                    () = body_sent.notified() => {}
+                let mut body_done = std::pin::pin!(progress.sent.notified());
+                loop {
+                    let stalled_at = progress.last() + policy.send_timeout;
+                    tokio::select! {
+                        result = &mut exchange => return Ok(result),
+                        () = &mut body_done => break,
+                        () = tokio::time::sleep_until(stalled_at) => {
+                            // No frame taken for the whole send timeout: the upstream has
+                            // stopped reading (or the client stopped sending).
+                            if progress.last() + policy.send_timeout <= Instant::now() {
+                                return Err(());
+                            }
+                        }
+                    }
                 }
             }
-            tokio::time::timeout(policy.read_timeout, exchange).await
+            tokio::time::timeout(policy.read_timeout, exchange)
+                .await
+                .map_err(|_| ())
         }
         .await;
         in_flight.finish(balance::now_nanos(), started.elapsed());
@@ -314,7 +328,10 @@ async fn forward(
         // method that may be repeated is tried again.
         let may_repeat = replayable && (idempotent || policy.next_upstream.non_idempotent);
         let response = match sent {
-            Err(_) => {
+            Err(()) => {
+                if let Some(closer) = closer {
+                    closer.abort();
+                }
                 last_error = Some(ProxyError::UpstreamTimeout {
                     endpoint: endpoint.to_string(),
                 });

@@ -90,6 +90,7 @@ pub(crate) struct PoolKey {
 struct Idle {
     sender: http1::SendRequest<UpstreamBody>,
     since: Instant,
+    task: tokio::task::AbortHandle,
 }
 
 #[derive(Debug, Default)]
@@ -127,6 +128,9 @@ enum ConnKind {
         key: PoolKey,
         pool: Arc<Mutex<PoolState>>,
         max_idle: usize,
+        /// The task driving the connection: aborting it closes the connection and drops
+        /// the request body it holds.
+        task: tokio::task::AbortHandle,
     },
     Http2(http2::SendRequest<UpstreamBody>),
 }
@@ -188,7 +192,8 @@ impl Upstreams {
             return Ok(conn);
         }
         let stream = connect(target.endpoint, target.connect_timeout).await?;
-        let send_sni = target.tls.is_none_or(|t| t.send_sni);
+        // As ingress-nginx: no SNI unless `proxy-ssl-server-name: on`.
+        let send_sni = target.tls.is_some_and(|t| t.send_sni);
         match (&tls, target.protocol.is_http2()) {
             (None, false) => self.http1(key, stream).await,
             (None, true) => self.http2(key, stream).await,
@@ -232,6 +237,7 @@ impl Upstreams {
                         key: key.clone(),
                         pool: self.state.clone(),
                         max_idle: self.settings.max_idle_per_endpoint,
+                        task: candidate.task,
                     },
                     reused: true,
                 });
@@ -249,17 +255,19 @@ impl Upstreams {
             .await
             .map_err(ConnectError::Handshake)?;
         let endpoint = key.endpoint.to_string();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             if let Err(e) = connection.with_upgrades().await {
                 debug!(endpoint, error = %e, "upstream connection ended");
             }
-        });
+        })
+        .abort_handle();
         Ok(Conn {
             kind: ConnKind::Http1 {
                 sender,
                 key,
                 pool: self.state.clone(),
                 max_idle: self.settings.max_idle_per_endpoint,
+                task,
             },
             reused: false,
         })
@@ -311,6 +319,16 @@ impl Upstreams {
 }
 
 impl Conn {
+    /// Closes the connection when called, for a request given up on midway: an HTTP/1.1
+    /// connection cannot be reused then, and it may still hold the client's body. (An
+    /// HTTP/2 stream is reset by dropping its future.)
+    pub(crate) fn closer(&self) -> Option<tokio::task::AbortHandle> {
+        match &self.kind {
+            ConnKind::Http1 { task, .. } => Some(task.clone()),
+            ConnKind::Http2(_) => None,
+        }
+    }
+
     /// Sends the request and waits for the response headers (the caller bounds the wait).
     /// An HTTP/1.1 connection goes back to the pool once its response is complete.
     pub(crate) async fn send(
@@ -330,6 +348,7 @@ impl Conn {
                 key,
                 pool,
                 max_idle,
+                task,
             } => {
                 let response = sender.try_send_request(request).await.map_err(failed)?;
                 // An upgraded connection belongs to its tunnel now.
@@ -344,6 +363,7 @@ impl Conn {
                                 idle.push(Idle {
                                     sender,
                                     since: Instant::now(),
+                                    task,
                                 });
                             }
                         }

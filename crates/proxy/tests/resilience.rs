@@ -851,6 +851,67 @@ async fn a_slow_upload_that_keeps_moving_is_not_cut_by_the_read_timeout() {
     assert_eq!(echo_reply(&response).body_len, 12 * 1024);
 }
 
+/// docs/annotations.md: `proxy-send-timeout` bounds "the pause between two writes of the
+/// request to the upstream". An upstream that accepts the connection and then stops reading
+/// the body must not hold the request (and the client) forever.
+#[tokio::test]
+async fn an_upstream_that_stops_reading_the_body_is_given_up_after_the_send_timeout() {
+    // Accepts, and never reads: the body fills the socket buffers, then nothing moves.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let deaf = listener.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    let mut objects = world(
+        vec![route(
+            "deaf.example",
+            "deaf",
+            &[
+                ("proxy-body-size", "0"),
+                ("proxy-send-timeout", "1"),
+                ("proxy-read-timeout", "1"),
+            ],
+        )],
+        &[],
+    );
+    objects.extend(service_at("deaf", &[deaf]));
+    let proxy = Proxy::start(objects).await;
+    let total: usize = 64 << 20;
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let upload = tokio::spawn(async move {
+        let head = format!(
+            "PUT / HTTP/1.1\r\nHost: deaf.example\r\nContent-Length: {total}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        writer.write_all(head.as_bytes()).await?;
+        let chunk = vec![b'd'; 64 * 1024];
+        for _ in 0..total / chunk.len() {
+            writer.write_all(&chunk).await?;
+        }
+        Ok::<_, std::io::Error>(writer)
+    });
+    let started = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(6), reader.read_to_end(&mut buf)).await;
+    upload.abort();
+    held.abort();
+    assert!(
+        read.is_ok(),
+        "no answer {:?} after the upstream stopped reading",
+        started.elapsed()
+    );
+    let response = parse_response(&buf).unwrap();
+    assert!(
+        response.status == 504 || response.status == 502,
+        "{}",
+        response.body_text()
+    );
+}
+
 /// A listening socket whose accept queue is full, so that Linux drops further SYNs and a
 /// connection attempt gets no answer at all (as a blackholed address would), on any network.
 struct Unanswered {

@@ -369,3 +369,74 @@ fn a_missing_manifests_path_fails_at_start() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_flags_set_defaults_that_annotations_override() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "small")
+                .host("small.example")
+                .prefix("/", svc("web", 80)),
+            ingress("default", "large")
+                .annotation("nginx.ingress.kubernetes.io/proxy-body-size", "8k")
+                .host("large.example")
+                .prefix("/", svc("web", 80)),
+        ],
+        &[("web", &[&web])],
+    );
+    let v = Vestibule::start(
+        dir.path(),
+        &[
+            "--proxy-body-size",
+            "1k",
+            "--trusted-proxies",
+            "127.0.0.1/32",
+        ],
+    );
+    let client = v.client(&["small.example", "large.example"]);
+    let body = vec![b'x'; 4096];
+    let small = client
+        .post(v.url("small.example", "/"))
+        .body(body.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), 413);
+    let large = client
+        .post(v.url("large.example", "/"))
+        .header("x-forwarded-for", "198.51.100.4")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(large.status(), 200);
+    let seen: EchoReply = large.json().await.unwrap();
+    assert_eq!(seen.body_len, 4096);
+    // 127.0.0.1 is a trusted proxy here: its client's address is believed.
+    assert_eq!(seen.header("x-real-ip"), Some("198.51.100.4"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("198.51.100.4, 127.0.0.1")
+    );
+}
+
+#[test]
+fn invalid_proxy_flags_are_refused_with_the_value_named() {
+    for (flag, value) in [
+        ("--trusted-proxies", "10.1.2.3/8"),
+        ("--proxy-body-size", "1x"),
+        ("--proxy-read-timeout", "soon"),
+        ("--proxy-next-upstream", "error sometimes"),
+    ] {
+        let output = std::process::Command::new(BIN)
+            .args(["run", "--manifests", ".", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(flag), "{stderr}");
+    }
+}
