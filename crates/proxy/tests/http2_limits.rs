@@ -247,6 +247,8 @@ async fn the_concurrent_stream_limit_is_advertised_and_holds_back_the_next_strea
     // Eight in flight again: the next is held back once more.
     let _held = h2.open(get("hang.example", "/third")).await;
     assert!(!h2.could_open().await);
+    h2.round_trip().await;
+    assert_eq!(hang.requests(), 16);
     assert!(!h2.task.is_finished(), "the connection stays open");
     drop(second);
 }
