@@ -36,6 +36,8 @@ pub struct ProxyPolicy {
     pub backend_protocol: Option<BackendProtocol>,
     /// Verification of upstream TLS (`proxy-ssl-*`).
     pub upstream_tls: Option<Arc<UpstreamTls>>,
+    /// Write an access log line for these requests (`enable-access-log`, on).
+    pub access_log: bool,
 }
 
 impl Default for ProxyPolicy {
@@ -52,6 +54,7 @@ impl Default for ProxyPolicy {
             affinity: None,
             backend_protocol: None,
             upstream_tls: None,
+            access_log: true,
         }
     }
 }
