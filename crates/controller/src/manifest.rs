@@ -258,6 +258,8 @@ impl ManifestSource {
                 _ = tick.tick() => self.ensure_watches(&mut watcher, &mut watched),
                 _ = tx.closed() => return Ok(()),
             }
+            let span = tracing::info_span!("rescan", source = "manifests");
+            let _entered = span.enter();
             if self.rescan() {
                 tx.send_replace(Arc::new(self.current()));
             }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
-use tracing::{Instrument, error, info, info_span};
+use tracing::{Instrument, debug, error, info, info_span};
 use vestibule_translate::{CertMemory, Context, Options, compile_with, unix_now};
 
 use crate::publish::{ObjectCounts, Publisher};
@@ -45,6 +45,10 @@ pub async fn run_pipeline(
                     memory = Arc::new(std::mem::take(&mut compiled.memory));
                     let errors = compiled.report.errors().count();
                     let warnings = compiled.report.diagnostics.len() - errors;
+                    let _publish = info_span!("publish").entered();
+                    for diagnostic in compiled.report.diagnostics.iter().take(100) {
+                        debug!(object = %diagnostic.object, field = %diagnostic.field, severity = ?diagnostic.severity, "{}", diagnostic.message);
+                    }
                     let generation = publisher.publish(
                         compiled,
                         current.problems.clone(),

@@ -26,7 +26,7 @@ use crate::ProxySettings;
 use crate::balance::{self, PickInput};
 use crate::body::{Limited, Progress, ProxyBody, Timed, UpstreamBody, empty};
 use crate::dataplane::{DataPlane, Runtime};
-use crate::headers::{ClientSide, add_forwarded, remove_hop_by_hop};
+use crate::headers::{X_REQUEST_ID, ClientSide, add_forwarded, remove_hop_by_hop, request_id};
 use crate::respond::{BoxError, ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
 use crate::upstream::{ConnectError, SendError, Target as UpstreamTarget, Upstreams};
 
@@ -40,7 +40,9 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let style = Style::of(request.headers());
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let request_id = request_id(&parts.headers);
+    parts.headers.insert(&X_REQUEST_ID, request_id.clone());
     let mut hsts = false;
     let mut response = match forward(
         dataplane, upstreams, settings, client, parts, body, &mut hsts,
@@ -57,6 +59,8 @@ pub(crate) async fn handle(
             error_response(&error, style)
         }
     };
+    // Returned so a client can quote it, whoever answered.
+    response.headers_mut().insert(&X_REQUEST_ID, request_id);
     // On every response of a TLS host, Vestibule's own included, as browsers only take the
     // policy from HTTPS responses and any of them will do. A backend's own policy is kept.
     if hsts && let Some(value) = &settings.hsts {

@@ -101,8 +101,17 @@ pub(crate) fn add_forwarded(
     }
 }
 
+/// The request's ID: the client's `X-Request-ID` when it sent a usable one (so a request
+/// can be followed across proxies), else a new one.
+pub(crate) fn request_id(headers: &HeaderMap) -> HeaderValue {
+    match headers.get(&X_REQUEST_ID) {
+        Some(id) if !id.is_empty() && id.len() <= 256 => id.clone(),
+        _ => new_request_id(),
+    }
+}
+
 /// 128 random bits as 32 hex digits, the shape of nginx's `$request_id`.
-fn new_request_id() -> HeaderValue {
+pub(crate) fn new_request_id() -> HeaderValue {
     let id = format!("{:032x}", fastrand::u128(..));
     HeaderValue::try_from(id).unwrap_or(HeaderValue::from_static("0"))
 }

@@ -63,6 +63,7 @@ const PROXY_KEYS: &[&str] = &[
     "proxy-ssl-secret",
     "proxy-ssl-name",
     "proxy-ssl-server-name",
+    "enable-access-log",
 ];
 
 /// Keys that only mean something with `affinity: cookie`.
@@ -218,6 +219,10 @@ impl<'a> Reader<'a> {
         self.affinity(&mut p);
         self.backend_protocol(&mut p);
         self.upstream_tls(&mut p, secrets);
+        let default = p.access_log;
+        if let Some(on) = self.read("enable-access-log", parse_bool, BOOLEAN, default) {
+            p.access_log = on;
+        }
         p
     }
 

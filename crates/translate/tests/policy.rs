@@ -931,3 +931,42 @@ fn app_protocol_applies_to_external_name_services() {
     assert_eq!(findings(&c), Vec::<String>::new());
     assert_eq!(c.table.clusters()[0].protocol, UpstreamProtocol::Https);
 }
+
+#[test]
+fn enable_access_log_takes_go_booleans() {
+    for value in ["false", "False", "FALSE", "f", "F", "0"] {
+        assert!(!valid("enable-access-log", value).access_log, "{value:?}");
+    }
+    for value in ["true", "True", "TRUE", "t", "T", "1"] {
+        let policy = valid("enable-access-log", value);
+        assert!(policy.access_log, "{value:?}");
+        assert_eq!(*policy, ProxyPolicy::default(), "{value:?}");
+    }
+}
+
+#[test]
+fn invalid_enable_access_log_is_an_error_and_the_default_applies() {
+    for value in ["off", "no", "yes", "tRuE", "", " false"] {
+        invalid_default_applies("enable-access-log", value);
+    }
+}
+
+#[test]
+fn enable_access_log_falls_back_to_the_options_default() {
+    let options = Options {
+        proxy: ProxyPolicy {
+            access_log: false,
+            ..ProxyPolicy::default()
+        },
+        ..Options::default()
+    };
+    let c = compile_annotated(&[("enable-access-log", "nope")], vec![], &options);
+    assert_eq!(
+        findings(&c),
+        [format!("error Ingress default/a {}", field("enable-access-log"))]
+    );
+    assert!(c.report.diagnostics[0].message.contains("(false)"));
+    assert!(!proxy(&c).access_log);
+    let c = compile_annotated(&[("enable-access-log", "true")], vec![], &options);
+    assert!(proxy(&c).access_log);
+}

@@ -1,5 +1,5 @@
-//! The admin server: liveness, readiness, and the current configuration as JSON, with which
-//! certificate serves each TLS host.
+//! The admin server: liveness, readiness, Prometheus metrics, and the current configuration
+//! as JSON, with which certificate serves each TLS host.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -15,6 +15,7 @@ use hyper_util::rt::TokioIo;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
+use prometheus_client::registry::Registry;
 use vestibule_controller::Publisher;
 use vestibule_model::{CertificateInfo, CertificateRef, HostPattern, RouteTable};
 
@@ -28,18 +29,22 @@ pub struct AdminState {
     pub draining: AtomicBool,
     /// The certificate made at start-up, served when the table names none.
     pub generated_certificate: CertificateInfo,
+    /// Everything `/metrics` reports; collectors read their sources at scrape time.
+    pub registry: Registry,
 }
 
 impl AdminState {
     pub fn new(
         publisher: Arc<Publisher>,
         generated_certificate: CertificateInfo,
+        registry: Registry,
     ) -> Arc<AdminState> {
         Arc::new(AdminState {
             publisher,
             installed: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             generated_certificate,
+            registry,
         })
     }
 }
@@ -78,8 +83,22 @@ fn route(request: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readyz(state),
         "/debug/config" => debug_config(state),
+        "/metrics" => metrics(state),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
+}
+
+fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
+    let mut body = String::with_capacity(64 << 10);
+    if prometheus_client::encoding::text::encode(&mut body, &state.registry).is_err() {
+        return text(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n");
+    }
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
 }
 
 fn readyz(state: &AdminState) -> Response<Full<Bytes>> {

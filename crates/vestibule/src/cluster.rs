@@ -16,6 +16,7 @@ use vestibule_controller::{Debounce, Publisher, SourceSnapshot};
 use vestibule_translate::Options;
 
 use crate::cli::RunArgs;
+use crate::metrics::ClusterHandles;
 
 /// Watch events: a rollout moves many EndpointSlices within a few milliseconds; one compile
 /// for the burst, but never more than half a second late.
@@ -30,6 +31,8 @@ pub struct Started {
     pub source: watch::Receiver<Arc<SourceSnapshot>>,
     /// Ends after `shutdown`, once the lease is handed over.
     pub election: JoinHandle<()>,
+    /// For the metrics: leadership and watch counters.
+    pub handles: ClusterHandles,
 }
 
 /// Connects, waits until every watch has listed once, and starts following. The election
@@ -56,6 +59,7 @@ pub async fn start(
     let first = source.current();
     info!(objects = first.snapshot.len(), "every watched kind listed");
     let stores = source.stores();
+    let stats = source.stats();
     let (tx, rx) = watch::channel(Arc::new(first));
     tokio::spawn(source.follow(tx, WATCH_DEBOUNCE));
 
@@ -72,6 +76,7 @@ pub async fn start(
         },
     );
     let leader = election.subscribe();
+    let leader_for_metrics = election.subscribe();
     let election = tokio::spawn(election.run(shutdown.cancelled_owned()));
     tokio::spawn(
         EventWriter::new(
@@ -97,5 +102,9 @@ pub async fn start(
     Ok(Started {
         source: rx,
         election,
+        handles: ClusterHandles {
+            leader: leader_for_metrics,
+            stats,
+        },
     })
 }

@@ -4,6 +4,7 @@ mod admin;
 mod cli;
 mod cluster;
 mod logging;
+mod metrics;
 mod run;
 mod validate;
 

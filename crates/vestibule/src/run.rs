@@ -17,6 +17,7 @@ use vestibule_proxy::{DataPlane, Listener, Server, self_signed_certificate, serv
 use crate::admin::{self, AdminState};
 use crate::cli::RunArgs;
 use crate::cluster;
+use crate::metrics::ConfigCollector;
 
 /// Files: let a burst of writes (an editor's save, `kubectl`-style multi-file updates)
 /// finish before reading.
@@ -71,7 +72,13 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = args.proxy_settings();
     let tls_config =
         server_config(dataplane.clone(), &fallback, &settings).context("configuring TLS")?;
-    let state = AdminState::new(publisher.clone(), fallback.info.clone());
+    let cluster_handles = Arc::new(std::sync::OnceLock::new());
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(ConfigCollector {
+        publisher: publisher.clone(),
+        cluster: cluster_handles.clone(),
+    }));
+    let state = AdminState::new(publisher.clone(), fallback.info.clone(), registry);
     tokio::spawn(install_each_generation(
         publisher.clone(),
         dataplane.clone(),
@@ -101,6 +108,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
         };
+        let _ = cluster_handles.set(started.handles);
         (started.source, Some(started.election))
     } else {
         let source = ManifestSource::open(args.manifests.clone()).context("reading manifests")?;

@@ -262,7 +262,11 @@ impl KubeSource {
                 }
                 _ = tx.closed() => return,
             }
-            tx.send_replace(Arc::new(self.current()));
+            let span = tracing::info_span!("snapshot", source = "kubernetes");
+            let _entered = span.enter();
+            let current = self.current();
+            debug!(objects = current.snapshot.len(), "snapshot taken");
+            tx.send_replace(Arc::new(current));
         }
     }
 }
@@ -314,6 +318,17 @@ async fn follow<K: Watched>(
             Event::InitApply(_) => false,
             Event::InitDone => true,
         };
+        if let Event::Apply(object) | Event::Delete(object) = &event {
+            let meta = object.meta();
+            tracing::trace!(
+                watch = %what,
+                namespace = meta.namespace.as_deref().unwrap_or(""),
+                name = meta.name.as_deref().unwrap_or(""),
+                deleted = matches!(event, Event::Delete(_)),
+                changed,
+                "object event"
+            );
+        }
         writer.apply_watcher_event(&event);
         if matches!(event, Event::InitDone) {
             debug!(watch = %what, objects = store.len(), "listed");
