@@ -27,11 +27,94 @@ pub enum BodyError {
 }
 
 /// The body of a response to a client: the upstream's, streamed through with framing and
-/// trailers kept, or a complete body of our own.
-pub type ProxyBody = Either<Timed<Incoming>, Full<Bytes>>;
+/// trailers kept, or a complete body of our own. It counts what it sends and says when it is
+/// done (or abandoned), which is when a request is logged and measured.
+pub struct ProxyBody {
+    inner: Either<Timed<Incoming>, Full<Bytes>>,
+    sent: u64,
+    done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+}
+
+impl std::fmt::Debug for ProxyBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyBody")
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ProxyBody {
+    pub(crate) fn upstream(body: Timed<Incoming>) -> ProxyBody {
+        ProxyBody {
+            inner: Either::Left(body),
+            sent: 0,
+            done: None,
+        }
+    }
+
+    /// Calls `done` with the body bytes sent once the body has ended, failed, or been
+    /// dropped by a client that went away.
+    pub(crate) fn on_done(&mut self, done: Box<dyn FnOnce(u64) + Send + Sync>) {
+        self.done = Some(done);
+    }
+
+    fn finish(&mut self) {
+        if let Some(done) = self.done.take() {
+            done(self.sent);
+        }
+    }
+}
+
+impl Drop for ProxyBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Body for ProxyBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        let this = &mut *self;
+        let frame = match &mut this.inner {
+            Either::Left(body) => ready!(Pin::new(body).poll_frame(cx)),
+            Either::Right(body) => {
+                ready!(Pin::new(body).poll_frame(cx)).map(|f| f.map_err(|never| match never {}))
+            }
+        };
+        match &frame {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    this.sent += data.len() as u64;
+                }
+                if this.inner.is_end_stream() {
+                    this.finish();
+                }
+            }
+            _ => this.finish(),
+        }
+        Poll::Ready(frame)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
-    Either::Right(Full::new(bytes.into()))
+    ProxyBody {
+        inner: Either::Right(Full::new(bytes.into())),
+        sent: 0,
+        done: None,
+    }
 }
 
 /// A request body sent upstream: the client's (first attempt), or none (a retry of a request
@@ -118,6 +201,8 @@ pub(crate) struct Limited {
 pub(crate) struct Progress {
     /// Told once the body has ended (or failed), so the read timeout can start.
     pub(crate) sent: Notify,
+    /// Body bytes taken from the client so far.
+    pub(crate) received: std::sync::atomic::AtomicU64,
     last: std::sync::Mutex<tokio::time::Instant>,
 }
 
@@ -125,6 +210,7 @@ impl Progress {
     pub(crate) fn new() -> Arc<Progress> {
         Arc::new(Progress {
             sent: Notify::new(),
+            received: std::sync::atomic::AtomicU64::new(0),
             last: std::sync::Mutex::new(tokio::time::Instant::now()),
         })
     }
@@ -167,15 +253,18 @@ impl Body for Limited {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
-        if let (Some(Ok(frame)), Some(limit)) = (&frame, this.limit)
+        if let Some(Ok(frame)) = &frame
             && let Some(data) = frame.data_ref()
         {
             this.seen += data.len() as u64;
-            if this.seen > limit {
-                this.exceeded.store(true, Ordering::Relaxed);
-                this.progress.sent.notify_one();
-                return Poll::Ready(Some(Err(BodyError::TooLarge(limit))));
-            }
+            this.progress.received.store(this.seen, Ordering::Relaxed);
+        }
+        if let Some(limit) = this.limit
+            && this.seen > limit
+        {
+            this.exceeded.store(true, Ordering::Relaxed);
+            this.progress.sent.notify_one();
+            return Poll::Ready(Some(Err(BodyError::TooLarge(limit))));
         }
         // With a known length the sender may never ask past the last frame: the end is
         // told as soon as it is known.

@@ -8,7 +8,11 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use tracing::error;
-use vestibule_model::{Certificate, ClusterKey, ProxyPolicy, RouteTable};
+use vestibule_model::{
+    Backend, Certificate, ClusterId, ClusterKey, ProxyPolicy, RouteId, RouteTable,
+};
+
+use crate::metrics::{Metrics, RouteLabels, RouteStats};
 
 use crate::balance::ClusterBalancer;
 use crate::tls::{certified_key, provider};
@@ -22,6 +26,9 @@ pub(crate) struct Runtime {
     pub(crate) keys: Vec<Option<Arc<CertifiedKey>>>,
     /// For requests served by the flag's default backend, which no Ingress annotates.
     pub(crate) default_policy: Arc<ProxyPolicy>,
+    /// Metrics of each route, by route id, when metrics are on.
+    route_stats: Vec<Arc<RouteStats>>,
+    pub(crate) default_stats: Option<Arc<RouteStats>>,
 }
 
 impl Runtime {
@@ -29,6 +36,7 @@ impl Runtime {
         table: Arc<RouteTable>,
         previous: Option<&Runtime>,
         default_policy: Arc<ProxyPolicy>,
+        metrics: Option<&Metrics>,
     ) -> Runtime {
         // Rotation, response-time averages and ejections carry over by cluster key and
         // endpoint address, so an endpoint change elsewhere resets nothing here.
@@ -54,12 +62,54 @@ impl Runtime {
             })
             .collect();
         let keys = signing_keys(&table, previous);
+        let service = |backend: &Backend| match backend {
+            Backend::Cluster(id) => table.cluster(ClusterId(id.0)).key.service.clone(),
+            Backend::Unavailable { .. } => Box::from(""),
+        };
+        let (route_stats, default_stats) = match metrics {
+            Some(metrics) => {
+                let routes = table
+                    .routes()
+                    .iter()
+                    .map(|route| {
+                        metrics.route_stats(RouteLabels {
+                            namespace: route.origin.namespace.clone(),
+                            ingress: route.origin.name.clone(),
+                            service: service(&route.backend),
+                            host: Some(route.host.to_string().into()),
+                        })
+                    })
+                    .collect();
+                let default = table.default_backend().map(|default| {
+                    let (namespace, ingress) = default
+                        .origin
+                        .as_ref()
+                        .map(|o| (o.namespace.clone(), o.name.clone()))
+                        .unwrap_or_default();
+                    metrics.route_stats(RouteLabels {
+                        namespace,
+                        ingress,
+                        service: service(&default.backend),
+                        host: None,
+                    })
+                });
+                (routes, default)
+            }
+            None => (Vec::new(), None),
+        };
         Runtime {
             table,
             balancers,
             keys,
             default_policy,
+            route_stats,
+            default_stats,
         }
+    }
+
+    /// The metrics of a route, when metrics are on.
+    pub(crate) fn route_stats(&self, id: RouteId) -> Option<Arc<RouteStats>> {
+        self.route_stats.get(id.0 as usize).cloned()
     }
 }
 
@@ -104,6 +154,9 @@ fn signing_keys(table: &RouteTable, previous: Option<&Runtime>) -> Vec<Option<Ar
 pub struct DataPlane {
     runtime: ArcSwap<Runtime>,
     default_policy: Arc<ProxyPolicy>,
+    metrics: Option<Arc<Metrics>>,
+    /// Requests that matched nothing, counted under empty labels.
+    unrouted: Option<Arc<RouteStats>>,
 }
 
 impl Default for DataPlane {
@@ -120,18 +173,52 @@ impl DataPlane {
     /// A data plane whose flag-configured default backend is proxied with `policy` (the
     /// controller-wide defaults; Ingresses carry their own).
     pub fn with_default_policy(policy: Arc<ProxyPolicy>) -> DataPlane {
+        DataPlane::with_metrics(policy, None)
+    }
+
+    /// As [`DataPlane::with_default_policy`], recording request metrics into `metrics`.
+    pub fn with_metrics(policy: Arc<ProxyPolicy>, metrics: Option<Arc<Metrics>>) -> DataPlane {
+        let unrouted = metrics.as_ref().map(|m| {
+            m.route_stats(RouteLabels {
+                namespace: Box::from(""),
+                ingress: Box::from(""),
+                service: Box::from(""),
+                host: None,
+            })
+        });
         DataPlane {
-            runtime: ArcSwap::from_pointee(Runtime::new(Arc::default(), None, policy.clone())),
+            runtime: ArcSwap::from_pointee(Runtime::new(
+                Arc::default(),
+                None,
+                policy.clone(),
+                metrics.as_deref(),
+            )),
             default_policy: policy,
+            metrics,
+            unrouted,
         }
+    }
+
+    pub(crate) fn unrouted_stats(&self) -> Option<Arc<RouteStats>> {
+        self.unrouted.clone()
     }
 
     /// Installs a new table. Requests already under way finish on the table they started
     /// with; connections are not touched.
     pub fn install(&self, table: Arc<RouteTable>) {
         let previous = self.runtime.load();
-        let next = Runtime::new(table, Some(&previous), self.default_policy.clone());
+        let next = Runtime::new(
+            table,
+            Some(&previous),
+            self.default_policy.clone(),
+            self.metrics.as_deref(),
+        );
+        drop(previous);
         self.runtime.store(Arc::new(next));
+        if let Some(metrics) = &self.metrics {
+            // Label sets of routes gone with the previous table stop being reported.
+            metrics.prune();
+        }
     }
 
     pub(crate) fn load(&self) -> arc_swap::Guard<Arc<Runtime>> {

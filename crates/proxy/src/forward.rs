@@ -22,13 +22,15 @@ use vestibule_model::{
     normalize_request_path, request_host,
 };
 
-use crate::ProxySettings;
+use crate::access_log::Record;
 use crate::balance::{self, PickInput};
 use crate::body::{Limited, Progress, ProxyBody, Timed, UpstreamBody, empty};
 use crate::dataplane::{DataPlane, Runtime};
-use crate::headers::{X_REQUEST_ID, ClientSide, add_forwarded, remove_hop_by_hop, request_id};
+use crate::headers::{ClientSide, X_REQUEST_ID, add_forwarded, remove_hop_by_hop, request_id};
+use crate::metrics::{MethodClass, RouteStats, UpstreamErrorKind};
 use crate::respond::{BoxError, ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
 use crate::upstream::{ConnectError, SendError, Target as UpstreamTarget, Upstreams};
+use crate::{Observability, ProxySettings};
 
 /// Answers one request: the upstream's response, Vestibule's redirect to HTTPS, or its own
 /// response for a failure.
@@ -36,16 +38,24 @@ pub(crate) async fn handle(
     dataplane: &DataPlane,
     upstreams: &Upstreams,
     settings: &ProxySettings,
+    observe: &Observability,
     client: ClientSide,
     request: Request<Incoming>,
 ) -> Response<ProxyBody> {
+    let started = Instant::now();
     let style = Style::of(request.headers());
     let (mut parts, body) = request.into_parts();
     let request_id = request_id(&parts.headers);
     parts.headers.insert(&X_REQUEST_ID, request_id.clone());
-    let mut hsts = false;
+    // What the access log needs of the request, taken before it is rewritten.
+    let logged = observe
+        .access_log
+        .as_ref()
+        .map(|_| LoggedRequest::of(&parts, &request_id));
+    let method = MethodClass::of(&parts.method);
+    let mut trace = Trace::default();
     let mut response = match forward(
-        dataplane, upstreams, settings, client, parts, body, &mut hsts,
+        dataplane, upstreams, settings, client, parts, body, &mut trace,
     )
     .await
     {
@@ -61,9 +71,57 @@ pub(crate) async fn handle(
     };
     // Returned so a client can quote it, whoever answered.
     response.headers_mut().insert(&X_REQUEST_ID, request_id);
+    let status = response.status().as_u16();
+    let stats = if observe.metrics.is_some() {
+        trace.stats.take().or_else(|| dataplane.unrouted_stats())
+    } else {
+        None
+    };
+    let log = observe.access_log.clone().zip(logged).filter(|_| trace.log);
+    if stats.is_some() || log.is_some() {
+        let received = trace.received.take();
+        let client_ip = trace.client_ip.unwrap_or(client.peer);
+        let upstream = trace.upstream_summary();
+        let origin = trace.origin.take();
+        let upstream_time = trace.upstream_time;
+        response.body_mut().on_done(Box::new(move |sent| {
+            let duration = started.elapsed();
+            let received = received.map_or(0, |p| p.received.load(Ordering::Relaxed));
+            if let Some(stats) = stats {
+                stats.request(method, status, duration);
+                stats.bytes(received, sent);
+            }
+            if let Some((log, request)) = log {
+                let (namespace, ingress, service) = origin.unwrap_or_default();
+                log.log(Record {
+                    time: request.time,
+                    client_ip,
+                    method: request.method,
+                    host: request.host,
+                    path: request.path,
+                    protocol: request.version,
+                    status,
+                    bytes_sent: sent,
+                    bytes_received: received,
+                    duration,
+                    upstream_addr: upstream.as_ref().map(|u| u.0.clone()),
+                    upstream_status: upstream.map(|u| u.1),
+                    upstream_duration: upstream_time,
+                    namespace,
+                    ingress,
+                    service,
+                    request_id: request.request_id,
+                    user_agent: request.user_agent,
+                    referer: request.referer,
+                });
+            }
+        }));
+    }
     // On every response of a TLS host, Vestibule's own included, as browsers only take the
     // policy from HTTPS responses and any of them will do. A backend's own policy is kept.
-    if hsts && let Some(value) = &settings.hsts {
+    if trace.hsts
+        && let Some(value) = &settings.hsts
+    {
         response
             .headers_mut()
             .entry(STRICT_TRANSPORT_SECURITY)
@@ -88,6 +146,10 @@ struct Plan {
     policy: Arc<ProxyPolicy>,
     /// The matched rule's path: where an affinity cookie applies unless set otherwise.
     rule_path: Box<str>,
+    /// The route's metrics, when metrics are on.
+    stats: Option<Arc<RouteStats>>,
+    /// Namespace, Ingress and Service, for the access log.
+    origin: Option<(Box<str>, Box<str>, Box<str>)>,
 }
 
 async fn forward(
@@ -97,7 +159,7 @@ async fn forward(
     client: ClientSide,
     mut parts: Parts,
     body: Incoming,
-    hsts: &mut bool,
+    trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     check_sizes(&parts, settings)?;
     let host_value = request_authority(&parts)?;
@@ -107,7 +169,7 @@ async fn forward(
     let host = request_host(host_str);
     let path = normalize_request_path(parts.uri.path())
         .map_err(|_| ProxyError::BadRequest("the request path is not valid"))?;
-    let plan = match route(dataplane, client, &host, &path, hsts)? {
+    let plan = match route(dataplane, client, &host, &path, &mut trace.hsts)? {
         Step::Forward(plan) => plan,
         Step::Redirect => {
             let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -115,6 +177,9 @@ async fn forward(
         }
     };
     let policy = plan.policy.clone();
+    trace.stats = plan.stats.clone();
+    trace.log = policy.access_log;
+    trace.origin = plan.origin.clone();
     if let (Some(limit), Some(length)) = (policy.body_size_limit, content_length(&parts.headers))
         && length > limit
     {
@@ -126,6 +191,7 @@ async fn forward(
     } else {
         client.peer
     };
+    trace.client_ip = Some(client_ip);
     let request_uri = parts
         .uri
         .path_and_query()
@@ -169,6 +235,7 @@ async fn forward(
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
     let exceeded = Arc::new(AtomicBool::new(false));
     let progress = Progress::new();
+    trace.received = Some(progress.clone());
     // A tunnel's bytes flow through the upgraded connection, never as a body.
     let replayable = upgrade.is_some() || body_is_empty(&parts, &body);
     let mut first_body = upgrade.is_none().then(|| {
@@ -239,6 +306,13 @@ async fn forward(
         tried.push(index);
         let endpoint = &cluster.endpoints[index].address;
         let stats = balancer.stats(index);
+        if attempt > 0
+            && let Some(route) = &plan.stats
+        {
+            route.retry();
+        }
+        let sample = trace.upstreams.len();
+        trace.upstreams.push((endpoint.clone(), None));
         let target = UpstreamTarget {
             endpoint,
             protocol,
@@ -250,7 +324,13 @@ async fn forward(
         let conn = match upstreams.checkout(&target).await {
             Ok(conn) => conn,
             Err(e) => {
-                stats.health.record_failure(balance::now_nanos());
+                let ejected = stats.health.record_failure(balance::now_nanos());
+                if let Some(route) = &plan.stats {
+                    route.upstream_error(connect_error_kind(&e));
+                    if ejected {
+                        route.ejection();
+                    }
+                }
                 let retry = if e.is_timeout() {
                     policy.next_upstream.timeout
                 } else {
@@ -283,6 +363,12 @@ async fn forward(
             grpc_trailers,
         };
         let request = upstream_request(&outgoing, endpoint, body)?;
+        if !conn.reused()
+            && let Some(route) = &plan.stats
+        {
+            route.upstream_connect(started.elapsed());
+        }
+        let waiting = Instant::now();
         let in_flight = stats.ewma.start();
         let closer = conn.closer();
         let exchange = async {
@@ -336,6 +422,9 @@ async fn forward(
                 if let Some(closer) = closer {
                     closer.abort();
                 }
+                if let Some(route) = &plan.stats {
+                    route.upstream_error(UpstreamErrorKind::Timeout);
+                }
                 last_error = Some(ProxyError::UpstreamTimeout {
                     endpoint: endpoint.to_string(),
                 });
@@ -350,6 +439,9 @@ async fn forward(
                         policy.body_size_limit.unwrap_or_default(),
                     ));
                 }
+                if let Some(route) = &plan.stats {
+                    route.upstream_error(UpstreamErrorKind::Reset);
+                }
                 last_error = Some(ProxyError::UpstreamFailed {
                     endpoint: endpoint.to_string(),
                     source: e,
@@ -363,6 +455,12 @@ async fn forward(
         };
         stats.health.record_success();
         let status = response.status().as_u16();
+        let upstream_time = waiting.elapsed();
+        trace.upstream_time = Some(upstream_time);
+        trace.upstreams[sample].1 = Some(status);
+        if let Some(route) = &plan.stats {
+            route.upstream_response(upstream_time);
+        }
         if policy.next_upstream.on_status(status)
             && may_repeat
             && attempt + 1 < tries
@@ -391,6 +489,106 @@ async fn forward(
         ));
     }
     Err(last_error.unwrap_or_else(|| ProxyError::NoEndpoints(cluster.key.to_string())))
+}
+
+/// What one request went through, for its metrics and its access log line.
+struct Trace {
+    /// The response carries `Strict-Transport-Security` (a TLS host over HTTPS), decided by
+    /// the lookup and needed on Vestibule's own error responses too.
+    hsts: bool,
+    stats: Option<Arc<RouteStats>>,
+    /// The route wants its requests logged (`enable-access-log`).
+    log: bool,
+    origin: Option<(Box<str>, Box<str>, Box<str>)>,
+    client_ip: Option<std::net::IpAddr>,
+    /// Every endpoint tried, with its status when it answered.
+    upstreams: Vec<(EndpointAddress, Option<u16>)>,
+    upstream_time: Option<Duration>,
+    received: Option<Arc<Progress>>,
+}
+
+impl Default for Trace {
+    fn default() -> Self {
+        Trace {
+            hsts: false,
+            stats: None,
+            // Requests no route claims (404s, bad requests) are logged too.
+            log: true,
+            origin: None,
+            client_ip: None,
+            upstreams: Vec::new(),
+            upstream_time: None,
+            received: None,
+        }
+    }
+}
+
+impl Trace {
+    /// nginx's `$upstream_addr` and `$upstream_status`: every try, in order.
+    fn upstream_summary(&self) -> Option<(Box<str>, Box<str>)> {
+        if self.upstreams.is_empty() {
+            return None;
+        }
+        let addrs: Vec<String> = self.upstreams.iter().map(|(a, _)| a.to_string()).collect();
+        let statuses: Vec<String> = self
+            .upstreams
+            .iter()
+            .map(|(_, s)| s.map_or_else(|| "-".to_owned(), |s| s.to_string()))
+            .collect();
+        Some((addrs.join(", ").into(), statuses.join(", ").into()))
+    }
+}
+
+/// The request as the client sent it, for its log line.
+struct LoggedRequest {
+    time: std::time::SystemTime,
+    method: Method,
+    host: Box<str>,
+    path: Box<str>,
+    version: Version,
+    request_id: Box<str>,
+    user_agent: Option<Box<str>>,
+    referer: Option<Box<str>>,
+}
+
+impl LoggedRequest {
+    fn of(parts: &Parts, request_id: &HeaderValue) -> LoggedRequest {
+        let header = |name: http::header::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v.as_bytes()).into())
+        };
+        let host = parts
+            .uri
+            .authority()
+            .map(|a| a.as_str().into())
+            .or_else(|| header(HOST))
+            .unwrap_or_default();
+        LoggedRequest {
+            time: std::time::SystemTime::now(),
+            method: parts.method.clone(),
+            host,
+            path: parts
+                .uri
+                .path_and_query()
+                .map_or("/", |pq| pq.as_str())
+                .into(),
+            version: parts.version,
+            request_id: String::from_utf8_lossy(request_id.as_bytes()).into(),
+            user_agent: header(http::header::USER_AGENT),
+            referer: header(http::header::REFERER),
+        }
+    }
+}
+
+fn connect_error_kind(error: &ConnectError) -> UpstreamErrorKind {
+    match error {
+        ConnectError::Refused => UpstreamErrorKind::Refused,
+        ConnectError::TimedOut(_) => UpstreamErrorKind::Timeout,
+        ConnectError::Tls(_) | ConnectError::ServerName(_) => UpstreamErrorKind::Tls,
+        ConnectError::Io(_) | ConnectError::Handshake(_) => UpstreamErrorKind::Other,
+    }
 }
 
 fn protocol_of(protocol: vestibule_model::BackendProtocol) -> UpstreamProtocol {
@@ -454,7 +652,7 @@ fn finish(
     if let Some(cookie) = set_cookie {
         parts.headers.append(SET_COOKIE, cookie);
     }
-    Response::from_parts(parts, Either::Left(Timed::new(body, read_timeout)))
+    Response::from_parts(parts, ProxyBody::upstream(Timed::new(body, read_timeout)))
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections. The tunnel
@@ -695,7 +893,7 @@ fn route(
     let runtime = dataplane.load_full();
     let lookup = runtime.table.lookup(host, path);
     *hsts = client.https && lookup.vhost.is_some_and(|v| v.tls);
-    let (backend, policy, rule_path) = match lookup.target {
+    let (backend, policy, rule_path, stats, origin) = match lookup.target {
         Target::Route(route) => {
             let wants_https = lookup.vhost.is_some_and(|v| route.redirects_http(v));
             // cert-manager's HTTP-01 solver answers on plain HTTP: redirecting it would stop
@@ -707,12 +905,16 @@ fn route(
                 &route.backend,
                 route.policy.proxy.clone(),
                 route.rule.path.clone(),
+                runtime.route_stats(route.id),
+                Some(&route.origin),
             )
         }
         Target::Default(default) => (
             &default.backend,
             runtime.default_policy.clone(),
             Box::from("/"),
+            runtime.default_stats.clone(),
+            default.origin.as_ref(),
         ),
         Target::NotFound => return Err(ProxyError::NoRoute),
     };
@@ -727,11 +929,20 @@ fn route(
             runtime.table.cluster(cluster).key.to_string(),
         ));
     }
+    let origin = origin.map(|o| {
+        (
+            o.namespace.clone(),
+            o.name.clone(),
+            runtime.table.cluster(cluster).key.service.clone(),
+        )
+    });
     Ok(Step::Forward(Plan {
         runtime: runtime.clone(),
         cluster,
         policy,
         rule_path,
+        stats,
+        origin,
     }))
 }
 

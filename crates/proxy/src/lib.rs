@@ -6,6 +6,7 @@
 //! A request loads the installed table once, without a lock, and finishes on that table even
 //! if a new one is installed meanwhile.
 
+mod access_log;
 mod balance;
 mod body;
 mod client_ip;
@@ -13,15 +14,18 @@ mod dataplane;
 mod forward;
 mod headers;
 mod listener;
+pub mod metrics;
 mod proxy_protocol;
 mod respond;
 mod tls;
 mod upstream;
 
+pub use access_log::{AccessLog, AccessLogFormat};
 pub use body::ProxyBody;
 pub use client_ip::{TrustedProxies, TrustedProxiesError};
 pub use dataplane::DataPlane;
 pub use listener::{Listener, Scheme, ServeError, Server};
+pub use metrics::{Metrics, MetricsOptions};
 pub use respond::ProxyError;
 pub use tls::{TlsError, self_signed_certificate, server_config};
 pub use upstream::UpstreamSettings;
@@ -29,6 +33,13 @@ pub use upstream::UpstreamSettings;
 use std::time::Duration;
 
 use http::HeaderValue;
+
+/// What the data plane reports to: request metrics and the access log, each optional.
+#[derive(Debug, Clone, Default)]
+pub struct Observability {
+    pub metrics: Option<std::sync::Arc<Metrics>>,
+    pub access_log: Option<AccessLog>,
+}
 
 /// Settings of the data plane that are fixed for the process's life.
 #[derive(Debug, Clone, PartialEq, Eq)]

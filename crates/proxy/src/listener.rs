@@ -19,12 +19,13 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::ProxySettings;
 use crate::dataplane::DataPlane;
 use crate::forward::handle;
 use crate::headers::ClientSide;
+use crate::metrics::{Handshake, Listener as MetricsListener, Protocol};
 use crate::proxy_protocol::read_header;
 use crate::upstream::Upstreams;
+use crate::{Observability, ProxySettings};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -173,6 +174,7 @@ pub struct Server {
     upstreams: Upstreams,
     builder: auto::Builder<TokioExecutor>,
     settings: ProxySettings,
+    observe: Observability,
 }
 
 impl std::fmt::Debug for Server {
@@ -185,11 +187,21 @@ impl std::fmt::Debug for Server {
 
 impl Server {
     pub fn new(dataplane: Arc<DataPlane>, settings: ProxySettings) -> Arc<Server> {
+        Self::with_observability(dataplane, settings, Observability::default())
+    }
+
+    /// A server that records request metrics and writes access log lines.
+    pub fn with_observability(
+        dataplane: Arc<DataPlane>,
+        settings: ProxySettings,
+        observe: Observability,
+    ) -> Arc<Server> {
         Arc::new(Server {
             dataplane,
             upstreams: Upstreams::new(&settings.upstream),
             builder: builder(&settings),
             settings,
+            observe,
         })
     }
 }
@@ -242,7 +254,28 @@ async fn accept_connection(
             }
         }
     }
+    let metrics = server.observe.metrics.clone();
     let Some(acceptor) = tls else {
+        // The connection's protocol, for the metrics: HTTP/2 with prior knowledge opens with
+        // its preface, anything else is HTTP/1.
+        let _open = match &metrics {
+            Some(metrics) => {
+                let mut start = [0u8; 4];
+                let peeked = tokio::time::timeout(
+                    server.settings.client_header_timeout,
+                    stream.peek(&mut start),
+                )
+                .await;
+                let protocol = match peeked {
+                    Ok(Ok(4)) if &start == b"PRI " => Protocol::Http2,
+                    Ok(Ok(_)) => Protocol::Http1,
+                    // Closed or silent before a byte: not a connection worth counting.
+                    _ => return,
+                };
+                Some(metrics.connection(MetricsListener::Http, protocol))
+            }
+            None => None,
+        };
         return serve_connection(server, TokioIo::new(stream), client, shutdown).await;
     };
     let handshake = tokio::time::timeout(
@@ -254,15 +287,29 @@ async fn accept_connection(
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => {
                 debug!(peer = %client.peer, error = %e, "TLS handshake failed");
+                if let Some(metrics) = &metrics {
+                    metrics.tls_handshake(Handshake::Failed);
+                }
                 return;
             }
             Err(_) => {
                 debug!(peer = %client.peer, "TLS handshake timed out");
+                if let Some(metrics) = &metrics {
+                    metrics.tls_handshake(Handshake::TimedOut);
+                }
                 return;
             }
         },
         _ = shutdown.cancelled() => return,
     };
+    let _open = metrics.as_ref().map(|metrics| {
+        metrics.tls_handshake(Handshake::Ok);
+        let protocol = match stream.get_ref().1.alpn_protocol() {
+            Some(b"h2") => Protocol::Http2,
+            _ => Protocol::Http1,
+        };
+        metrics.connection(MetricsListener::Https, protocol)
+    });
     serve_connection(server, TokioIo::new(stream), client, shutdown).await;
 }
 
@@ -288,6 +335,7 @@ async fn serve_connection<I>(
                         &server.dataplane,
                         &server.upstreams,
                         &server.settings,
+                        &server.observe,
                         client,
                         request,
                     )

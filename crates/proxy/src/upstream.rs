@@ -319,6 +319,11 @@ impl Upstreams {
 }
 
 impl Conn {
+    /// Taken from the pool rather than made for this request.
+    pub(crate) fn reused(&self) -> bool {
+        self.reused
+    }
+
     /// Closes the connection when called, for a request given up on midway: an HTTP/1.1
     /// connection cannot be reused then, and it may still hold the client's body. (An
     /// HTTP/2 stream is reset by dropping its future.)

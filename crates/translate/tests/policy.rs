@@ -963,7 +963,10 @@ fn enable_access_log_falls_back_to_the_options_default() {
     let c = compile_annotated(&[("enable-access-log", "nope")], vec![], &options);
     assert_eq!(
         findings(&c),
-        [format!("error Ingress default/a {}", field("enable-access-log"))]
+        [format!(
+            "error Ingress default/a {}",
+            field("enable-access-log")
+        )]
     );
     assert!(c.report.diagnostics[0].message.contains("(false)"));
     assert!(!proxy(&c).access_log);

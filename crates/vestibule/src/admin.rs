@@ -12,10 +12,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use prometheus_client::registry::Registry;
 use serde_json::json;
 use tokio::net::TcpListener;
 use tracing::{debug, warn};
-use prometheus_client::registry::Registry;
 use vestibule_controller::Publisher;
 use vestibule_model::{CertificateInfo, CertificateRef, HostPattern, RouteTable};
 
@@ -91,7 +91,10 @@ fn route(request: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes
 fn metrics(state: &AdminState) -> Response<Full<Bytes>> {
     let mut body = String::with_capacity(64 << 10);
     if prometheus_client::encoding::text::encode(&mut body, &state.registry).is_err() {
-        return text(StatusCode::INTERNAL_SERVER_ERROR, "encoding metrics failed\n");
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "encoding metrics failed\n",
+        );
     }
     let mut response = Response::new(Full::new(Bytes::from(body)));
     response.headers_mut().insert(

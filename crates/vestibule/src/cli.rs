@@ -102,6 +102,19 @@ pub struct RunArgs {
     #[command(flatten)]
     pub proxy: ProxyArgs,
 
+    /// Access log: one line per request on standard output, readable text or JSON, or off.
+    #[arg(long, value_enum, env = "VESTIBULE_ACCESS_LOG", default_value = "text")]
+    pub access_log: AccessLogArg,
+
+    /// Record request metrics for /metrics (configuration metrics are always there).
+    #[arg(long, value_name = "BOOL", env = "VESTIBULE_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub metrics: bool,
+
+    /// Label request metrics with the virtual host too (one series set per host: mind the
+    /// cardinality).
+    #[arg(long, value_name = "BOOL", env = "VESTIBULE_METRICS_PER_HOST", default_value_t = false, action = clap::ArgAction::Set)]
+    pub metrics_per_host: bool,
+
     /// Log line format.
     #[arg(long, value_enum, env = "VESTIBULE_LOG_FORMAT", default_value = "text")]
     pub log_format: LogFormat,
@@ -480,6 +493,13 @@ impl RunArgs {
             ..Default::default()
         }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccessLogArg {
+    Text,
+    Json,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -12,10 +12,13 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use vestibule_controller::{Debounce, ManifestSource, Publisher, run_pipeline};
-use vestibule_proxy::{DataPlane, Listener, Server, self_signed_certificate, server_config};
+use vestibule_proxy::{
+    AccessLog, AccessLogFormat, DataPlane, Listener, Metrics, MetricsOptions, Observability,
+    Server, self_signed_certificate, server_config,
+};
 
 use crate::admin::{self, AdminState};
-use crate::cli::RunArgs;
+use crate::cli::{AccessLogArg, RunArgs};
 use crate::cluster;
 use crate::metrics::ConfigCollector;
 
@@ -60,7 +63,23 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         args.cluster.check().map_err(anyhow::Error::msg)?;
     }
     let publisher = Publisher::new();
-    let dataplane = Arc::new(DataPlane::with_default_policy(default_policy));
+    let metrics = args.metrics.then(|| {
+        Metrics::new(MetricsOptions {
+            per_host: args.metrics_per_host,
+        })
+    });
+    let access_log = match args.access_log {
+        AccessLogArg::Off => None,
+        AccessLogArg::Text => Some(AccessLog::start(
+            AccessLogFormat::Text,
+            Box::new(std::io::stdout()),
+        )),
+        AccessLogArg::Json => Some(AccessLog::start(
+            AccessLogFormat::Json,
+            Box::new(std::io::stdout()),
+        )),
+    };
+    let dataplane = Arc::new(DataPlane::with_metrics(default_policy, metrics.clone()));
     let fallback = self_signed_certificate().context("making the default TLS certificate")?;
     if args.compile.default_ssl_certificate.is_none() {
         info!(
@@ -74,6 +93,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         server_config(dataplane.clone(), &fallback, &settings).context("configuring TLS")?;
     let cluster_handles = Arc::new(std::sync::OnceLock::new());
     let mut registry = prometheus_client::registry::Registry::default();
+    if let Some(metrics) = &metrics {
+        metrics.register(&mut registry);
+    }
     registry.register_collector(Box::new(ConfigCollector {
         publisher: publisher.clone(),
         cluster: cluster_handles.clone(),
@@ -135,7 +157,14 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     ));
 
     let grace = args.shutdown_grace_period;
-    let server = Server::new(dataplane, settings);
+    let server = Server::with_observability(
+        dataplane,
+        settings,
+        Observability {
+            metrics,
+            access_log,
+        },
+    );
     let mut http_task = tokio::spawn(http.serve(server.clone(), shutdown.clone(), grace));
     let mut https_task = tokio::spawn(https.serve(server, shutdown.clone(), grace));
 

@@ -23,6 +23,8 @@ pub struct Vestibule {
     pub https: SocketAddr,
     pub admin: SocketAddr,
     logs: Arc<Mutex<Vec<Value>>>,
+    /// Lines on standard output: the access log.
+    stdout: Arc<Mutex<Vec<String>>>,
 }
 
 impl Vestibule {
@@ -82,12 +84,20 @@ impl Vestibule {
     pub fn spawn_unready(mut command: Command) -> Vestibule {
         let mut child = command
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .env_remove("RUST_LOG")
             .spawn()
             .expect("starting vestibule");
         let stderr = child.stderr.take().expect("piped stderr");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stdout_lines: Arc<Mutex<Vec<String>>> = Arc::default();
+        let out_sink = stdout_lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                out_sink.lock().unwrap().push(line);
+            }
+        });
         let logs: Arc<Mutex<Vec<Value>>> = Arc::default();
         let sink = logs.clone();
         std::thread::spawn(move || {
@@ -102,6 +112,7 @@ impl Vestibule {
             https: "0.0.0.0:0".parse().unwrap(),
             admin: "0.0.0.0:0".parse().unwrap(),
             logs,
+            stdout: stdout_lines,
         };
         vestibule.http = vestibule.wait_for_listener("http");
         vestibule.https = vestibule.wait_for_listener("https");
@@ -133,6 +144,27 @@ impl Vestibule {
                 self.logs()
             );
             std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// The access log lines written so far.
+    pub fn access_log(&self) -> Vec<String> {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `n` access log lines were written.
+    pub fn wait_access_log(&self, n: usize) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let lines = self.access_log();
+            if lines.len() >= n {
+                return lines;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{n} access log lines not written: {lines:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
         }
     }
 
