@@ -13,9 +13,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use http::{Method, Version};
 use time::OffsetDateTime;
 
-/// Records waiting for the writer. Enough to ride out a burst while the output is briefly
-/// slow; past that, dropping lines beats holding requests or growing without bound.
-const CAPACITY: usize = 8192;
+/// Records waiting for the writer: over a second of traffic at 40,000 requests/s between two
+/// of its 20 ms rounds, so a briefly slow output loses nothing; past that, dropping lines
+/// beats holding requests or growing without bound.
+const CAPACITY: usize = 65_536;
 
 /// How a record is written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -144,27 +145,38 @@ impl Drop for Inner {
     }
 }
 
-/// The writer thread: until every handle is gone, formats each record into one `write_all`
-/// (so that a line is never split between two writes that another writer of the same output
-/// could come between) and flushes whenever the queue runs empty.
+/// How often the writer thread wakes to write what has queued up. The request path never
+/// wakes it: a wake-up per request (a futex call and a context switch, on the very core that
+/// serves traffic when the process is pinned) would cost more than the line itself.
+const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// The writer thread: until every handle is gone, wakes every [`WRITE_EVERY`], formats what
+/// queued up, each line in one `write_all` (so that a line is never split between two writes
+/// that another writer of the same output could come between), and flushes.
 fn write_lines(format: AccessLogFormat, records: &Receiver<Record>, out: Box<dyn Write + Send>) {
+    use std::sync::mpsc::TryRecvError;
     let mut out = BufWriter::with_capacity(64 << 10, out);
     let mut line = Vec::with_capacity(1024);
     let mut failing = false;
-    while let Ok(first) = records.recv() {
+    loop {
+        std::thread::sleep(WRITE_EVERY);
         let mut result = Ok(());
-        let mut next = Some(first);
-        while let Some(record) = next {
-            line.clear();
-            let written = match format {
-                AccessLogFormat::Json => json_line(&record, &mut line),
-                AccessLogFormat::Text => text_line(&record, &mut line),
-            };
-            if written.is_ok() {
-                result = result.and(out.write_all(&line));
+        let closed = loop {
+            match records.try_recv() {
+                Ok(record) => {
+                    line.clear();
+                    let written = match format {
+                        AccessLogFormat::Json => json_line(&record, &mut line),
+                        AccessLogFormat::Text => text_line(&record, &mut line),
+                    };
+                    if written.is_ok() {
+                        result = result.and(out.write_all(&line));
+                    }
+                }
+                Err(TryRecvError::Empty) => break false,
+                Err(TryRecvError::Disconnected) => break true,
             }
-            next = records.try_recv().ok();
-        }
+        };
         result = result.and(out.flush());
         match result {
             // Reported once per outage, not once per line.
@@ -175,8 +187,10 @@ fn write_lines(format: AccessLogFormat, records: &Receiver<Record>, out: Box<dyn
             Err(_) => {}
             Ok(()) => failing = false,
         }
+        if closed {
+            return;
+        }
     }
-    let _ = out.flush();
 }
 
 fn protocol(version: Version) -> &'static str {

@@ -173,3 +173,19 @@ impl Collector for ConfigCollector {
         Ok(())
     }
 }
+
+/// Access log lines lost because the output could not keep up.
+#[derive(Debug)]
+pub struct AccessLogCollector(pub vestibule_proxy::AccessLog);
+
+impl Collector for AccessLogCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let metric = encoder.encode_descriptor(
+            "vestibule_access_log_dropped",
+            "Access log lines dropped because the output could not keep up.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.0.dropped()).encode(metric)
+    }
+}

@@ -20,7 +20,7 @@ use vestibule_proxy::{
 use crate::admin::{self, AdminState};
 use crate::cli::{AccessLogArg, RunArgs};
 use crate::cluster;
-use crate::metrics::ConfigCollector;
+use crate::metrics::{AccessLogCollector, ConfigCollector};
 
 /// Files: let a burst of writes (an editor's save, `kubectl`-style multi-file updates)
 /// finish before reading.
@@ -95,6 +95,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut registry = prometheus_client::registry::Registry::default();
     if let Some(metrics) = &metrics {
         metrics.register(&mut registry);
+    }
+    if let Some(log) = &access_log {
+        registry.register_collector(Box::new(AccessLogCollector(log.clone())));
     }
     registry.register_collector(Box::new(ConfigCollector {
         publisher: publisher.clone(),
