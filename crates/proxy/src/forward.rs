@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 use vestibule_model::{
-    Backend, ClusterId, EndpointAddress, ProxyPolicy, Target, UpstreamProtocol,
+    Backend, ClusterId, EndpointAddress, ProxyPolicy, RouteId, Target, UpstreamProtocol,
     normalize_request_path, request_host,
 };
 
@@ -53,7 +53,10 @@ pub(crate) async fn handle(
         .as_ref()
         .map(|_| LoggedRequest::of(&parts, &request_id));
     let method = MethodClass::of(&parts.method);
-    let mut trace = Trace::default();
+    let mut trace = Trace {
+        logging: observe.access_log.is_some(),
+        ..Trace::default()
+    };
     let mut response = match forward(
         dataplane, upstreams, settings, client, parts, body, &mut trace,
     )
@@ -148,8 +151,34 @@ struct Plan {
     rule_path: Box<str>,
     /// The route's metrics, when metrics are on.
     stats: Option<Arc<RouteStats>>,
+    /// Where the route came from, looked up only when a log line needs it.
+    origin: OriginAt,
+}
+
+/// Which part of the table a request was routed by.
+#[derive(Clone, Copy)]
+enum OriginAt {
+    Route(RouteId),
+    Default,
+}
+
+impl Plan {
     /// Namespace, Ingress and Service, for the access log.
-    origin: Option<(Box<str>, Box<str>, Box<str>)>,
+    fn origin_labels(&self) -> (Box<str>, Box<str>, Box<str>) {
+        let table = &self.runtime.table;
+        let origin = match self.origin {
+            OriginAt::Route(id) => Some(&table.route(id).origin),
+            OriginAt::Default => table.default_backend().and_then(|d| d.origin.as_ref()),
+        };
+        let (namespace, ingress) = origin
+            .map(|o| (o.namespace.clone(), o.name.clone()))
+            .unwrap_or_default();
+        (
+            namespace,
+            ingress,
+            table.cluster(self.cluster).key.service.clone(),
+        )
+    }
 }
 
 async fn forward(
@@ -179,7 +208,9 @@ async fn forward(
     let policy = plan.policy.clone();
     trace.stats = plan.stats.clone();
     trace.log = policy.access_log;
-    trace.origin = plan.origin.clone();
+    if trace.logging {
+        trace.origin = Some(plan.origin_labels());
+    }
     if let (Some(limit), Some(length)) = (policy.body_size_limit, content_length(&parts.headers))
         && length > limit
     {
@@ -312,7 +343,9 @@ async fn forward(
             route.retry();
         }
         let sample = trace.upstreams.len();
-        trace.upstreams.push((endpoint.clone(), None));
+        if trace.logging {
+            trace.upstreams.push((endpoint.clone(), None));
+        }
         let target = UpstreamTarget {
             endpoint,
             protocol,
@@ -457,7 +490,9 @@ async fn forward(
         let status = response.status().as_u16();
         let upstream_time = waiting.elapsed();
         trace.upstream_time = Some(upstream_time);
-        trace.upstreams[sample].1 = Some(status);
+        if let Some(tried) = trace.upstreams.get_mut(sample) {
+            tried.1 = Some(status);
+        }
         if let Some(route) = &plan.stats {
             route.upstream_response(upstream_time);
         }
@@ -493,6 +528,8 @@ async fn forward(
 
 /// What one request went through, for its metrics and its access log line.
 struct Trace {
+    /// An access log is written: the request's origin and upstreams are collected.
+    logging: bool,
     /// The response carries `Strict-Transport-Security` (a TLS host over HTTPS), decided by
     /// the lookup and needed on Vestibule's own error responses too.
     hsts: bool,
@@ -510,6 +547,7 @@ struct Trace {
 impl Default for Trace {
     fn default() -> Self {
         Trace {
+            logging: false,
             hsts: false,
             stats: None,
             // Requests no route claims (404s, bad requests) are logged too.
@@ -529,13 +567,23 @@ impl Trace {
         if self.upstreams.is_empty() {
             return None;
         }
-        let addrs: Vec<String> = self.upstreams.iter().map(|(a, _)| a.to_string()).collect();
-        let statuses: Vec<String> = self
-            .upstreams
-            .iter()
-            .map(|(_, s)| s.map_or_else(|| "-".to_owned(), |s| s.to_string()))
-            .collect();
-        Some((addrs.join(", ").into(), statuses.join(", ").into()))
+        use std::fmt::Write as _;
+        let mut addrs = String::with_capacity(24 * self.upstreams.len());
+        let mut statuses = String::with_capacity(5 * self.upstreams.len());
+        for (i, (addr, status)) in self.upstreams.iter().enumerate() {
+            if i > 0 {
+                addrs.push_str(", ");
+                statuses.push_str(", ");
+            }
+            let _ = write!(addrs, "{addr}");
+            match status {
+                Some(status) => {
+                    let _ = write!(statuses, "{status}");
+                }
+                None => statuses.push('-'),
+            }
+        }
+        Some((addrs.into(), statuses.into()))
     }
 }
 
@@ -906,7 +954,7 @@ fn route(
                 route.policy.proxy.clone(),
                 route.rule.path.clone(),
                 runtime.route_stats(route.id),
-                Some(&route.origin),
+                OriginAt::Route(route.id),
             )
         }
         Target::Default(default) => (
@@ -914,7 +962,7 @@ fn route(
             runtime.default_policy.clone(),
             Box::from("/"),
             runtime.default_stats.clone(),
-            default.origin.as_ref(),
+            OriginAt::Default,
         ),
         Target::NotFound => return Err(ProxyError::NoRoute),
     };
@@ -929,13 +977,6 @@ fn route(
             runtime.table.cluster(cluster).key.to_string(),
         ));
     }
-    let origin = origin.map(|o| {
-        (
-            o.namespace.clone(),
-            o.name.clone(),
-            runtime.table.cluster(cluster).key.service.clone(),
-        )
-    });
     Ok(Step::Forward(Plan {
         runtime: runtime.clone(),
         cluster,
