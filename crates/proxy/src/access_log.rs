@@ -272,7 +272,11 @@ fn json_line(r: &Record, out: &mut Vec<u8>) -> io::Result<()> {
     string(out, "upstream_addr", r.upstream_addr.as_deref())?;
     string(out, "upstream_status", r.upstream_status.as_deref())?;
     match r.upstream_duration {
-        Some(d) => write!(out, ",\"upstream_duration_ms\":{}", Thousandths(d.as_micros()))?,
+        Some(d) => write!(
+            out,
+            ",\"upstream_duration_ms\":{}",
+            Thousandths(d.as_micros())
+        )?,
         None => out.extend_from_slice(b",\"upstream_duration_ms\":null"),
     }
     string(out, "namespace", Some(&r.namespace))?;
