@@ -10,7 +10,9 @@ use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use http::{Method, Version};
+use std::borrow::Cow;
+
+use http::{HeaderValue, Method, Version};
 use time::OffsetDateTime;
 
 /// Records waiting for the writer: over a second of traffic at 40,000 requests/s between two
@@ -50,7 +52,7 @@ pub(crate) struct Record {
     pub(crate) time: SystemTime,
     pub(crate) client_ip: IpAddr,
     pub(crate) method: Method,
-    pub(crate) host: Box<str>,
+    pub(crate) host: Text,
     /// Path and query, as the client sent them.
     pub(crate) path: Box<str>,
     pub(crate) protocol: Version,
@@ -69,9 +71,45 @@ pub(crate) struct Record {
     pub(crate) namespace: Box<str>,
     pub(crate) ingress: Box<str>,
     pub(crate) service: Box<str>,
-    pub(crate) request_id: Box<str>,
-    pub(crate) user_agent: Option<Box<str>>,
-    pub(crate) referer: Option<Box<str>>,
+    pub(crate) request_id: Text,
+    pub(crate) user_agent: Option<Text>,
+    pub(crate) referer: Option<Text>,
+}
+
+/// A value taken from the request: the header itself (shared, not copied, since a record is
+/// made for every request), or owned text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Text {
+    Header(HeaderValue),
+    Owned(Box<str>),
+}
+
+impl Text {
+    /// The text, with bytes that are not UTF-8 replaced (they are escaped again on output).
+    pub(crate) fn as_str(&self) -> Cow<'_, str> {
+        match self {
+            Text::Header(value) => String::from_utf8_lossy(value.as_bytes()),
+            Text::Owned(text) => Cow::Borrowed(text),
+        }
+    }
+}
+
+impl From<HeaderValue> for Text {
+    fn from(value: HeaderValue) -> Text {
+        Text::Header(value)
+    }
+}
+
+impl From<&str> for Text {
+    fn from(text: &str) -> Text {
+        Text::Owned(text.into())
+    }
+}
+
+impl From<String> for Text {
+    fn from(text: String) -> Text {
+        Text::Owned(text.into())
+    }
 }
 
 impl AccessLog {
@@ -258,7 +296,7 @@ fn json_line(r: &Record, out: &mut Vec<u8>) -> io::Result<()> {
     write_time(out, r.time)?;
     write!(out, "\",\"client_ip\":\"{}\"", r.client_ip)?;
     string(out, "method", Some(r.method.as_str()))?;
-    string(out, "host", Some(&r.host))?;
+    string(out, "host", Some(&r.host.as_str()))?;
     string(out, "path", Some(&r.path))?;
     string(out, "protocol", Some(protocol(r.protocol)))?;
     write!(
@@ -282,9 +320,11 @@ fn json_line(r: &Record, out: &mut Vec<u8>) -> io::Result<()> {
     string(out, "namespace", Some(&r.namespace))?;
     string(out, "ingress", Some(&r.ingress))?;
     string(out, "service", Some(&r.service))?;
-    string(out, "request_id", Some(&r.request_id))?;
-    string(out, "user_agent", r.user_agent.as_deref())?;
-    string(out, "referer", r.referer.as_deref())?;
+    string(out, "request_id", Some(&r.request_id.as_str()))?;
+    let user_agent = r.user_agent.as_ref().map(Text::as_str);
+    string(out, "user_agent", user_agent.as_deref())?;
+    let referer = r.referer.as_ref().map(Text::as_str);
+    string(out, "referer", referer.as_deref())?;
     out.extend_from_slice(b"}\n");
     Ok(())
 }
@@ -308,9 +348,11 @@ fn text_line(r: &Record, out: &mut Vec<u8>) -> io::Result<()> {
         r.status,
         r.bytes_sent
     )?;
-    quoted(out, r.referer.as_deref());
+    let referer = r.referer.as_ref().map(Text::as_str);
+    quoted(out, referer.as_deref());
     out.push(b' ');
-    quoted(out, r.user_agent.as_deref());
+    let user_agent = r.user_agent.as_ref().map(Text::as_str);
+    quoted(out, user_agent.as_deref());
     write!(
         out,
         " {} {} ",
@@ -335,13 +377,13 @@ fn text_line(r: &Record, out: &mut Vec<u8>) -> io::Result<()> {
         escape(out, &r.service, true);
     }
     out.push(b' ');
-    quoted(out, Some(&r.host));
+    quoted(out, Some(&r.host.as_str()));
     out.push(b' ');
     // The client may have chosen the ID (`X-Request-ID`), so it is escaped like the rest.
-    if r.request_id.is_empty() {
+    if r.request_id.as_str().is_empty() {
         out.push(b'-');
     } else {
-        escape(out, &r.request_id, true);
+        escape(out, &r.request_id.as_str(), true);
     }
     out.push(b'\n');
     Ok(())

@@ -22,7 +22,7 @@ use vestibule_model::{
     normalize_request_path, request_host,
 };
 
-use crate::access_log::Record;
+use crate::access_log::{Record, Text};
 use crate::balance::{self, PickInput};
 use crate::body::{Limited, Progress, ProxyBody, Timed, UpstreamBody, empty};
 use crate::dataplane::{DataPlane, Runtime};
@@ -587,32 +587,26 @@ impl Trace {
     }
 }
 
-/// The request as the client sent it, for its log line.
+/// The request as the client sent it, for its log line. Header values are kept as they
+/// are (a reference count, no copy).
 struct LoggedRequest {
     time: std::time::SystemTime,
     method: Method,
-    host: Box<str>,
+    host: Text,
     path: Box<str>,
     version: Version,
-    request_id: Box<str>,
-    user_agent: Option<Box<str>>,
-    referer: Option<Box<str>>,
+    request_id: Text,
+    user_agent: Option<Text>,
+    referer: Option<Text>,
 }
 
 impl LoggedRequest {
     fn of(parts: &Parts, request_id: &HeaderValue) -> LoggedRequest {
-        let header = |name: http::header::HeaderName| {
-            parts
-                .headers
-                .get(name)
-                .map(|v| String::from_utf8_lossy(v.as_bytes()).into())
+        let header = |name: http::header::HeaderName| parts.headers.get(name).cloned();
+        let host = match parts.uri.authority() {
+            Some(authority) => Text::from(authority.as_str()),
+            None => header(HOST).map_or_else(|| Text::from(""), Text::from),
         };
-        let host = parts
-            .uri
-            .authority()
-            .map(|a| a.as_str().into())
-            .or_else(|| header(HOST))
-            .unwrap_or_default();
         LoggedRequest {
             time: std::time::SystemTime::now(),
             method: parts.method.clone(),
@@ -623,9 +617,9 @@ impl LoggedRequest {
                 .map_or("/", |pq| pq.as_str())
                 .into(),
             version: parts.version,
-            request_id: String::from_utf8_lossy(request_id.as_bytes()).into(),
-            user_agent: header(http::header::USER_AGENT),
-            referer: header(http::header::REFERER),
+            request_id: Text::from(request_id.clone()),
+            user_agent: header(http::header::USER_AGENT).map(Text::from),
+            referer: header(http::header::REFERER).map(Text::from),
         }
     }
 }
