@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -184,13 +184,12 @@ where
 
 /// The client's request body, cut off once it passes the size limit (when `Content-Length`
 /// did not announce the size, so it could not be refused up front) and when the client stops
-/// sending. `exceeded` tells the request path that the failure was the limit.
+/// sending. Its [`Progress`] tells the request path how far it got.
 #[derive(Debug)]
 pub(crate) struct Limited {
     inner: Timed<Incoming>,
     limit: Option<u64>,
     seen: u64,
-    exceeded: Arc<AtomicBool>,
     progress: Arc<Progress>,
 }
 
@@ -202,26 +201,33 @@ pub(crate) struct Progress {
     /// Told once the body has ended (or failed), so the read timeout can start.
     pub(crate) sent: Notify,
     /// Body bytes taken from the client so far.
-    pub(crate) received: std::sync::atomic::AtomicU64,
-    last: std::sync::Mutex<tokio::time::Instant>,
+    pub(crate) received: AtomicU64,
+    /// The body passed the size limit: the failure is the client's (413), not the upstream's.
+    pub(crate) exceeded: AtomicBool,
+    /// When the last frame was taken, in nanoseconds after `start`.
+    last: AtomicU64,
+    start: tokio::time::Instant,
 }
 
 impl Progress {
     pub(crate) fn new() -> Arc<Progress> {
         Arc::new(Progress {
             sent: Notify::new(),
-            received: std::sync::atomic::AtomicU64::new(0),
-            last: std::sync::Mutex::new(tokio::time::Instant::now()),
+            received: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+            last: AtomicU64::new(0),
+            start: tokio::time::Instant::now(),
         })
     }
 
     /// When the upstream last took a frame (or the body started).
     pub(crate) fn last(&self) -> tokio::time::Instant {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+        self.start + Duration::from_nanos(self.last.load(Ordering::Relaxed))
     }
 
     fn moved(&self) {
-        *self.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        let since = u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.last.store(since, Ordering::Relaxed);
     }
 }
 
@@ -230,14 +236,12 @@ impl Limited {
         body: Incoming,
         limit: Option<u64>,
         idle: Duration,
-        exceeded: Arc<AtomicBool>,
         progress: Arc<Progress>,
     ) -> Limited {
         Limited {
             inner: Timed::new(body, idle),
             limit,
             seen: 0,
-            exceeded,
             progress,
         }
     }
@@ -262,7 +266,7 @@ impl Body for Limited {
         if let Some(limit) = this.limit
             && this.seen > limit
         {
-            this.exceeded.store(true, Ordering::Relaxed);
+            this.progress.exceeded.store(true, Ordering::Relaxed);
             this.progress.sent.notify_one();
             return Poll::Ready(Some(Err(BodyError::TooLarge(limit))));
         }

@@ -4,7 +4,7 @@
 //! connections.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use http::header::{
@@ -223,14 +223,16 @@ async fn forward(
         client.peer
     };
     trace.client_ip = Some(client_ip);
-    let request_uri = parts
-        .uri
-        .path_and_query()
-        .map_or_else(|| "/".to_owned(), |pq| pq.as_str().to_owned());
-    // The normalised path is what was routed, so it is what the upstream gets.
-    let upstream_target = match parts.uri.query() {
-        Some(query) => format!("{path}?{query}"),
-        None => path.to_string(),
+    // The normalised path is what was routed, so it is what the upstream gets; most paths
+    // need no normalising, and then the target goes as it came.
+    let upstream_target: std::borrow::Cow<'_, str> = match (&path, parts.uri.query()) {
+        (std::borrow::Cow::Borrowed(_), _) => parts
+            .uri
+            .path_and_query()
+            .map_or("/", |pq| pq.as_str())
+            .into(),
+        (normalised, Some(query)) => format!("{normalised}?{query}").into(),
+        (normalised, None) => normalised.to_string().into(),
     };
     let upgrade = upgrade_protocol(&parts);
     let client_upgrade = upgrade
@@ -241,7 +243,7 @@ async fn forward(
             key,
             &balance::HashRequest {
                 remote_addr: client_ip,
-                request_uri: &request_uri,
+                request_uri: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
                 uri: &path,
                 host: &host,
                 headers: &parts.headers,
@@ -264,17 +266,16 @@ async fn forward(
         .headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let exceeded = Arc::new(AtomicBool::new(false));
-    let progress = Progress::new();
-    trace.received = Some(progress.clone());
-    // A tunnel's bytes flow through the upgraded connection, never as a body.
+    // A tunnel's bytes flow through the upgraded connection, never as a body; a request
+    // without a body sends none, on every attempt alike.
     let replayable = upgrade.is_some() || body_is_empty(&parts, &body);
-    let mut first_body = upgrade.is_none().then(|| {
+    let progress = (!replayable).then(Progress::new);
+    trace.received = progress.clone();
+    let mut first_body = progress.as_ref().map(|progress| {
         Either::Left(Limited::new(
             body,
             policy.body_size_limit,
             policy.send_timeout,
-            exceeded.clone(),
             progress.clone(),
         ))
     });
@@ -285,7 +286,12 @@ async fn forward(
     let protocol = policy
         .backend_protocol
         .map_or(cluster.protocol, protocol_of);
-    let server_name = format!("{}.{}.svc", cluster.key.service, cluster.key.namespace);
+    // Only TLS upstreams need a name.
+    let server_name = if protocol.is_tls() {
+        format!("{}.{}.svc", cluster.key.service, cluster.key.namespace)
+    } else {
+        String::new()
+    };
     let tries = match policy.next_upstream_tries {
         0 => u32::MAX,
         n => n,
@@ -380,7 +386,7 @@ async fn forward(
         };
         // The client's body, on the attempt that sends it, is watched by the send timeout
         // while it goes out; the read timeout starts once it has.
-        let streaming = first_body.is_some() && !replayable;
+        let streaming = first_body.is_some();
         let body = match first_body.take() {
             Some(body) => body,
             None if replayable => empty(),
@@ -424,7 +430,7 @@ async fn forward(
         };
         let sent = async {
             tokio::pin!(exchange);
-            if streaming {
+            if let (true, Some(progress)) = (streaming, &progress) {
                 let mut body_done = std::pin::pin!(progress.sent.notified());
                 loop {
                     let stalled_at = progress.last() + policy.send_timeout;
@@ -467,7 +473,10 @@ async fn forward(
                 break;
             }
             Ok(Err(e)) => {
-                if exceeded.load(Ordering::Relaxed) {
+                if progress
+                    .as_ref()
+                    .is_some_and(|p| p.exceeded.load(Ordering::Relaxed))
+                {
                     return Err(ProxyError::PayloadTooLarge(
                         policy.body_size_limit.unwrap_or_default(),
                     ));

@@ -6,6 +6,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use hyper::rt::{Read, Write};
@@ -375,33 +376,34 @@ async fn serve_connection<I>(
 /// Requests in flight on one client connection, and when the last one ended.
 #[derive(Debug)]
 struct Activity {
-    in_flight: std::sync::atomic::AtomicUsize,
-    since: std::sync::Mutex<tokio::time::Instant>,
+    in_flight: AtomicUsize,
+    /// Nanoseconds after `start` at which the last request ended.
+    since: AtomicU64,
+    start: tokio::time::Instant,
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Activity {
-            in_flight: std::sync::atomic::AtomicUsize::new(0),
-            since: std::sync::Mutex::new(tokio::time::Instant::now()),
+            in_flight: AtomicUsize::new(0),
+            since: AtomicU64::new(0),
+            start: tokio::time::Instant::now(),
         }
     }
 }
 
 impl Activity {
     fn begin(self: &Arc<Self>) -> Busy {
-        self.in_flight
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         Busy(self.clone())
     }
 
     fn quiet_since(&self) -> tokio::time::Instant {
-        *self.since.lock().unwrap_or_else(|p| p.into_inner())
+        self.start + Duration::from_nanos(self.since.load(Ordering::SeqCst))
     }
 
     fn idle_for(&self, idle: Duration) -> bool {
-        self.in_flight.load(std::sync::atomic::Ordering::SeqCst) == 0
-            && self.quiet_since().elapsed() >= idle
+        self.in_flight.load(Ordering::SeqCst) == 0 && self.quiet_since().elapsed() >= idle
     }
 }
 
@@ -410,10 +412,8 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        // Per connection, so uncontended: the lock is only ever taken by its own requests.
-        *self.0.since.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
-        self.0
-            .in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+        let at = u64::try_from(self.0.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        self.0.since.store(at, Ordering::SeqCst);
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

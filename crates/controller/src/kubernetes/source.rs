@@ -352,16 +352,20 @@ trait Watched:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
 {
     fn strip(&mut self) {
-        let meta = self.meta_mut();
-        meta.managed_fields = None;
-        if let Some(annotations) = &mut meta.annotations {
-            annotations.remove(LAST_APPLIED);
-        }
+        strip_meta(self.meta_mut());
     }
 
     /// Whether the two versions compile the same, so a change between them (our own status
     /// writes, a resync) needs no compile.
     fn same_for_compile(&self, other: &Self) -> bool;
+}
+
+/// What no kind needs of its metadata.
+fn strip_meta(meta: &mut k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) {
+    meta.managed_fields = None;
+    if let Some(annotations) = &mut meta.annotations {
+        annotations.remove(LAST_APPLIED);
+    }
 }
 
 fn same_meta(
@@ -390,11 +394,7 @@ impl Watched for Ingress {
 
 impl Watched for Service {
     fn strip(&mut self) {
-        let meta = self.meta_mut();
-        meta.managed_fields = None;
-        if let Some(annotations) = &mut meta.annotations {
-            annotations.remove(LAST_APPLIED);
-        }
+        strip_meta(self.meta_mut());
         self.status = None;
     }
 
