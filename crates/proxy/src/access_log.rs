@@ -1,24 +1,24 @@
-//! The access log: one line per request, JSON or text, built when the response ends and
-//! written by a thread of its own so that a slow or stalled output never holds up a request.
+//! The access log: one line per request, JSON or text, formatted when the response ends into
+//! a buffer of the serving thread's own, and written by a thread of its own so that a slow or
+//! stalled output never holds up a request.
 
+use std::cell::RefCell;
 use std::fmt;
-use std::io::{self, BufWriter, Write};
+use std::io::Write;
 use std::net::IpAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use std::borrow::Cow;
-
-use http::{HeaderValue, Method, Version};
+use http::{Method, Version};
 use time::OffsetDateTime;
+use vestibule_model::EndpointAddress;
 
-/// Records waiting for the writer: over a second of traffic at 40,000 requests/s between two
-/// of its 20 ms rounds, so a briefly slow output loses nothing; past that, dropping lines
-/// beats holding requests or growing without bound.
-const CAPACITY: usize = 65_536;
+/// Formatted lines that may wait for the writer, per thread that serves requests: over a
+/// second of traffic at 50,000 requests/s, so a briefly slow output loses nothing; past that,
+/// dropping lines beats holding requests or growing without bound.
+const PENDING_LIMIT: usize = 16 << 20;
 
 /// How a record is written out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,31 +30,49 @@ pub enum AccessLogFormat {
 }
 
 /// A handle on the access log; clones share one writer thread. When the last handle is
-/// dropped, the records still queued are written and the thread is joined.
+/// dropped, the lines still pending are written and the thread is joined.
 #[derive(Clone)]
 pub struct AccessLog {
     inner: Arc<Inner>,
 }
 
 struct Inner {
-    format: AccessLogFormat,
-    // An `Option` only so that `drop` can close the channel before joining the writer.
-    sender: Option<SyncSender<Record>>,
-    dropped: AtomicU64,
+    shared: Arc<Shared>,
     writer: Option<JoinHandle<()>>,
 }
 
-/// What is logged of one request. Owned, so that it can cross to the writer thread; the
-/// formatting happens there, not on the request path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Record {
+/// What the request threads and the writer thread share.
+struct Shared {
+    /// Tells this log's buffers apart from another's in a thread's [`BUFFERS`].
+    id: u64,
+    format: AccessLogFormat,
+    limit: usize,
+    /// One per thread that has logged a request. Each thread formats its lines into its own
+    /// buffer, whose lock only the writer's swap every [`WRITE_EVERY`] ever contends.
+    buffers: Mutex<Vec<Arc<Buffer>>>,
+    dropped: AtomicU64,
+    closing: AtomicBool,
+}
+
+type Buffer = Mutex<Vec<u8>>;
+
+thread_local! {
+    /// This thread's buffer in each access log it has written to, by the log's id.
+    static BUFFERS: RefCell<Vec<(u64, Arc<Buffer>)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// One request, as its log line shows it: borrowed from the request, its response and the
+/// table, and formatted straight into the thread's buffer, so that logging a request
+/// allocates nothing.
+#[derive(Debug, Clone)]
+pub(crate) struct Line<'a> {
     /// When the request started.
     pub(crate) time: SystemTime,
     pub(crate) client_ip: IpAddr,
-    pub(crate) method: Method,
-    pub(crate) host: Text,
+    pub(crate) method: &'a Method,
+    pub(crate) host: &'a [u8],
     /// Path and query, as the client sent them.
-    pub(crate) path: Box<str>,
+    pub(crate) path: &'a str,
     pub(crate) protocol: Version,
     pub(crate) status: u16,
     /// Response body bytes.
@@ -62,112 +80,106 @@ pub(crate) struct Record {
     /// Request body bytes.
     pub(crate) bytes_received: u64,
     pub(crate) duration: Duration,
-    /// The endpoints tried, as nginx's `$upstream_addr`: `10.0.0.1:8080, 10.0.0.2:8080`.
-    pub(crate) upstream_addr: Option<Box<str>>,
-    /// The status of each try, as nginx's `$upstream_status`: `502, 200`.
-    pub(crate) upstream_status: Option<Box<str>>,
+    /// Every endpoint tried, in order, with its status when it answered: nginx's
+    /// `$upstream_addr` and `$upstream_status` (`10.0.0.1:8080, 10.0.0.2:8080`, `502, 200`).
+    pub(crate) upstreams: &'a [(EndpointAddress, Option<u16>)],
     pub(crate) upstream_duration: Option<Duration>,
     /// Empty when no route matched.
-    pub(crate) namespace: Box<str>,
-    pub(crate) ingress: Box<str>,
-    pub(crate) service: Box<str>,
-    pub(crate) request_id: Text,
-    pub(crate) user_agent: Option<Text>,
-    pub(crate) referer: Option<Text>,
-}
-
-/// A value taken from the request: the header itself (shared, not copied, since a record is
-/// made for every request), or owned text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Text {
-    Header(HeaderValue),
-    Owned(Box<str>),
-}
-
-impl Text {
-    /// The text, with bytes that are not UTF-8 replaced (they are escaped again on output).
-    pub(crate) fn as_str(&self) -> Cow<'_, str> {
-        match self {
-            Text::Header(value) => String::from_utf8_lossy(value.as_bytes()),
-            Text::Owned(text) => Cow::Borrowed(text),
-        }
-    }
-}
-
-impl From<HeaderValue> for Text {
-    fn from(value: HeaderValue) -> Text {
-        Text::Header(value)
-    }
-}
-
-impl From<&str> for Text {
-    fn from(text: &str) -> Text {
-        Text::Owned(text.into())
-    }
-}
-
-impl From<String> for Text {
-    fn from(text: String) -> Text {
-        Text::Owned(text.into())
-    }
+    pub(crate) namespace: &'a str,
+    pub(crate) ingress: &'a str,
+    pub(crate) service: &'a str,
+    pub(crate) request_id: &'a [u8],
+    pub(crate) user_agent: Option<&'a [u8]>,
+    pub(crate) referer: Option<&'a [u8]>,
 }
 
 impl AccessLog {
     /// Starts the writer thread, which writes to `out` (standard output in production).
     pub fn start(format: AccessLogFormat, out: Box<dyn Write + Send>) -> AccessLog {
-        Self::with_capacity(format, out, CAPACITY)
+        Self::with_limit(format, out, PENDING_LIMIT)
     }
 
-    fn with_capacity(
-        format: AccessLogFormat,
-        out: Box<dyn Write + Send>,
-        capacity: usize,
-    ) -> AccessLog {
-        let (sender, receiver) = sync_channel(capacity);
+    fn with_limit(format: AccessLogFormat, out: Box<dyn Write + Send>, limit: usize) -> AccessLog {
+        static IDS: AtomicU64 = AtomicU64::new(0);
+        let shared = Arc::new(Shared {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
+            format,
+            limit,
+            buffers: Mutex::new(Vec::new()),
+            dropped: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+        });
+        let for_writer = Arc::clone(&shared);
         let writer = std::thread::Builder::new()
             .name("access-log".to_owned())
-            .spawn(move || write_lines(format, &receiver, out));
+            .spawn(move || write_lines(&for_writer, out));
         let writer = match writer {
             Ok(handle) => Some(handle),
             Err(error) => {
-                // The receiver went with the failed closure, so every record counts as dropped
-                // and the loss shows in `dropped`; the proxy itself still works.
+                // Nothing will take the lines, so none is kept: each counts as dropped and
+                // the loss shows in `dropped`; the proxy itself still works.
+                shared.closing.store(true, Ordering::Relaxed);
                 tracing::error!(%error, "cannot start the access log writer; no access log");
                 None
             }
         };
         AccessLog {
-            inner: Arc::new(Inner {
-                format,
-                sender: Some(sender),
-                dropped: AtomicU64::new(0),
-                writer,
-            }),
+            inner: Arc::new(Inner { shared, writer }),
         }
     }
 
-    /// Queues `record` for writing; if the queue is full, drops it and counts it instead of
-    /// waiting.
-    pub(crate) fn log(&self, record: Record) {
-        let sent = match &self.inner.sender {
-            Some(sender) => sender.try_send(record),
-            None => return,
-        };
-        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sent {
-            self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+    /// Formats `line` into this thread's buffer; if the writer has fallen so far behind that
+    /// the buffer is full, drops the line and counts it instead of waiting.
+    pub(crate) fn log(&self, line: &Line<'_>) {
+        let shared = &self.inner.shared;
+        if shared.closing.load(Ordering::Relaxed) {
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let buffer = shared.buffer();
+        let mut pending = buffer.lock().unwrap_or_else(PoisonError::into_inner);
+        if pending.len() >= shared.limit {
+            drop(pending);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        match shared.format {
+            AccessLogFormat::Json => json_line(line, &mut pending),
+            AccessLogFormat::Text => text_line(line, &mut pending),
         }
     }
 
-    /// Records dropped so far because the writer could not keep up.
+    /// Lines dropped so far because the writer could not keep up.
     pub fn dropped(&self) -> u64 {
-        self.inner.dropped.load(Ordering::Relaxed)
+        self.inner.shared.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Shared {
+    /// This thread's buffer, registered with the writer on the thread's first line.
+    fn buffer(self: &Arc<Self>) -> Arc<Buffer> {
+        BUFFERS.with(|buffers| {
+            let mut buffers = buffers.borrow_mut();
+            if let Some((_, buffer)) = buffers.iter().find(|(id, _)| *id == self.id) {
+                return Arc::clone(buffer);
+            }
+            // Forget the buffers of logs that are gone (only this thread still holds them).
+            buffers.retain(|(_, buffer)| Arc::strong_count(buffer) > 1);
+            let buffer = Arc::new(Mutex::new(Vec::with_capacity(64 << 10)));
+            self.buffers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arc::clone(&buffer));
+            buffers.push((self.id, Arc::clone(&buffer)));
+            buffer
+        })
     }
 }
 
 impl fmt::Debug for AccessLog {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AccessLog")
-            .field("format", &self.inner.format)
+            .field("format", &self.inner.shared.format)
             .field("dropped", &self.dropped())
             .finish_non_exhaustive()
     }
@@ -175,46 +187,49 @@ impl fmt::Debug for AccessLog {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.sender = None;
+        self.shared.closing.store(true, Ordering::Relaxed);
         if let Some(writer) = self.writer.take() {
+            writer.thread().unpark();
             // A panicking writer has nothing left to write; the proxy need not hear of it.
             let _ = writer.join();
         }
     }
 }
 
-/// How often the writer thread wakes to write what has queued up. The request path never
+/// How often the writer thread wakes to write what has gathered. The request path never
 /// wakes it: a wake-up per request (a futex call and a context switch, on the very core that
 /// serves traffic when the process is pinned) would cost more than the line itself.
-const WRITE_EVERY: std::time::Duration = std::time::Duration::from_millis(20);
+const WRITE_EVERY: Duration = Duration::from_millis(20);
 
-/// The writer thread: until every handle is gone, wakes every [`WRITE_EVERY`], formats what
-/// queued up, each line in one `write_all` (so that a line is never split between two writes
-/// that another writer of the same output could come between), and flushes.
-fn write_lines(format: AccessLogFormat, records: &Receiver<Record>, out: Box<dyn Write + Send>) {
-    use std::sync::mpsc::TryRecvError;
-    let mut out = BufWriter::with_capacity(64 << 10, out);
-    let mut line = Vec::with_capacity(1024);
+/// The writer thread: until the log closes, wakes every [`WRITE_EVERY`], swaps each thread's
+/// buffer for an empty one and writes what it held. A buffer holds whole lines only, so no
+/// line is ever split between two writes that another writer of the same output could come
+/// between.
+fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>) {
+    let mut spare = Vec::with_capacity(64 << 10);
     let mut failing = false;
     loop {
-        std::thread::sleep(WRITE_EVERY);
+        std::thread::park_timeout(WRITE_EVERY);
+        // Read before the last round, so that a line logged before closing is written.
+        let closing = shared.closing.load(Ordering::Relaxed);
+        let buffers: Vec<Arc<Buffer>> = shared
+            .buffers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
         let mut result = Ok(());
-        let closed = loop {
-            match records.try_recv() {
-                Ok(record) => {
-                    line.clear();
-                    let written = match format {
-                        AccessLogFormat::Json => json_line(&record, &mut line),
-                        AccessLogFormat::Text => text_line(&record, &mut line),
-                    };
-                    if written.is_ok() {
-                        result = result.and(out.write_all(&line));
-                    }
-                }
-                Err(TryRecvError::Empty) => break false,
-                Err(TryRecvError::Disconnected) => break true,
+        for buffer in &buffers {
+            std::mem::swap(
+                &mut *buffer.lock().unwrap_or_else(PoisonError::into_inner),
+                &mut spare,
+            );
+            if !spare.is_empty() {
+                result = result.and(out.write_all(&spare));
             }
-        };
+            spare.clear();
+            // A burst must not leave a large buffer behind for good.
+            spare.shrink_to(1 << 20);
+        }
         result = result.and(out.flush());
         match result {
             // Reported once per outage, not once per line.
@@ -225,7 +240,7 @@ fn write_lines(format: AccessLogFormat, records: &Receiver<Record>, out: Box<dyn
             Err(_) => {}
             Ok(()) => failing = false,
         }
-        if closed {
+        if closing {
             return;
         }
     }
@@ -243,12 +258,11 @@ fn protocol(version: Version) -> &'static str {
 }
 
 /// RFC 3339 in UTC with milliseconds: `2026-11-30T08:40:01.123Z`.
-fn write_time(out: &mut Vec<u8>, time: SystemTime) -> io::Result<()> {
+fn write_time(out: &mut Vec<u8>, time: SystemTime) {
     thread_local! {
         // Lines come in time order, many within one second: the date and time of day are
         // formatted once per second.
-        static SECOND: std::cell::RefCell<(u64, Vec<u8>)> =
-            const { std::cell::RefCell::new((u64::MAX, Vec::new())) };
+        static SECOND: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
     }
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs();
@@ -260,7 +274,8 @@ fn write_time(out: &mut Vec<u8>, time: SystemTime) -> io::Result<()> {
                 .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
                 .unwrap_or(OffsetDateTime::UNIX_EPOCH);
             cached.1.clear();
-            write!(
+            // Writing to a Vec cannot fail.
+            let _ = write!(
                 cached.1,
                 "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
                 at.year(),
@@ -269,64 +284,170 @@ fn write_time(out: &mut Vec<u8>, time: SystemTime) -> io::Result<()> {
                 at.hour(),
                 at.minute(),
                 at.second(),
-            )?;
+            );
             cached.0 = seconds;
         }
         out.extend_from_slice(&cached.1);
-        write!(out, ".{:03}Z", since.subsec_millis())
-    })
+    });
+    out.push(b'.');
+    let millis = since.subsec_millis();
+    out.extend_from_slice(&[
+        b'0' + (millis / 100) as u8,
+        b'0' + (millis / 10 % 10) as u8,
+        b'0' + (millis % 10) as u8,
+        b'Z',
+    ]);
 }
 
-/// A count of thousandths written as a decimal with three places (`1234` → `1.234`), in
-/// integer arithmetic: float formatting was a visible share of the writer's time.
-struct Thousandths(u128);
+fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
 
-impl fmt::Display for Thousandths {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:03}", self.0 / 1000, self.0 % 1000)
+/// A count of thousandths written as a decimal with three places (`1234` → `1.234`).
+fn thousandths(out: &mut Vec<u8>, n: u128) {
+    number(out, n / 1000);
+    let frac = (n % 1000) as u8;
+    out.extend_from_slice(&[
+        b'.',
+        b'0' + frac / 100,
+        b'0' + frac / 10 % 10,
+        b'0' + frac % 10,
+    ]);
+}
+
+fn ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        // The common case, without the formatting machinery.
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                number(out, octet);
+            }
+        }
+        IpAddr::V6(_) => {
+            let _ = write!(out, "{ip}");
+        }
     }
 }
 
-fn json_line(r: &Record, out: &mut Vec<u8>) -> io::Result<()> {
-    fn string(out: &mut Vec<u8>, key: &str, value: Option<&str>) -> io::Result<()> {
-        write!(out, ",\"{key}\":")?;
-        Ok(serde_json::to_writer(out, &value)?)
+/// nginx's `$upstream_addr` (`a, b`) or `$upstream_status` (`502, 200`, `-` for a try that got
+/// no answer).
+fn upstream_list(out: &mut Vec<u8>, upstreams: &[(EndpointAddress, Option<u16>)], addr: bool) {
+    for (i, (endpoint, status)) in upstreams.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        if addr {
+            match endpoint {
+                EndpointAddress::Socket(std::net::SocketAddr::V4(v4)) => {
+                    ip(out, IpAddr::V4(*v4.ip()));
+                    out.push(b':');
+                    number(out, v4.port());
+                }
+                // Names come from the table, which only holds valid DNS names: no escaping.
+                other => {
+                    let _ = write!(out, "{other}");
+                }
+            }
+        } else {
+            match status {
+                Some(status) => number(out, *status),
+                None => out.push(b'-'),
+            }
+        }
     }
+}
+
+/// `value` as a JSON string: valid UTF-8 is kept, with quotes, backslashes and control
+/// characters escaped; bytes that are not UTF-8 become U+FFFD.
+fn json_string(out: &mut Vec<u8>, value: &[u8]) {
+    out.push(b'"');
+    match std::str::from_utf8(value) {
+        Ok(text) => json_escape(out, text),
+        Err(_) => json_escape(out, &String::from_utf8_lossy(value)),
+    }
+    out.push(b'"');
+}
+
+fn json_escape(out: &mut Vec<u8>, text: &str) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = text.as_bytes();
+    let mut clean = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0..=0x1f => &[
+                b'\\',
+                b'u',
+                b'0',
+                b'0',
+                HEX[usize::from(b >> 4)],
+                HEX[usize::from(b & 0xf)],
+            ],
+            _ => continue,
+        };
+        out.extend_from_slice(&bytes[clean..i]);
+        out.extend_from_slice(escaped);
+        clean = i + 1;
+    }
+    out.extend_from_slice(&bytes[clean..]);
+}
+
+fn json_field(out: &mut Vec<u8>, key: &str, value: Option<&[u8]>) {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    match value {
+        Some(value) => json_string(out, value),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
-    write_time(out, r.time)?;
-    write!(out, "\",\"client_ip\":\"{}\"", r.client_ip)?;
-    string(out, "method", Some(r.method.as_str()))?;
-    string(out, "host", Some(&r.host.as_str()))?;
-    string(out, "path", Some(&r.path))?;
-    string(out, "protocol", Some(protocol(r.protocol)))?;
-    write!(
-        out,
-        ",\"status\":{},\"bytes_sent\":{},\"bytes_received\":{},\"duration_ms\":{}",
-        r.status,
-        r.bytes_sent,
-        r.bytes_received,
-        Thousandths(r.duration.as_micros())
-    )?;
-    string(out, "upstream_addr", r.upstream_addr.as_deref())?;
-    string(out, "upstream_status", r.upstream_status.as_deref())?;
-    match r.upstream_duration {
-        Some(d) => write!(
-            out,
-            ",\"upstream_duration_ms\":{}",
-            Thousandths(d.as_micros())
-        )?,
-        None => out.extend_from_slice(b",\"upstream_duration_ms\":null"),
+    write_time(out, r.time);
+    out.extend_from_slice(b"\",\"client_ip\":\"");
+    ip(out, r.client_ip);
+    out.push(b'"');
+    json_field(out, "method", Some(r.method.as_str().as_bytes()));
+    json_field(out, "host", Some(r.host));
+    json_field(out, "path", Some(r.path.as_bytes()));
+    json_field(out, "protocol", Some(protocol(r.protocol).as_bytes()));
+    out.extend_from_slice(b",\"status\":");
+    number(out, r.status);
+    out.extend_from_slice(b",\"bytes_sent\":");
+    number(out, r.bytes_sent);
+    out.extend_from_slice(b",\"bytes_received\":");
+    number(out, r.bytes_received);
+    out.extend_from_slice(b",\"duration_ms\":");
+    thousandths(out, r.duration.as_micros());
+    if r.upstreams.is_empty() {
+        out.extend_from_slice(b",\"upstream_addr\":null,\"upstream_status\":null");
+    } else {
+        out.extend_from_slice(b",\"upstream_addr\":\"");
+        upstream_list(out, r.upstreams, true);
+        out.extend_from_slice(b"\",\"upstream_status\":\"");
+        upstream_list(out, r.upstreams, false);
+        out.push(b'"');
     }
-    string(out, "namespace", Some(&r.namespace))?;
-    string(out, "ingress", Some(&r.ingress))?;
-    string(out, "service", Some(&r.service))?;
-    string(out, "request_id", Some(&r.request_id.as_str()))?;
-    let user_agent = r.user_agent.as_ref().map(Text::as_str);
-    string(out, "user_agent", user_agent.as_deref())?;
-    let referer = r.referer.as_ref().map(Text::as_str);
-    string(out, "referer", referer.as_deref())?;
+    out.extend_from_slice(b",\"upstream_duration_ms\":");
+    match r.upstream_duration {
+        Some(d) => thousandths(out, d.as_micros()),
+        None => out.extend_from_slice(b"null"),
+    }
+    json_field(out, "namespace", Some(r.namespace.as_bytes()));
+    json_field(out, "ingress", Some(r.ingress.as_bytes()));
+    json_field(out, "service", Some(r.service.as_bytes()));
+    json_field(out, "request_id", Some(r.request_id));
+    json_field(out, "user_agent", r.user_agent);
+    json_field(out, "referer", r.referer);
     out.extend_from_slice(b"}\n");
-    Ok(())
 }
 
 /// `client - - [time] "METHOD path PROTOCOL" status bytes_sent "referer" "user agent"
@@ -334,90 +455,96 @@ fn json_line(r: &Record, out: &mut Vec<u8>) -> io::Result<()> {
 /// "host" request_id`, `-` standing for what is absent. The first fields are nginx's combined
 /// format and the next ones follow ingress-nginx's `upstreaminfo`, so existing parsers need
 /// little change.
-fn text_line(r: &Record, out: &mut Vec<u8>) -> io::Result<()> {
-    write!(out, "{} - - [", r.client_ip)?;
-    write_time(out, r.time)?;
+fn text_line(r: &Line<'_>, out: &mut Vec<u8>) {
+    ip(out, r.client_ip);
+    out.extend_from_slice(b" - - [");
+    write_time(out, r.time);
     out.extend_from_slice(b"] \"");
-    escape(out, r.method.as_str(), false);
+    escape(out, r.method.as_str().as_bytes(), false);
     out.push(b' ');
-    escape(out, &r.path, false);
-    write!(
-        out,
-        " {}\" {} {} ",
-        protocol(r.protocol),
-        r.status,
-        r.bytes_sent
-    )?;
-    let referer = r.referer.as_ref().map(Text::as_str);
-    quoted(out, referer.as_deref());
+    escape(out, r.path.as_bytes(), false);
     out.push(b' ');
-    let user_agent = r.user_agent.as_ref().map(Text::as_str);
-    quoted(out, user_agent.as_deref());
-    write!(
-        out,
-        " {} {} ",
-        r.bytes_received,
-        Thousandths(r.duration.as_millis())
-    )?;
+    out.extend_from_slice(protocol(r.protocol).as_bytes());
+    out.extend_from_slice(b"\" ");
+    number(out, r.status);
+    out.push(b' ');
+    number(out, r.bytes_sent);
+    out.push(b' ');
+    quoted(out, r.referer);
+    out.push(b' ');
+    quoted(out, r.user_agent);
+    out.push(b' ');
+    number(out, r.bytes_received);
+    out.push(b' ');
+    thousandths(out, r.duration.as_millis());
+    out.push(b' ');
     // Vestibule's own values, in nginx's own form ("a, b" for several tries): not escaped.
-    out.extend_from_slice(r.upstream_addr.as_deref().unwrap_or("-").as_bytes());
-    out.push(b' ');
-    out.extend_from_slice(r.upstream_status.as_deref().unwrap_or("-").as_bytes());
-    match r.upstream_duration {
-        Some(d) => write!(out, " {} ", Thousandths(d.as_millis()))?,
-        None => out.extend_from_slice(b" - "),
+    if r.upstreams.is_empty() {
+        out.extend_from_slice(b"- -");
+    } else {
+        upstream_list(out, r.upstreams, true);
+        out.push(b' ');
+        upstream_list(out, r.upstreams, false);
     }
+    out.push(b' ');
+    match r.upstream_duration {
+        Some(d) => thousandths(out, d.as_millis()),
+        None => out.push(b'-'),
+    }
+    out.push(b' ');
     if r.namespace.is_empty() {
         out.push(b'-');
     } else {
-        escape(out, &r.namespace, true);
+        escape(out, r.namespace.as_bytes(), true);
         out.push(b'/');
-        escape(out, &r.ingress, true);
+        escape(out, r.ingress.as_bytes(), true);
         out.push(b'/');
-        escape(out, &r.service, true);
+        escape(out, r.service.as_bytes(), true);
     }
     out.push(b' ');
-    quoted(out, Some(&r.host.as_str()));
+    quoted(out, Some(r.host));
     out.push(b' ');
     // The client may have chosen the ID (`X-Request-ID`), so it is escaped like the rest.
-    if r.request_id.as_str().is_empty() {
+    if r.request_id.is_empty() {
         out.push(b'-');
     } else {
-        escape(out, &r.request_id.as_str(), true);
+        escape(out, r.request_id, true);
     }
     out.push(b'\n');
-    Ok(())
 }
 
-fn quoted(out: &mut Vec<u8>, value: Option<&str>) {
+fn quoted(out: &mut Vec<u8>, value: Option<&[u8]>) {
     out.push(b'"');
-    escape(out, value.unwrap_or("-"), false);
+    escape(out, value.unwrap_or(b"-"), false);
     out.push(b'"');
 }
 
 /// Writes `value` with `"`, `\`, control characters and every byte outside ASCII as `\xHH`, as
 /// nginx does, so that no client-sent string can end a field or a line early or forge one;
 /// `bare` also escapes spaces, for fields that are not quoted.
-fn escape(out: &mut Vec<u8>, value: &str, bare: bool) {
+fn escape(out: &mut Vec<u8>, value: &[u8], bare: bool) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    for &b in value.as_bytes() {
+    let mut clean = 0;
+    for (i, &b) in value.iter().enumerate() {
         if !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\' || (bare && b == b' ') {
+            out.extend_from_slice(&value[clean..i]);
             out.extend_from_slice(&[
                 b'\\',
                 b'x',
                 HEX[usize::from(b >> 4)],
                 HEX[usize::from(b & 0xf)],
             ]);
-        } else {
-            out.push(b);
+            clean = i + 1;
         }
     }
+    out.extend_from_slice(&value[clean..]);
 }
 
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+    use std::io;
     use std::net::Ipv4Addr;
     use std::sync::{Barrier, Mutex};
 
@@ -425,9 +552,9 @@ mod tests {
 
     /// An output the test can read after the writer is done.
     #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<Vec<u8>>>);
+    struct Output(Arc<Mutex<Vec<u8>>>);
 
-    impl Write for Shared {
+    impl Write for Output {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
@@ -437,7 +564,7 @@ mod tests {
         }
     }
 
-    impl Shared {
+    impl Output {
         fn lines(&self) -> Vec<String> {
             let bytes = self.0.lock().unwrap().clone();
             let text = String::from_utf8(bytes).unwrap();
@@ -448,7 +575,7 @@ mod tests {
 
     /// Holds the first write until the test says so, to stall the writer thread.
     struct Stalled {
-        out: Shared,
+        out: Output,
         gate: Arc<Barrier>,
         first: bool,
     }
@@ -467,6 +594,58 @@ mod tests {
         }
     }
 
+    /// A request's logged values, owned so that tests can build and vary them.
+    #[derive(Clone)]
+    struct Record {
+        time: SystemTime,
+        client_ip: IpAddr,
+        method: Method,
+        host: String,
+        path: String,
+        protocol: Version,
+        status: u16,
+        bytes_sent: u64,
+        bytes_received: u64,
+        duration: Duration,
+        upstreams: Vec<(EndpointAddress, Option<u16>)>,
+        upstream_duration: Option<Duration>,
+        namespace: String,
+        ingress: String,
+        service: String,
+        request_id: String,
+        user_agent: Option<String>,
+        referer: Option<String>,
+    }
+
+    impl Record {
+        fn line(&self) -> Line<'_> {
+            Line {
+                time: self.time,
+                client_ip: self.client_ip,
+                method: &self.method,
+                host: self.host.as_bytes(),
+                path: &self.path,
+                protocol: self.protocol,
+                status: self.status,
+                bytes_sent: self.bytes_sent,
+                bytes_received: self.bytes_received,
+                duration: self.duration,
+                upstreams: &self.upstreams,
+                upstream_duration: self.upstream_duration,
+                namespace: &self.namespace,
+                ingress: &self.ingress,
+                service: &self.service,
+                request_id: self.request_id.as_bytes(),
+                user_agent: self.user_agent.as_deref().map(str::as_bytes),
+                referer: self.referer.as_deref().map(str::as_bytes),
+            }
+        }
+    }
+
+    fn endpoint(addr: &str) -> EndpointAddress {
+        EndpointAddress::Socket(addr.parse().unwrap())
+    }
+
     fn record(path: &str) -> Record {
         Record {
             // 2026-11-30T08:40:01.123Z
@@ -480,8 +659,10 @@ mod tests {
             bytes_sent: 512,
             bytes_received: 64,
             duration: Duration::from_micros(4_213),
-            upstream_addr: Some("10.0.0.6:8080, 10.0.0.7:8080".into()),
-            upstream_status: Some("502, 200".into()),
+            upstreams: vec![
+                (endpoint("10.0.0.6:8080"), Some(502)),
+                (endpoint("10.0.0.7:8080"), Some(200)),
+            ],
             upstream_duration: Some(Duration::from_micros(3_100)),
             namespace: "shop".into(),
             ingress: "web".into(),
@@ -495,8 +676,7 @@ mod tests {
     fn bare(path: &str) -> Record {
         Record {
             protocol: Version::HTTP_2,
-            upstream_addr: None,
-            upstream_status: None,
+            upstreams: Vec::new(),
             upstream_duration: None,
             namespace: "".into(),
             ingress: "".into(),
@@ -508,10 +688,10 @@ mod tests {
     }
 
     fn written(format: AccessLogFormat, records: Vec<Record>) -> Vec<String> {
-        let out = Shared::default();
+        let out = Output::default();
         let log = AccessLog::start(format, Box::new(out.clone()));
-        for r in records {
-            log.log(r);
+        for r in &records {
+            log.log(&r.line());
         }
         assert_eq!(log.dropped(), 0);
         drop(log);
@@ -572,6 +752,17 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&lines[0]).unwrap();
         assert_eq!(v["user_agent"], "a\"b\\c\nd\u{0}é");
         assert_eq!(v["path"], "/x\"y");
+    }
+
+    #[test]
+    fn json_replaces_bytes_that_are_not_utf8() {
+        let r = record("/");
+        let mut line = r.line();
+        line.user_agent = Some(b"ok\xff\xfe\x1f");
+        let mut out = Vec::new();
+        json_line(&line, &mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["user_agent"], "ok\u{fffd}\u{fffd}\u{1f}");
     }
 
     #[test]
@@ -637,23 +828,24 @@ mod tests {
     }
 
     #[test]
-    fn a_full_queue_drops_and_counts_instead_of_blocking() {
-        let out = Shared::default();
+    fn a_full_buffer_drops_and_counts_instead_of_blocking() {
+        let out = Output::default();
         let gate = Arc::new(Barrier::new(2));
         let stalled = Stalled {
             out: out.clone(),
             gate: Arc::clone(&gate),
             first: true,
         };
-        let log = AccessLog::with_capacity(AccessLogFormat::Json, Box::new(stalled), 4);
-        log.log(record("/0"));
-        // The writer has taken /0 and is stuck writing it: the queue is empty.
+        // Room for one line at a time per thread.
+        let log = AccessLog::with_limit(AccessLogFormat::Json, Box::new(stalled), 1);
+        log.log(&record("/0").line());
+        // The writer has taken /0 and is stuck writing it.
         gate.wait();
         let (done, finished) = std::sync::mpsc::channel();
         let logger = log.clone();
         let logging = std::thread::spawn(move || {
             for i in 1..=10 {
-                logger.log(record(&format!("/{i}")));
+                logger.log(&record(&format!("/{i}")).line());
             }
             let _ = done.send(());
         });
@@ -661,18 +853,51 @@ mod tests {
             .recv_timeout(Duration::from_secs(10))
             .expect("logging blocked on the stalled writer");
         logging.join().unwrap();
-        assert_eq!(log.dropped(), 6);
+        assert_eq!(log.dropped(), 9);
         gate.wait();
         drop(log);
-        let paths: Vec<String> = out
-            .lines()
+        assert_eq!(paths(&out.lines()), ["/0", "/1"]);
+    }
+
+    fn paths(lines: &[String]) -> Vec<String> {
+        lines
             .iter()
             .map(|l| {
                 let v: serde_json::Value = serde_json::from_str(l).unwrap();
                 v["path"].as_str().unwrap().to_owned()
             })
+            .collect()
+    }
+
+    #[test]
+    fn every_threads_lines_arrive_whole_and_in_order() {
+        let out = Output::default();
+        let log = AccessLog::start(AccessLogFormat::Json, Box::new(out.clone()));
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let log = log.clone();
+                std::thread::spawn(move || {
+                    for i in 0..5000 {
+                        log.log(&record(&format!("/{t}/{i}")).line());
+                    }
+                })
+            })
             .collect();
-        assert_eq!(paths, ["/0", "/1", "/2", "/3", "/4"]);
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        assert_eq!(log.dropped(), 0);
+        drop(log);
+        let paths = paths(&out.lines());
+        assert_eq!(paths.len(), 20_000);
+        for t in 0..4 {
+            let mine: Vec<&String> = paths
+                .iter()
+                .filter(|p| p.starts_with(&format!("/{t}/")))
+                .collect();
+            let want: Vec<String> = (0..5000).map(|i| format!("/{t}/{i}")).collect();
+            assert_eq!(mine, want.iter().collect::<Vec<_>>());
+        }
     }
 
     #[test]
@@ -690,7 +915,7 @@ mod tests {
             ),
         ] {
             out.clear();
-            write_time(&mut out, time).unwrap();
+            write_time(&mut out, time);
             assert_eq!(String::from_utf8_lossy(&out), want);
         }
     }

@@ -22,7 +22,7 @@ use vestibule_model::{
     normalize_request_path, request_host,
 };
 
-use crate::access_log::{Record, Text};
+use crate::access_log::Line;
 use crate::balance::{self, PickInput};
 use crate::body::{Limited, Progress, ProxyBody, Timed, UpstreamBody, empty};
 use crate::dataplane::{DataPlane, Runtime};
@@ -84,7 +84,7 @@ pub(crate) async fn handle(
     if stats.is_some() || log.is_some() {
         let received = trace.received.take();
         let client_ip = trace.client_ip.unwrap_or(client.peer);
-        let upstream = trace.upstream_summary();
+        let upstreams = std::mem::take(&mut trace.upstreams);
         let origin = trace.origin.take();
         let upstream_time = trace.upstream_time;
         response.body_mut().on_done(Box::new(move |sent| {
@@ -95,27 +95,27 @@ pub(crate) async fn handle(
                 stats.bytes(received, sent);
             }
             if let Some((log, request)) = log {
-                let (namespace, ingress, service) = origin.unwrap_or_default();
-                log.log(Record {
+                let (namespace, ingress, service) =
+                    origin.as_ref().map_or(("", "", ""), Origin::labels);
+                log.log(&Line {
                     time: request.time,
                     client_ip,
-                    method: request.method,
-                    host: request.host,
-                    path: request.path,
+                    method: &request.method,
+                    host: request.host(),
+                    path: request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
                     protocol: request.version,
                     status,
                     bytes_sent: sent,
                     bytes_received: received,
                     duration,
-                    upstream_addr: upstream.as_ref().map(|u| u.0.clone()),
-                    upstream_status: upstream.map(|u| u.1),
+                    upstreams: &upstreams,
                     upstream_duration: upstream_time,
                     namespace,
                     ingress,
                     service,
-                    request_id: request.request_id,
-                    user_agent: request.user_agent,
-                    referer: request.referer,
+                    request_id: request.request_id.as_bytes(),
+                    user_agent: request.user_agent.as_ref().map(HeaderValue::as_bytes),
+                    referer: request.referer.as_ref().map(HeaderValue::as_bytes),
                 });
             }
         }));
@@ -163,21 +163,33 @@ enum OriginAt {
 }
 
 impl Plan {
-    /// Namespace, Ingress and Service, for the access log.
-    fn origin_labels(&self) -> (Box<str>, Box<str>, Box<str>) {
+    /// Where the request went, for its log line: a handle on the table, not a copy of names.
+    fn origin(&self) -> Origin {
+        Origin {
+            runtime: Arc::clone(&self.runtime),
+            at: self.origin,
+            cluster: self.cluster,
+        }
+    }
+}
+
+/// The route and cluster a request went to, in the table it was routed by.
+struct Origin {
+    runtime: Arc<Runtime>,
+    at: OriginAt,
+    cluster: ClusterId,
+}
+
+impl Origin {
+    /// Namespace, Ingress and Service.
+    fn labels(&self) -> (&str, &str, &str) {
         let table = &self.runtime.table;
-        let origin = match self.origin {
+        let origin = match self.at {
             OriginAt::Route(id) => Some(&table.route(id).origin),
             OriginAt::Default => table.default_backend().and_then(|d| d.origin.as_ref()),
         };
-        let (namespace, ingress) = origin
-            .map(|o| (o.namespace.clone(), o.name.clone()))
-            .unwrap_or_default();
-        (
-            namespace,
-            ingress,
-            table.cluster(self.cluster).key.service.clone(),
-        )
+        let (namespace, ingress) = origin.map_or(("", ""), |o| (&*o.namespace, &*o.name));
+        (namespace, ingress, &table.cluster(self.cluster).key.service)
     }
 }
 
@@ -209,7 +221,7 @@ async fn forward(
     trace.stats = plan.stats.clone();
     trace.log = policy.access_log;
     if trace.logging {
-        trace.origin = Some(plan.origin_labels());
+        trace.origin = Some(plan.origin());
     }
     if let (Some(limit), Some(length)) = (policy.body_size_limit, content_length(&parts.headers))
         && length > limit
@@ -410,25 +422,27 @@ async fn forward(
         let waiting = Instant::now();
         let in_flight = stats.ewma.start();
         let closer = conn.closer();
-        let exchange = async {
-            match conn.send(request).await {
-                // A pooled connection the upstream had already closed: the request never
-                // left, so it goes once more on a new connection, body and all.
-                Err(SendError {
-                    unsent: Some(request),
-                    reused: true,
-                    ..
-                }) => match upstreams.checkout_new(&target).await {
-                    Ok(conn) => conn
-                        .send(request)
-                        .await
-                        .map_err(|e| BoxError::from(e.error)),
-                    Err(e) => Err(BoxError::from(e)),
-                },
-                other => other.map_err(|e| BoxError::from(e.error)),
-            }
-        };
-        let sent = async {
+        // Boxed, so that the exchange's futures are built in place on the heap rather than
+        // moved through this (large) function's state on every attempt.
+        let sent = Box::pin(async {
+            let exchange = async {
+                match conn.send(request).await {
+                    // A pooled connection the upstream had already closed: the request never
+                    // left, so it goes once more on a new connection, body and all.
+                    Err(SendError {
+                        unsent: Some(request),
+                        reused: true,
+                        ..
+                    }) => match upstreams.checkout_new(&target).await {
+                        Ok(conn) => conn
+                            .send(request)
+                            .await
+                            .map_err(|e| BoxError::from(e.error)),
+                        Err(e) => Err(BoxError::from(e)),
+                    },
+                    other => other.map_err(|e| BoxError::from(e.error)),
+                }
+            };
             tokio::pin!(exchange);
             if let (true, Some(progress)) = (streaming, &progress) {
                 let mut body_done = std::pin::pin!(progress.sent.notified());
@@ -450,7 +464,7 @@ async fn forward(
             tokio::time::timeout(policy.read_timeout, exchange)
                 .await
                 .map_err(|_| ())
-        }
+        })
         .await;
         in_flight.finish(balance::now_nanos(), started.elapsed());
         // Once the body may have reached the upstream, only a replayable request of a
@@ -545,7 +559,7 @@ struct Trace {
     stats: Option<Arc<RouteStats>>,
     /// The route wants its requests logged (`enable-access-log`).
     log: bool,
-    origin: Option<(Box<str>, Box<str>, Box<str>)>,
+    origin: Option<Origin>,
     client_ip: Option<std::net::IpAddr>,
     /// Every endpoint tried, with its status when it answered.
     upstreams: Vec<(EndpointAddress, Option<u16>)>,
@@ -570,65 +584,42 @@ impl Default for Trace {
     }
 }
 
-impl Trace {
-    /// nginx's `$upstream_addr` and `$upstream_status`: every try, in order.
-    fn upstream_summary(&self) -> Option<(Box<str>, Box<str>)> {
-        if self.upstreams.is_empty() {
-            return None;
-        }
-        use std::fmt::Write as _;
-        let mut addrs = String::with_capacity(24 * self.upstreams.len());
-        let mut statuses = String::with_capacity(5 * self.upstreams.len());
-        for (i, (addr, status)) in self.upstreams.iter().enumerate() {
-            if i > 0 {
-                addrs.push_str(", ");
-                statuses.push_str(", ");
-            }
-            let _ = write!(addrs, "{addr}");
-            match status {
-                Some(status) => {
-                    let _ = write!(statuses, "{status}");
-                }
-                None => statuses.push('-'),
-            }
-        }
-        Some((addrs.into(), statuses.into()))
-    }
-}
-
-/// The request as the client sent it, for its log line. Header values are kept as they
-/// are (a reference count, no copy).
+/// The request as the client sent it, for its log line. Header values and the target are
+/// kept as they are (reference counts, no copies).
 struct LoggedRequest {
     time: std::time::SystemTime,
     method: Method,
-    host: Text,
-    path: Box<str>,
+    uri: http::Uri,
+    host: Option<HeaderValue>,
     version: Version,
-    request_id: Text,
-    user_agent: Option<Text>,
-    referer: Option<Text>,
+    request_id: HeaderValue,
+    user_agent: Option<HeaderValue>,
+    referer: Option<HeaderValue>,
 }
 
 impl LoggedRequest {
     fn of(parts: &Parts, request_id: &HeaderValue) -> LoggedRequest {
         let header = |name: http::header::HeaderName| parts.headers.get(name).cloned();
-        let host = match parts.uri.authority() {
-            Some(authority) => Text::from(authority.as_str()),
-            None => header(HOST).map_or_else(|| Text::from(""), Text::from),
-        };
         LoggedRequest {
             time: std::time::SystemTime::now(),
             method: parts.method.clone(),
-            host,
-            path: parts
-                .uri
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-                .into(),
+            uri: parts.uri.clone(),
+            host: match parts.uri.authority() {
+                Some(_) => None,
+                None => header(HOST),
+            },
             version: parts.version,
-            request_id: Text::from(request_id.clone()),
-            user_agent: header(http::header::USER_AGENT).map(Text::from),
-            referer: header(http::header::REFERER).map(Text::from),
+            request_id: request_id.clone(),
+            user_agent: header(http::header::USER_AGENT),
+            referer: header(http::header::REFERER),
+        }
+    }
+
+    /// The authority of an HTTP/2 request, else the `Host` header.
+    fn host(&self) -> &[u8] {
+        match self.uri.authority() {
+            Some(authority) => authority.as_str().as_bytes(),
+            None => self.host.as_ref().map_or(b"", HeaderValue::as_bytes),
         }
     }
 }

@@ -329,7 +329,9 @@ async fn serve_connection<I>(
         service_fn(move |request| {
             let server = server.clone();
             let activity = activity.clone();
-            async move {
+            // Boxed: the request's future is large, and hyper moves the one it is given
+            // into its own slot; a box moves as a pointer.
+            Box::pin(async move {
                 let _busy = activity.begin();
                 Ok::<_, Infallible>(
                     handle(
@@ -342,7 +344,7 @@ async fn serve_connection<I>(
                     )
                     .await,
                 )
-            }
+            })
         })
     };
     let connection = server.builder.serve_connection_with_upgrades(io, service);

@@ -191,6 +191,18 @@ impl Upstreams {
         if reuse && let Some(conn) = self.reuse(&key) {
             return Ok(conn);
         }
+        // Boxed: connecting (TCP, TLS, handshake) is the rare path and its future is large;
+        // inline, every request's future would carry its size.
+        Box::pin(self.open(target, key, tls)).await
+    }
+
+    /// A new connection to the target.
+    async fn open(
+        &self,
+        target: &Target<'_>,
+        key: PoolKey,
+        tls: Option<(Box<str>, Arc<rustls::ClientConfig>)>,
+    ) -> Result<Conn, ConnectError> {
         let stream = connect(target.endpoint, target.connect_timeout).await?;
         // As ingress-nginx: no SNI unless `proxy-ssl-server-name: on`.
         let send_sni = target.tls.is_some_and(|t| t.send_sni);
