@@ -128,7 +128,7 @@ pub struct RunArgs {
     )]
     pub log_level: String,
 
-    /// Proxy worker threads; 0 means one per CPU.
+    /// Proxy worker threads; 0 means one per CPU, 1 a single-threaded runtime.
     #[arg(
         long,
         value_name = "N",

@@ -45,9 +45,16 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // One provider for the whole process, before anything builds a TLS configuration. An
     // error means one is installed already, which is as good.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    // One worker: a current-thread runtime on the main thread, without the work-stealing
+    // scheduler's cross-thread bookkeeping (wake-ups, atomics, a parked driver thread),
+    // which is pure overhead when there is no other worker to steal from.
+    let mut runtime = if args.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     runtime.enable_all().thread_name("vestibule");
-    if args.worker_threads > 0 {
+    if args.worker_threads > 1 {
         runtime.worker_threads(args.worker_threads);
     }
     let runtime = runtime.build().context("starting the async runtime")?;

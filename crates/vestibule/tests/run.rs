@@ -440,3 +440,38 @@ fn invalid_proxy_flags_are_refused_with_the_value_named() {
         assert!(stderr.contains(flag), "{stderr}");
     }
 }
+
+/// `--worker-threads 1` runs everything (proxy, admin, manifest source, signals) on a
+/// current-thread runtime: all of it must still work.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_worker_thread_serves_follows_edits_and_shuts_down() {
+    let web = Echo::start("web").await.unwrap();
+    let api = Echo::start("api").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "site")
+                .host("shop.example")
+                .prefix("/", svc("web", 80)),
+        ],
+        &[("web", &[&web]), ("api", &[&api])],
+    );
+    let mut v = Vestibule::start(dir.path(), &["--worker-threads", "1"]);
+    for client in [v.client(&["shop.example"]), v.h2c(&["shop.example"])] {
+        assert_eq!(
+            name_at(&client, &v.url("shop.example", "/")).await,
+            Ok("web".into())
+        );
+    }
+    route_b_to(&v, &dir, "api");
+    let b = v.client(&["b.example"]);
+    assert_eq!(
+        name_at(&b, &v.url("b.example", "/")).await,
+        Ok("api".into())
+    );
+    assert_eq!(admin_status(v.admin, "/readyz"), Some(200));
+    v.signal("TERM");
+    let status = v.wait_exit(Duration::from_secs(20));
+    assert_eq!(status.code(), Some(0), "{:#?}", v.logs());
+}
