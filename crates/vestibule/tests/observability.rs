@@ -426,7 +426,9 @@ async fn request_ids_are_kept_generated_and_echoed_and_traceparent_passes() {
     assert_eq!(own.len(), 32);
 
     let lines = v.wait_access_log(3);
-    let ids: Vec<String> = lines
+    // Each serving thread writes its own lines in order; lines of different threads may
+    // interleave, so the IDs are compared as a set.
+    let mut ids: Vec<String> = lines
         .iter()
         .map(|l| {
             serde_json::from_str::<Value>(l).unwrap()["request_id"]
@@ -435,7 +437,10 @@ async fn request_ids_are_kept_generated_and_echoed_and_traceparent_passes() {
                 .to_owned()
         })
         .collect();
-    assert_eq!(ids, vec!["client-chosen-1".to_owned(), echoed, own]);
+    ids.sort();
+    let mut want = vec!["client-chosen-1".to_owned(), echoed, own];
+    want.sort();
+    assert_eq!(ids, want);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
