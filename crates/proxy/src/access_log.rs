@@ -136,17 +136,18 @@ impl AccessLog {
             shared.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let buffer = shared.buffer();
-        let mut pending = buffer.lock().unwrap_or_else(PoisonError::into_inner);
-        if pending.len() >= shared.limit {
-            drop(pending);
-            shared.dropped.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        match shared.format {
-            AccessLogFormat::Json => json_line(line, &mut pending),
-            AccessLogFormat::Text => text_line(line, &mut pending),
-        }
+        shared.with_buffer(|buffer| {
+            let mut pending = buffer.lock().unwrap_or_else(PoisonError::into_inner);
+            if pending.len() >= shared.limit {
+                drop(pending);
+                shared.dropped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            match shared.format {
+                AccessLogFormat::Json => json_line(line, &mut pending),
+                AccessLogFormat::Text => text_line(line, &mut pending),
+            }
+        });
     }
 
     /// Lines dropped so far because the writer could not keep up.
@@ -156,12 +157,13 @@ impl AccessLog {
 }
 
 impl Shared {
-    /// This thread's buffer, registered with the writer on the thread's first line.
-    fn buffer(self: &Arc<Self>) -> Arc<Buffer> {
+    /// Runs `f` on this thread's buffer, registered with the writer on the thread's first
+    /// line.
+    fn with_buffer(&self, f: impl FnOnce(&Buffer)) {
         BUFFERS.with(|buffers| {
             let mut buffers = buffers.borrow_mut();
             if let Some((_, buffer)) = buffers.iter().find(|(id, _)| *id == self.id) {
-                return Arc::clone(buffer);
+                return f(buffer);
             }
             // Forget the buffers of logs that are gone (only this thread still holds them).
             buffers.retain(|(_, buffer)| Arc::strong_count(buffer) > 1);
@@ -170,8 +172,8 @@ impl Shared {
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .push(Arc::clone(&buffer));
-            buffers.push((self.id, Arc::clone(&buffer)));
-            buffer
+            f(&buffer);
+            buffers.push((self.id, buffer));
         })
     }
 }
@@ -332,30 +334,35 @@ fn ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-/// nginx's `$upstream_addr` (`a, b`) or `$upstream_status` (`502, 200`, `-` for a try that got
-/// no answer).
-fn upstream_list(out: &mut Vec<u8>, upstreams: &[(EndpointAddress, Option<u16>)], addr: bool) {
-    for (i, (endpoint, status)) in upstreams.iter().enumerate() {
+/// nginx's `$upstream_addr`: every endpoint tried, `10.0.0.1:8080, 10.0.0.2:8080`.
+fn upstream_addrs(out: &mut Vec<u8>, upstreams: &[(EndpointAddress, Option<u16>)]) {
+    for (i, (endpoint, _)) in upstreams.iter().enumerate() {
         if i > 0 {
             out.extend_from_slice(b", ");
         }
-        if addr {
-            match endpoint {
-                EndpointAddress::Socket(std::net::SocketAddr::V4(v4)) => {
-                    ip(out, IpAddr::V4(*v4.ip()));
-                    out.push(b':');
-                    number(out, v4.port());
-                }
-                // Names come from the table, which only holds valid DNS names: no escaping.
-                other => {
-                    let _ = write!(out, "{other}");
-                }
+        match endpoint {
+            EndpointAddress::Socket(std::net::SocketAddr::V4(v4)) => {
+                ip(out, IpAddr::V4(*v4.ip()));
+                out.push(b':');
+                number(out, v4.port());
             }
-        } else {
-            match status {
-                Some(status) => number(out, *status),
-                None => out.push(b'-'),
+            // Names come from the table, which only holds valid DNS names: no escaping.
+            other => {
+                let _ = write!(out, "{other}");
             }
+        }
+    }
+}
+
+/// nginx's `$upstream_status`: each try's status, `-` for one that got no answer (`-, 200`).
+fn upstream_statuses(out: &mut Vec<u8>, upstreams: &[(EndpointAddress, Option<u16>)]) {
+    for (i, (_, status)) in upstreams.iter().enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b", ");
+        }
+        match status {
+            Some(status) => number(out, *status),
+            None => out.push(b'-'),
         }
     }
 }
@@ -399,10 +406,23 @@ fn json_escape(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&bytes[clean..]);
 }
 
-fn json_field(out: &mut Vec<u8>, key: &str, value: Option<&[u8]>) {
+fn json_key(out: &mut Vec<u8>, key: &str) {
     out.extend_from_slice(b",\"");
     out.extend_from_slice(key.as_bytes());
     out.extend_from_slice(b"\":");
+}
+
+/// A field whose value is already text (from the table or the parsed request).
+fn json_str(out: &mut Vec<u8>, key: &str, value: &str) {
+    json_key(out, key);
+    out.push(b'"');
+    json_escape(out, value);
+    out.push(b'"');
+}
+
+/// A field from a header's bytes, `null` when the header was absent.
+fn json_bytes(out: &mut Vec<u8>, key: &str, value: Option<&[u8]>) {
+    json_key(out, key);
     match value {
         Some(value) => json_string(out, value),
         None => out.extend_from_slice(b"null"),
@@ -415,10 +435,10 @@ fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\",\"client_ip\":\"");
     ip(out, r.client_ip);
     out.push(b'"');
-    json_field(out, "method", Some(r.method.as_str().as_bytes()));
-    json_field(out, "host", Some(r.host));
-    json_field(out, "path", Some(r.path.as_bytes()));
-    json_field(out, "protocol", Some(protocol(r.protocol).as_bytes()));
+    json_str(out, "method", r.method.as_str());
+    json_bytes(out, "host", Some(r.host));
+    json_str(out, "path", r.path);
+    json_str(out, "protocol", protocol(r.protocol));
     out.extend_from_slice(b",\"status\":");
     number(out, r.status);
     out.extend_from_slice(b",\"bytes_sent\":");
@@ -431,9 +451,9 @@ fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(b",\"upstream_addr\":null,\"upstream_status\":null");
     } else {
         out.extend_from_slice(b",\"upstream_addr\":\"");
-        upstream_list(out, r.upstreams, true);
+        upstream_addrs(out, r.upstreams);
         out.extend_from_slice(b"\",\"upstream_status\":\"");
-        upstream_list(out, r.upstreams, false);
+        upstream_statuses(out, r.upstreams);
         out.push(b'"');
     }
     out.extend_from_slice(b",\"upstream_duration_ms\":");
@@ -441,12 +461,12 @@ fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
         Some(d) => thousandths(out, d.as_micros()),
         None => out.extend_from_slice(b"null"),
     }
-    json_field(out, "namespace", Some(r.namespace.as_bytes()));
-    json_field(out, "ingress", Some(r.ingress.as_bytes()));
-    json_field(out, "service", Some(r.service.as_bytes()));
-    json_field(out, "request_id", Some(r.request_id));
-    json_field(out, "user_agent", r.user_agent);
-    json_field(out, "referer", r.referer);
+    json_str(out, "namespace", r.namespace);
+    json_str(out, "ingress", r.ingress);
+    json_str(out, "service", r.service);
+    json_bytes(out, "request_id", Some(r.request_id));
+    json_bytes(out, "user_agent", r.user_agent);
+    json_bytes(out, "referer", r.referer);
     out.extend_from_slice(b"}\n");
 }
 
@@ -482,9 +502,9 @@ fn text_line(r: &Line<'_>, out: &mut Vec<u8>) {
     if r.upstreams.is_empty() {
         out.extend_from_slice(b"- -");
     } else {
-        upstream_list(out, r.upstreams, true);
+        upstream_addrs(out, r.upstreams);
         out.push(b' ');
-        upstream_list(out, r.upstreams, false);
+        upstream_statuses(out, r.upstreams);
     }
     out.push(b' ');
     match r.upstream_duration {
