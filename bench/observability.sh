@@ -8,10 +8,12 @@
 # Vestibule runs with one worker thread pinned to CPU 0 (its access log writer thread too);
 # wrk (keep-alive, 50 connections), the echo backend and the scraper run on the other CPUs. The two configurations alternate over
 # several rounds (A B, B A, A B, ...), each measurement in a fresh process after a warm-up, so
-# that drift in the machine's speed falls on both alike. Two costs are printed, from medians:
-# requests/s lost, and Vestibule's CPU time per request gained (the one to trust when the
-# clients, not Vestibule, are the bottleneck: the script says so). Every figure goes to
-# target/observability-bench.json.
+# that drift in the machine's speed falls on both alike. Two costs are printed: requests/s
+# lost, and Vestibule's CPU time per request gained (the one to trust when the clients, not
+# Vestibule, are the bottleneck: the script says so). Each is given twice: from the median of
+# each configuration, and as the median of the rounds' own ratios (the COST lines), which
+# cancels the drift of a shared machine's speed over the run and is the figure to quote.
+# Every figure, every round's included, goes to target/observability-bench.json.
 #
 # Needs wrk, taskset and curl (Debian: apt-get install wrk util-linux curl), and 2 CPUs or more.
 # Run on an otherwise idle machine; on shared VMs compare only figures from one run.
@@ -335,6 +337,21 @@ cpu_bare=$(median "${CPU[bare]}")
 us_observed=$(median "${CPU_US[observed]}")
 us_bare=$(median "${CPU_US[bare]}")
 cpu_cost=$(awk -v a="$us_observed" -v b="$us_bare" 'BEGIN { printf "%.1f", (a / b - 1) * 100 }')
+# The machine's speed drifts over a run (other tenants of a shared host); both
+# configurations of a round ran back to back, so the ratio within each round cancels the
+# drift, and the median of those ratios is the figure reported.
+paired_cost() { # observed-list bare-list invert(0: lost = 1 - o/b; 1: added = o/b - 1)
+  paste -d' ' <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) |
+    awk -v invert="$3" '{ r = $1 / $2; print (invert ? r - 1 : 1 - r) * 100 }' |
+    sort -n | awk '{ v[NR] = $1 }
+      END { if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+paired_list() { # the same, every round, for the JSON
+  paste -d' ' <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) |
+    awk -v invert="$3" '{ r = $1 / $2; printf "%s%.1f", (NR > 1 ? "," : ""), (invert ? r - 1 : 1 - r) * 100 }'
+}
+pair_cost=$(paired_cost "${RPS[observed]}" "${RPS[bare]}" 0)
+pair_cpu_cost=$(paired_cost "${CPU_US[observed]}" "${CPU_US[bare]}" 1)
 logged=$(sum "${LINES[observed]}")
 requested=$(sum "${REQS[observed]}")
 log_share=$(awk -v l="$logged" -v r="$requested" 'BEGIN { printf "%.4f", (r > 0 ? l / r : 0) }')
@@ -350,6 +367,8 @@ printf '%-52s %11s%%\n' "cost of observability: CPU per request added" "$cpu_cos
 printf '(medians of %d rounds of %d s; share of its core Vestibule used: bare %s, observed %s;\n' \
   "$ROUNDS" "$DURATION" "$cpu_bare" "$cpu_observed"
 printf ' access log lines per request: %s; /metrics %s bytes)\n' "$log_share" "$METRICS_BYTES"
+printf '\n%-52s %11s%%\n' "COST, requests/s lost (median of per-round pairs)" "$pair_cost"
+printf '%-52s %11s%%\n' "COST, CPU per request added (median of pairs)" "$pair_cpu_cost"
 
 # Checks that make the figures suspect; they are printed, and recorded in the JSON.
 warnings=()
@@ -406,6 +425,10 @@ json_string() { sed 's/\\/\\\\/g; s/"/\\"/g' <<<"$1" | tr -d '\n'; }
   printf '  "ratio": %s,\n' "$ratio"
   printf '  "cost_percent": %s,\n' "$cost"
   printf '  "cpu_cost_percent": %s,\n' "$cpu_cost"
+  printf '  "paired_cost_percent": %s,\n' "$pair_cost"
+  printf '  "paired_cpu_cost_percent": %s,\n' "$pair_cpu_cost"
+  printf '  "per_round_cost_percent": [%s],\n' "$(paired_list "${RPS[observed]}" "${RPS[bare]}" 0)"
+  printf '  "per_round_cpu_cost_percent": [%s],\n' "$(paired_list "${CPU_US[observed]}" "${CPU_US[bare]}" 1)"
   printf '  "warnings": ['
   sep=""
   for w in "${warnings[@]+"${warnings[@]}"}"; do

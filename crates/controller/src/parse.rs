@@ -33,7 +33,8 @@ pub fn parse_manifest(path: &Path, text: &str) -> Result<ParsedFile, ParseError>
         let value = serde_json::from_str(text).map_err(|e| ParseError(format!("JSON: {e}")))?;
         vec![value]
     } else {
-        serde_saphyr::from_multiple(text).map_err(|e| ParseError(first_line(&e.to_string())))?
+        serde_saphyr::from_multiple_with_options(text, yaml_options(text.len()))
+            .map_err(|e| ParseError(first_line(&e.to_string())))?
     };
     let mut parsed = ParsedFile::default();
     for (index, value) in documents.into_iter().enumerate() {
@@ -41,6 +42,22 @@ pub fn parse_manifest(path: &Path, text: &str) -> Result<ParsedFile, ParseError>
         document(value, &label, &mut parsed).map_err(ParseError)?;
     }
     Ok(parsed)
+}
+
+/// serde-saphyr's default budget (1,024 documents, 250,000 nodes) refuses a whole manifest
+/// of a few thousand objects, which a file under the size limit easily holds. Counts that
+/// grow with the text, as plain YAML does, are allowed in proportion to its length: literal
+/// content can't produce more than about one event per byte. Only expansion through aliases
+/// could, and the crate's own alias and anchor limits stay in force against it.
+fn yaml_options(len: usize) -> serde_saphyr::Options {
+    let defaults = serde_saphyr::Budget::default();
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: defaults.max_documents.max(len),
+            max_nodes: defaults.max_nodes.max(len),
+            max_events: defaults.max_events.max(len.saturating_mul(2)),
+        },
+    }
 }
 
 /// serde-saphyr renders a source snippet over several lines; problem reports are one line.
@@ -188,6 +205,43 @@ mod tests {
         assert_eq!(parsed.skipped, ["Deployment shop/web"]);
         assert_eq!(parsed.objects[0].object_ref().to_string(), "default/web");
         assert_eq!(parsed.objects[1].object_ref().to_string(), "shop/a");
+    }
+
+    #[test]
+    fn thousands_of_documents_in_one_file() {
+        // Past serde-saphyr's default budget of 1,024 documents and 250,000 nodes.
+        let count = 2_000;
+        let mut documents: Vec<String> = (0..count)
+            .map(|i| {
+                format!(
+                    "apiVersion: v1\nkind: Service\nmetadata: {{name: s{i}, namespace: shop}}\n\
+                     spec: {{ports: [{{port: 80}}]}}\n"
+                )
+            })
+            .collect();
+        let nodes = vec!["0"; 260_000].join(",");
+        documents.push(format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: big}}\ndata: [{nodes}]\n"
+        ));
+        let parsed = yaml(&documents.join("---\n")).unwrap();
+        assert_eq!(parsed.objects.len(), count);
+        assert_eq!(
+            parsed.objects[count - 1].object_ref().to_string(),
+            format!("shop/s{}", count - 1)
+        );
+        assert_eq!(parsed.skipped, ["ConfigMap default/big"]);
+    }
+
+    #[test]
+    fn alias_expansion_is_still_bounded() {
+        // Each level doubles the one before: 2^30 copies of `a` if expanded in full.
+        let mut text = String::from("l0: &l0 [a, a]\n");
+        for level in 1..=30 {
+            let prev = level - 1;
+            text.push_str(&format!("l{level}: &l{level} [*l{prev}, *l{prev}]\n"));
+        }
+        let err = yaml(&text).unwrap_err().to_string();
+        assert!(!err.is_empty());
     }
 
     #[test]

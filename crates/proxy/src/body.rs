@@ -15,6 +15,8 @@ use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
+use crate::upstream::Pooled;
+
 /// Why a streamed body stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -33,6 +35,8 @@ pub struct ProxyBody {
     inner: Either<Timed<Incoming>, Full<Bytes>>,
     sent: u64,
     done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+    /// The upstream connection the body comes over, back to the pool when it has all come.
+    pooled: Option<Pooled>,
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -44,11 +48,23 @@ impl std::fmt::Debug for ProxyBody {
 }
 
 impl ProxyBody {
-    pub(crate) fn upstream(body: Timed<Incoming>) -> ProxyBody {
+    /// The upstream's body, and the HTTP/1.1 connection it comes over (to be released to
+    /// the pool once the body has all been read). A body that is empty from the start (a
+    /// response to HEAD, a 204 or 304) releases the connection at once: the server side may
+    /// never poll it.
+    pub(crate) fn upstream(body: Timed<Incoming>, pooled: Option<Pooled>) -> ProxyBody {
+        let pooled = match pooled {
+            Some(pooled) if body.is_end_stream() => {
+                pooled.release();
+                None
+            }
+            pooled => pooled,
+        };
         ProxyBody {
             inner: Either::Left(body),
             sent: 0,
             done: None,
+            pooled,
         }
     }
 
@@ -63,10 +79,20 @@ impl ProxyBody {
             done(self.sent);
         }
     }
+
+    /// The whole body has been read: only now may its connection carry another request.
+    fn ended(&mut self) {
+        if let Some(pooled) = self.pooled.take() {
+            pooled.release();
+        }
+        self.finish();
+    }
 }
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
+        // A body given up on before its end leaves its connection mid-response: the
+        // connection is dropped with it, never pooled.
         self.finish();
     }
 }
@@ -92,10 +118,14 @@ impl Body for ProxyBody {
                     this.sent += data.len() as u64;
                 }
                 if this.inner.is_end_stream() {
-                    this.finish();
+                    this.ended();
                 }
             }
-            _ => this.finish(),
+            None => this.ended(),
+            Some(Err(_)) => {
+                this.pooled = None;
+                this.finish();
+            }
         }
         Poll::Ready(frame)
     }
@@ -114,6 +144,7 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         inner: Either::Right(Full::new(bytes.into())),
         sent: 0,
         done: None,
+        pooled: None,
     }
 }
 

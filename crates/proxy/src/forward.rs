@@ -29,7 +29,7 @@ use crate::dataplane::{DataPlane, Runtime};
 use crate::headers::{ClientSide, X_REQUEST_ID, add_forwarded, remove_hop_by_hop, request_id};
 use crate::metrics::{MethodClass, RouteStats, UpstreamErrorKind};
 use crate::respond::{BoxError, ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
-use crate::upstream::{ConnectError, SendError, Target as UpstreamTarget, Upstreams};
+use crate::upstream::{ConnectError, Pooled, SendError, Target as UpstreamTarget, Upstreams};
 use crate::{Observability, ProxySettings};
 
 /// Answers one request: the upstream's response, Vestibule's redirect to HTTPS, or its own
@@ -147,8 +147,6 @@ struct Plan {
     runtime: Arc<Runtime>,
     cluster: ClusterId,
     policy: Arc<ProxyPolicy>,
-    /// The matched rule's path: where an affinity cookie applies unless set otherwise.
-    rule_path: Box<str>,
     /// The route's metrics, when metrics are on.
     stats: Option<Arc<RouteStats>>,
     /// Where the route came from, looked up only when a log line needs it.
@@ -178,6 +176,16 @@ struct Origin {
     runtime: Arc<Runtime>,
     at: OriginAt,
     cluster: ClusterId,
+}
+
+impl Plan {
+    /// The matched rule's path: where an affinity cookie applies unless set otherwise.
+    fn rule_path(&self) -> &str {
+        match self.origin {
+            OriginAt::Route(id) => &self.runtime.table.route(id).rule.path,
+            OriginAt::Default => "/",
+        }
+    }
 }
 
 impl Origin {
@@ -311,7 +319,7 @@ async fn forward(
     let deadline = policy.next_upstream_timeout.map(|t| Instant::now() + t);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
-    let mut fallback: Option<Response<Incoming>> = None;
+    let mut fallback: Option<(Response<Incoming>, Option<Pooled>)> = None;
     let mut set_cookie: Option<HeaderValue> = None;
     let mut rng = |n: usize| fastrand::usize(..n.max(1));
 
@@ -319,9 +327,12 @@ async fn forward(
         if attempt > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
+        // One clock reading for the pick, the connect time and (on a pooled connection) the
+        // upstream's response time.
+        let started = std::time::Instant::now();
         let input = PickInput {
             hash_key: hash_key.as_deref(),
-            now_nanos: balance::now_nanos(),
+            now_nanos: balance::nanos_at(started),
             excluded: &tried,
         };
         let index = match &affinity {
@@ -339,7 +350,7 @@ async fn forward(
                     set_cookie = balance::affinity::set_cookie(
                         rule,
                         value,
-                        &plan.rule_path,
+                        plan.rule_path(),
                         client.https,
                         unix_now(),
                     )
@@ -371,7 +382,6 @@ async fn forward(
             tls: policy.upstream_tls.as_deref(),
             server_name: &server_name,
         };
-        let started = Instant::now();
         let conn = match upstreams.checkout(&target).await {
             Ok(conn) => conn,
             Err(e) => {
@@ -414,12 +424,15 @@ async fn forward(
             grpc_trailers,
         };
         let request = upstream_request(&outgoing, endpoint, body)?;
-        if !conn.reused()
-            && let Some(route) = &plan.stats
-        {
-            route.upstream_connect(started.elapsed());
-        }
-        let waiting = Instant::now();
+        let waiting = if conn.reused() {
+            started
+        } else {
+            let now = std::time::Instant::now();
+            if let Some(route) = &plan.stats {
+                route.upstream_connect(now - started);
+            }
+            now
+        };
         let in_flight = stats.ewma.start();
         let closer = conn.closer();
         // Boxed, so that the exchange's futures are built in place on the heap rather than
@@ -466,7 +479,8 @@ async fn forward(
                 .map_err(|_| ())
         })
         .await;
-        in_flight.finish(balance::now_nanos(), started.elapsed());
+        let now = std::time::Instant::now();
+        in_flight.finish(balance::nanos_at(now), now - started);
         // Once the body may have reached the upstream, only a replayable request of a
         // method that may be repeated is tried again.
         let may_repeat = replayable && (idempotent || policy.next_upstream.non_idempotent);
@@ -507,11 +521,12 @@ async fn forward(
                 }
                 break;
             }
-            Ok(Ok(response)) => response,
+            Ok(Ok(exchanged)) => exchanged,
         };
+        let (response, pooled) = response;
         stats.health.record_success();
         let status = response.status().as_u16();
-        let upstream_time = waiting.elapsed();
+        let upstream_time = now - waiting;
         trace.upstream_time = Some(upstream_time);
         if let Some(tried) = trace.upstreams.get_mut(sample) {
             tried.1 = Some(status);
@@ -526,20 +541,22 @@ async fn forward(
         {
             debug!(endpoint = %endpoint, status, "trying another endpoint");
             // Passed on as it is if no other endpoint does better.
-            fallback = Some(response);
+            fallback = Some((response, pooled));
             continue;
         }
         return Ok(finish(
             response,
+            pooled,
             client_upgrade,
             upgrade.as_ref(),
             policy.read_timeout,
             set_cookie,
         ));
     }
-    if let Some(response) = fallback {
+    if let Some((response, pooled)) = fallback {
         return Ok(finish(
             response,
+            pooled,
             client_upgrade,
             upgrade.as_ref(),
             policy.read_timeout,
@@ -659,6 +676,7 @@ fn connect_error(endpoint: &EndpointAddress, error: ConnectError) -> ProxyError 
 /// The upstream's response made ready for the client; for a 101, the tunnel is started.
 fn finish(
     response: Response<Incoming>,
+    pooled: Option<Pooled>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     upgrade: Option<&Upgrade>,
     read_timeout: Duration,
@@ -694,7 +712,10 @@ fn finish(
     if let Some(cookie) = set_cookie {
         parts.headers.append(SET_COOKIE, cookie);
     }
-    Response::from_parts(parts, ProxyBody::upstream(Timed::new(body, read_timeout)))
+    Response::from_parts(
+        parts,
+        ProxyBody::upstream(Timed::new(body, read_timeout), pooled),
+    )
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections. The tunnel
@@ -935,7 +956,7 @@ fn route(
     let runtime = dataplane.load_full();
     let lookup = runtime.table.lookup(host, path);
     *hsts = client.https && lookup.vhost.is_some_and(|v| v.tls);
-    let (backend, policy, rule_path, stats, origin) = match lookup.target {
+    let (backend, policy, stats, origin) = match lookup.target {
         Target::Route(route) => {
             let wants_https = lookup.vhost.is_some_and(|v| route.redirects_http(v));
             // cert-manager's HTTP-01 solver answers on plain HTTP: redirecting it would stop
@@ -946,7 +967,6 @@ fn route(
             (
                 &route.backend,
                 route.policy.proxy.clone(),
-                route.rule.path.clone(),
                 runtime.route_stats(route.id),
                 OriginAt::Route(route.id),
             )
@@ -954,7 +974,6 @@ fn route(
         Target::Default(default) => (
             &default.backend,
             runtime.default_policy.clone(),
-            Box::from("/"),
             runtime.default_stats.clone(),
             OriginAt::Default,
         ),
@@ -972,10 +991,9 @@ fn route(
         ));
     }
     Ok(Step::Forward(Plan {
-        runtime: runtime.clone(),
+        runtime,
         cluster,
         policy,
-        rule_path,
         stats,
         origin,
     }))

@@ -123,16 +123,52 @@ pub(crate) struct Conn {
 
 #[derive(Debug)]
 enum ConnKind {
-    Http1 {
-        sender: http1::SendRequest<UpstreamBody>,
-        key: PoolKey,
-        pool: Arc<Mutex<PoolState>>,
-        max_idle: usize,
-        /// The task driving the connection: aborting it closes the connection and drops
-        /// the request body it holds.
-        task: tokio::task::AbortHandle,
-    },
+    Http1(Pooled),
     Http2(http2::SendRequest<UpstreamBody>),
+}
+
+/// An HTTP/1.1 connection and its place in the pool. It comes back with the response and
+/// goes back to the pool once the response body has been read to its end
+/// ([`Pooled::release`]); dropped instead, the connection closes.
+#[derive(Debug)]
+pub(crate) struct Pooled {
+    sender: http1::SendRequest<UpstreamBody>,
+    key: PoolKey,
+    pool: Arc<Mutex<PoolState>>,
+    max_idle: usize,
+    /// The task driving the connection: aborting it closes the connection and drops
+    /// the request body it holds.
+    task: tokio::task::AbortHandle,
+}
+
+impl Pooled {
+    /// Back to the pool, the response having been read to its end. By then hyper's
+    /// connection task has nearly always seen that end too and the connection is ready for
+    /// another request; when it has not yet (it runs on another thread, or the request body
+    /// is still going out), a task waits for it, and a connection that closes instead is let go.
+    pub(crate) fn release(mut self) {
+        if self.sender.is_ready() {
+            self.park();
+        } else if !self.sender.is_closed() {
+            tokio::spawn(async move {
+                if self.sender.ready().await.is_ok() {
+                    self.park();
+                }
+            });
+        }
+    }
+
+    fn park(self) {
+        let mut state = lock(&self.pool);
+        let idle = state.idle.entry(self.key).or_default();
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender: self.sender,
+                since: Instant::now(),
+                task: self.task,
+            });
+        }
+    }
 }
 
 /// A request that failed, and the request itself when it never left (so it can be sent
@@ -244,13 +280,13 @@ impl Upstreams {
                 && !candidate.sender.is_closed()
             {
                 return Some(Conn {
-                    kind: ConnKind::Http1 {
+                    kind: ConnKind::Http1(Pooled {
                         sender: candidate.sender,
                         key: key.clone(),
                         pool: self.state.clone(),
                         max_idle: self.settings.max_idle_per_endpoint,
                         task: candidate.task,
-                    },
+                    }),
                     reused: true,
                 });
             }
@@ -274,13 +310,13 @@ impl Upstreams {
         })
         .abort_handle();
         Ok(Conn {
-            kind: ConnKind::Http1 {
+            kind: ConnKind::Http1(Pooled {
                 sender,
                 key,
                 pool: self.state.clone(),
                 max_idle: self.settings.max_idle_per_endpoint,
                 task,
-            },
+            }),
             reused: false,
         })
     }
@@ -341,17 +377,18 @@ impl Conn {
     /// HTTP/2 stream is reset by dropping its future.)
     pub(crate) fn closer(&self) -> Option<tokio::task::AbortHandle> {
         match &self.kind {
-            ConnKind::Http1 { task, .. } => Some(task.clone()),
+            ConnKind::Http1(pooled) => Some(pooled.task.clone()),
             ConnKind::Http2(_) => None,
         }
     }
 
     /// Sends the request and waits for the response headers (the caller bounds the wait).
-    /// An HTTP/1.1 connection goes back to the pool once its response is complete.
+    /// An HTTP/1.1 connection comes back with the response, to be released to the pool once
+    /// the response body has been read ([`Pooled::release`]).
     pub(crate) async fn send(
         self,
         request: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, SendError> {
+    ) -> Result<(Response<Incoming>, Option<Pooled>), SendError> {
         let reused = self.reused;
         let failed = |mut e: hyper::client::conn::TrySendError<Request<UpstreamBody>>| SendError {
             unsent: e.take_message(),
@@ -359,34 +396,20 @@ impl Conn {
             reused,
         };
         match self.kind {
-            ConnKind::Http2(mut sender) => sender.try_send_request(request).await.map_err(failed),
-            ConnKind::Http1 {
-                mut sender,
-                key,
-                pool,
-                max_idle,
-                task,
-            } => {
+            ConnKind::Http2(mut sender) => {
                 let response = sender.try_send_request(request).await.map_err(failed)?;
+                Ok((response, None))
+            }
+            ConnKind::Http1(mut pooled) => {
+                let response = pooled
+                    .sender
+                    .try_send_request(request)
+                    .await
+                    .map_err(failed)?;
                 // An upgraded connection belongs to its tunnel now.
-                if response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-                    tokio::spawn(async move {
-                        // Ready again once the response body has been read to its end; an
-                        // abandoned body closes the connection and this fails.
-                        if sender.ready().await.is_ok() {
-                            let mut state = lock(&pool);
-                            let idle = state.idle.entry(key).or_default();
-                            if idle.len() < max_idle {
-                                idle.push(Idle {
-                                    sender,
-                                    since: Instant::now(),
-                                    task,
-                                });
-                            }
-                        }
-                    });
-                }
-                Ok(response)
+                let pooled =
+                    (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then_some(pooled);
+                Ok((response, pooled))
             }
         }
     }

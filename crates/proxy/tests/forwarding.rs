@@ -328,6 +328,54 @@ async fn vestibule_answers_404_503_502_and_504_itself() {
     assert_eq!(body["status"], 502);
 }
 
+/// An upstream connection goes back to the pool once its response has been read, whatever
+/// the response: with a body, with none at all (HEAD, 204, 304), after a request body.
+#[tokio::test]
+async fn one_upstream_connection_carries_requests_one_after_another() {
+    let web = Echo::start("web").await.unwrap();
+    let proxy = Proxy::start(world(
+        vec![
+            ingress("default", "a")
+                .host("a.example")
+                .prefix("/", svc("web", 80)),
+        ],
+        &[("web", &[&web])],
+    ))
+    .await;
+    let client = proxy.http1(&["a.example"]);
+    let url = |path: &str| proxy.url_for("a.example", path);
+    let rounds = 3;
+    for _ in 0..rounds {
+        let response = client.get(url("/page")).send().await.unwrap();
+        assert_eq!(echo_of(response).await.path, "/page");
+        let response = client.head(url("/")).send().await.unwrap();
+        assert_eq!(response.status(), 200);
+        assert!(response.bytes().await.unwrap().is_empty());
+        for status in [204, 304] {
+            let response = client
+                .get(url(&format!("/?status={status}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), status);
+            assert!(response.bytes().await.unwrap().is_empty());
+        }
+        let response = client
+            .post(url("/upload"))
+            .body(vec![b'x'; 100_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(echo_of(response).await.body_len, 100_000);
+    }
+    assert_eq!(web.hits(), rounds * 5);
+    assert_eq!(
+        web.connections(),
+        1,
+        "every request after the first reuses the connection"
+    );
+}
+
 #[tokio::test]
 async fn a_new_table_applies_to_the_next_request_on_an_open_connection() {
     let one = Echo::start("one").await.unwrap();

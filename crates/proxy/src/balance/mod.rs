@@ -95,8 +95,13 @@ pub(crate) struct PickInput<'a> {
 /// call in the process. Read on the request path only; the cores take the time as an
 /// argument so tests control it.
 pub(crate) fn now_nanos() -> u64 {
+    nanos_at(Instant::now())
+}
+
+/// [`now_nanos`] for a time already read, so one reading serves several purposes.
+pub(crate) fn nanos_at(at: Instant) -> u64 {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
-    let elapsed = EPOCH.get_or_init(Instant::now).elapsed();
+    let elapsed = at.saturating_duration_since(*EPOCH.get_or_init(|| at));
     u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX)
 }
 
