@@ -15,6 +15,8 @@ use http::{Method, Version};
 use time::OffsetDateTime;
 use vestibule_model::EndpointAddress;
 
+use crate::headers::IpText;
+
 /// Formatted lines that may wait for the writer, per thread that serves requests: over a
 /// second of traffic at 50,000 requests/s, so a briefly slow output loses nothing; past that,
 /// dropping lines beats holding requests or growing without bound.
@@ -68,7 +70,7 @@ thread_local! {
 pub(crate) struct Line<'a> {
     /// When the request started.
     pub(crate) time: SystemTime,
-    pub(crate) client_ip: IpAddr,
+    pub(crate) client_ip: IpText,
     pub(crate) method: &'a Method,
     pub(crate) host: &'a [u8],
     /// Path and query, as the client sent them.
@@ -320,36 +322,6 @@ fn thousandths(out: &mut Vec<u8>, n: u128) {
     out.extend_from_slice(&[b'.', digit(frac / 100), digit(frac / 10), digit(frac)]);
 }
 
-fn ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        // The common case, without the formatting machinery, in one copy.
-        IpAddr::V4(v4) => {
-            let mut text = [0u8; 15];
-            let mut len = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text[len] = b'.';
-                    len += 1;
-                }
-                if octet >= 100 {
-                    text[len] = b'0' + octet / 100;
-                    len += 1;
-                }
-                if octet >= 10 {
-                    text[len] = b'0' + octet / 10 % 10;
-                    len += 1;
-                }
-                text[len] = b'0' + octet % 10;
-                len += 1;
-            }
-            out.extend_from_slice(&text[..len]);
-        }
-        IpAddr::V6(_) => {
-            let _ = write!(out, "{ip}");
-        }
-    }
-}
-
 /// nginx's `$upstream_addr`: every endpoint tried, `10.0.0.1:8080, 10.0.0.2:8080`.
 fn upstream_addrs(out: &mut Vec<u8>, upstreams: &[(EndpointAddress, Option<u16>)]) {
     for (i, (endpoint, _)) in upstreams.iter().enumerate() {
@@ -358,7 +330,7 @@ fn upstream_addrs(out: &mut Vec<u8>, upstreams: &[(EndpointAddress, Option<u16>)
         }
         match endpoint {
             EndpointAddress::Socket(std::net::SocketAddr::V4(v4)) => {
-                ip(out, IpAddr::V4(*v4.ip()));
+                out.extend_from_slice(IpText::new(IpAddr::V4(*v4.ip())).as_bytes());
                 out.push(b':');
                 number(out, v4.port());
             }
@@ -473,7 +445,7 @@ fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"{\"time\":\"");
     write_time(out, r.time);
     out.extend_from_slice(b"\",\"client_ip\":\"");
-    ip(out, r.client_ip);
+    out.extend_from_slice(r.client_ip.as_bytes());
     out.push(b'"');
     json_str(out, "method", r.method.as_str());
     json_bytes(out, "host", Some(r.host));
@@ -516,7 +488,7 @@ fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
 /// format and the next ones follow ingress-nginx's `upstreaminfo`, so existing parsers need
 /// little change.
 fn text_line(r: &Line<'_>, out: &mut Vec<u8>) {
-    ip(out, r.client_ip);
+    out.extend_from_slice(r.client_ip.as_bytes());
     out.extend_from_slice(b" - - [");
     write_time(out, r.time);
     out.extend_from_slice(b"] \"");
@@ -681,7 +653,7 @@ mod tests {
         fn line(&self) -> Line<'_> {
             Line {
                 time: self.time,
-                client_ip: self.client_ip,
+                client_ip: IpText::new(self.client_ip),
                 method: &self.method,
                 host: self.host.as_bytes(),
                 path: &self.path,

@@ -26,7 +26,9 @@ use crate::access_log::Line;
 use crate::balance::{self, PickInput};
 use crate::body::{Limited, Progress, ProxyBody, Timed, UpstreamBody, empty};
 use crate::dataplane::{DataPlane, Runtime};
-use crate::headers::{ClientSide, X_REQUEST_ID, add_forwarded, remove_hop_by_hop, request_id};
+use crate::headers::{
+    ClientSide, IpText, X_REQUEST_ID, add_forwarded, remove_hop_by_hop, request_id,
+};
 use crate::metrics::{MethodClass, RouteStats, UpstreamErrorKind};
 use crate::respond::{BoxError, ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
 use crate::upstream::{ConnectError, Pooled, SendError, Target as UpstreamTarget, Upstreams};
@@ -83,7 +85,10 @@ pub(crate) async fn handle(
     let log = observe.access_log.clone().zip(logged).filter(|_| trace.log);
     if stats.is_some() || log.is_some() {
         let received = trace.received.take();
-        let client_ip = trace.client_ip.unwrap_or(client.peer);
+        let client_ip = match trace.client_ip {
+            Some(ip) if ip != client.peer => IpText::new(ip),
+            _ => client.peer_text,
+        };
         let upstreams = std::mem::take(&mut trace.upstreams);
         let origin = trace.origin.take();
         let upstream_time = trace.upstream_time;
@@ -616,19 +621,32 @@ struct LoggedRequest {
 
 impl LoggedRequest {
     fn of(parts: &Parts, request_id: &HeaderValue) -> LoggedRequest {
-        let header = |name: http::header::HeaderName| parts.headers.get(name).cloned();
+        // One pass over the names, which compare as cheaply as integers, where three
+        // lookups would hash a name each.
+        let (mut host, mut user_agent, mut referer) = (None, None, None);
+        for (name, value) in &parts.headers {
+            let slot = if *name == HOST {
+                &mut host
+            } else if *name == http::header::USER_AGENT {
+                &mut user_agent
+            } else if *name == http::header::REFERER {
+                &mut referer
+            } else {
+                continue;
+            };
+            if slot.is_none() {
+                *slot = Some(value.clone());
+            }
+        }
         LoggedRequest {
             time: std::time::SystemTime::now(),
             method: parts.method.clone(),
             uri: parts.uri.clone(),
-            host: match parts.uri.authority() {
-                Some(_) => None,
-                None => header(HOST),
-            },
+            host: host.filter(|_| parts.uri.authority().is_none()),
             version: parts.version,
             request_id: request_id.clone(),
-            user_agent: header(http::header::USER_AGENT),
-            referer: header(http::header::REFERER),
+            user_agent,
+            referer,
         }
     }
 

@@ -1,6 +1,7 @@
 //! Header rules between client and upstream: hop-by-hop headers removed both ways, and the
 //! `X-Forwarded-*` family, `X-Real-IP` and `X-Request-ID` added for the upstream.
 
+use std::io::Write as _;
 use std::net::IpAddr;
 
 use http::HeaderMap;
@@ -12,13 +13,22 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub(crate) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
-static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
 /// Removes the headers that describe one connection rather than the message: those RFC 9110
 /// names, `Proxy-Connection`, and any the `Connection` header lists (except `Host`, which a
 /// client must not be able to strip that way).
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names finds the few a message carries (usually none, or only
+    // `Connection`), where removing each of them by name would hash every one.
+    let mut present = 0u8;
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|hop| hop == name) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
+        return;
+    }
     if let Some(listed) = headers.get(header::CONNECTION) {
         let listed: Vec<HeaderName> = listed
             .to_str()
@@ -31,25 +41,111 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    for name in [
-        &header::CONNECTION,
-        &KEEP_ALIVE,
-        &PROXY_CONNECTION,
-        &header::TE,
-        &header::TRAILER,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-    ] {
-        headers.remove(name);
+    for (i, name) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(name);
+        }
     }
 }
+
+/// The RFC 9110 hop-by-hop names, and `Proxy-Connection`.
+static HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
 
 /// What the proxy knows about the client side of a request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientSide {
     pub(crate) peer: IpAddr,
+    /// `peer` as text, formatted once per connection.
+    pub(crate) peer_text: IpText,
     pub(crate) local_port: u16,
     pub(crate) https: bool,
+}
+
+impl ClientSide {
+    pub(crate) fn new(peer: IpAddr, local_port: u16, https: bool) -> ClientSide {
+        ClientSide {
+            peer,
+            peer_text: IpText::new(peer),
+            local_port,
+            https,
+        }
+    }
+
+    /// The client a PROXY protocol header names, in place of the load balancer.
+    pub(crate) fn set_peer(&mut self, peer: IpAddr) {
+        self.peer = peer;
+        self.peer_text = IpText::new(peer);
+    }
+}
+
+/// An IP address as text, in a fixed buffer. Formatting an address with the standard
+/// library's machinery costs more than all the forwarding headers together, so a
+/// connection's peer is formatted once and copied from here.
+#[derive(Clone, Copy)]
+pub(crate) struct IpText {
+    bytes: [u8; 45],
+    len: u8,
+}
+
+impl IpText {
+    pub(crate) fn new(ip: IpAddr) -> IpText {
+        let mut text = IpText {
+            bytes: [0; 45],
+            len: 0,
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                let mut len = 0;
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        text.bytes[len] = b'.';
+                        len += 1;
+                    }
+                    if octet >= 100 {
+                        text.bytes[len] = b'0' + octet / 100;
+                        len += 1;
+                    }
+                    if octet >= 10 {
+                        text.bytes[len] = b'0' + octet / 10 % 10;
+                        len += 1;
+                    }
+                    text.bytes[len] = b'0' + octet % 10;
+                    len += 1;
+                }
+                text.len = len as u8;
+            }
+            IpAddr::V6(v6) => {
+                // The longest IPv6 text is 45 bytes (an IPv4 tail after six groups).
+                let mut rest = &mut text.bytes[..];
+                let _ = write!(rest, "{v6}");
+                let left = rest.len();
+                text.len = (45 - left) as u8;
+            }
+        }
+        text
+    }
+
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+
+    fn header_value(&self) -> Option<HeaderValue> {
+        HeaderValue::from_bytes(self.as_bytes()).ok()
+    }
+}
+
+impl std::fmt::Debug for IpText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(self.as_bytes()))
+    }
 }
 
 /// Adds the forwarding headers. From a trusted proxy, `X-Forwarded-For` is appended to and
@@ -63,24 +159,33 @@ pub(crate) fn add_forwarded(
     trusted: bool,
     client_ip: IpAddr,
 ) {
-    let peer = client.peer.to_string();
-    let previous = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .filter(|v| !v.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join(", ");
-    let forwarded_for = if trusted && !previous.is_empty() {
-        format!("{previous}, {peer}")
+    let peer = client.peer_text.header_value();
+    let mut previous = Vec::new();
+    if trusted {
+        for value in headers.get_all(&X_FORWARDED_FOR) {
+            let value = value.to_str().map_or("", str::trim);
+            if !value.is_empty() {
+                previous.extend_from_slice(value.as_bytes());
+                previous.extend_from_slice(b", ");
+            }
+        }
+    }
+    let forwarded_for = if previous.is_empty() {
+        peer.clone()
     } else {
-        peer
+        previous.extend_from_slice(client.peer_text.as_bytes());
+        // Header-safe bytes only: an address, and values that were valid headers.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from(previous)).ok()
     };
-    // Header-safe characters only: IP addresses, and values that were valid headers.
-    if let Ok(value) = HeaderValue::try_from(forwarded_for) {
+    let real_ip = if client_ip == client.peer {
+        peer
+    } else {
+        IpText::new(client_ip).header_value()
+    };
+    if let Some(value) = forwarded_for {
         headers.insert(&X_FORWARDED_FOR, value);
     }
-    if let Ok(value) = HeaderValue::try_from(client_ip.to_string()) {
+    if let Some(value) = real_ip {
         headers.insert(&X_REAL_IP, value);
     }
     let keep = |headers: &HeaderMap, name: &HeaderName| trusted && headers.contains_key(name);
@@ -94,10 +199,21 @@ pub(crate) fn add_forwarded(
         headers.insert(&X_FORWARDED_HOST, host.clone());
     }
     if !keep(headers, &X_FORWARDED_PORT) {
-        headers.insert(&X_FORWARDED_PORT, HeaderValue::from(client.local_port));
+        headers.insert(&X_FORWARDED_PORT, port_value(client.local_port));
     }
     if !headers.contains_key(&X_REQUEST_ID) {
         headers.insert(&X_REQUEST_ID, new_request_id());
+    }
+}
+
+/// The usual listener ports without formatting or allocating.
+fn port_value(port: u16) -> HeaderValue {
+    match port {
+        80 => HeaderValue::from_static("80"),
+        443 => HeaderValue::from_static("443"),
+        8080 => HeaderValue::from_static("8080"),
+        8443 => HeaderValue::from_static("8443"),
+        _ => HeaderValue::from(port),
     }
 }
 
@@ -158,11 +274,7 @@ mod tests {
 
     #[test]
     fn forwarded_headers_append_and_replace() {
-        let client = ClientSide {
-            peer: "192.0.2.7".parse().unwrap(),
-            local_port: 8080,
-            https: false,
-        };
+        let client = ClientSide::new("192.0.2.7".parse().unwrap(), 8080, false);
         let mut headers = map(&[
             ("x-forwarded-for", "203.0.113.1"),
             ("x-forwarded-proto", "https"),
@@ -191,11 +303,7 @@ mod tests {
 
     #[test]
     fn an_existing_request_id_is_kept() {
-        let client = ClientSide {
-            peer: "::1".parse().unwrap(),
-            local_port: 443,
-            https: true,
-        };
+        let client = ClientSide::new("::1".parse().unwrap(), 443, true);
         let mut headers = map(&[("x-request-id", "abc")]);
         add_forwarded(
             &mut headers,
@@ -207,5 +315,50 @@ mod tests {
         assert_eq!(headers["x-request-id"], "abc");
         assert_eq!(headers["x-forwarded-for"], "::1");
         assert_eq!(headers["x-forwarded-proto"], "https");
+    }
+
+    #[test]
+    fn addresses_as_text_match_the_standard_form() {
+        for ip in [
+            "0.0.0.0",
+            "9.10.99.100",
+            "255.255.255.255",
+            "::",
+            "::1",
+            "2001:db8::1",
+            "::ffff:192.0.2.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "1:0:2:0:3:0:4:5",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(IpText::new(ip).as_bytes(), ip.to_string().as_bytes());
+        }
+    }
+
+    #[test]
+    fn only_the_hop_by_hop_headers_present_are_removed() {
+        let mut headers = map(&[("host", "a.com"), ("te", "trailers"), ("accept", "*/*")]);
+        remove_hop_by_hop(&mut headers);
+        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["host", "accept"]);
+        remove_hop_by_hop(&mut headers);
+        assert_eq!(headers.len(), 2);
+    }
+
+    #[test]
+    fn a_peer_named_by_proxy_protocol_is_the_one_forwarded() {
+        let mut client = ClientSide::new("10.0.0.1".parse().unwrap(), 80, false);
+        client.set_peer("198.51.100.4".parse().unwrap());
+        let mut headers = HeaderMap::new();
+        add_forwarded(
+            &mut headers,
+            &client,
+            &HeaderValue::from_static("a.com"),
+            false,
+            client.peer,
+        );
+        assert_eq!(headers["x-forwarded-for"], "198.51.100.4");
+        assert_eq!(headers["x-real-ip"], "198.51.100.4");
+        assert_eq!(headers["x-forwarded-port"], "80");
     }
 }

@@ -129,11 +129,8 @@ impl Listener {
             match accepted {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
-                    let client = ClientSide {
-                        peer: peer.ip(),
-                        local_port: self.addr.port(),
-                        https: scheme == Scheme::Https,
-                    };
+                    let client =
+                        ClientSide::new(peer.ip(), self.addr.port(), scheme == Scheme::Https);
                     tracker.spawn(accept_connection(
                         server.clone(),
                         stream,
@@ -246,7 +243,7 @@ async fn accept_connection(
         match read_header(&mut stream, timeout).await {
             Ok(header) => {
                 if let Some(source) = header.source {
-                    client.peer = source.ip();
+                    client.set_peer(source.ip());
                 }
             }
             Err(e) => {
