@@ -93,10 +93,14 @@ struct Idle {
     task: tokio::task::AbortHandle,
 }
 
+/// The pool's keys come from the configuration, never from a client, so they need no
+/// flooding-resistant hash: SipHash cost more than the rest of a pool lookup.
+type KeyHasher = foldhash::fast::RandomState;
+
 #[derive(Debug, Default)]
 pub(crate) struct PoolState {
-    idle: HashMap<PoolKey, Vec<Idle>>,
-    multiplexed: HashMap<PoolKey, http2::SendRequest<UpstreamBody>>,
+    idle: HashMap<PoolKey, Vec<Idle>, KeyHasher>,
+    multiplexed: HashMap<PoolKey, http2::SendRequest<UpstreamBody>, KeyHasher>,
 }
 
 /// TLS client configurations, one per distinct verification setting and ALPN.
