@@ -17,7 +17,9 @@ use crate::cli::{Cli, Command};
 
 // A proxy allocates and frees many small, short-lived objects across threads (request
 // state, header maps, buffers); mimalloc's thread-local free lists serve that pattern with
-// less locking and fragmentation than the system allocator.
+// less locking and fragmentation than the system allocator. Its v2 line (the `v2` feature):
+// v3 serves the aligned calls Rust makes for every allocation over 1 KiB through a slow
+// over-allocating path, which cost about 3% of the instructions of a proxied request.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
