@@ -1,8 +1,8 @@
 //! The compile loop: take the source's latest snapshot, compile it on a blocking thread,
-//! publish, then wait for the next settled change.
+//! publish, then wait for the next settled change, or for a served certificate to expire.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 use tracing::{Instrument, debug, error, info, info_span};
@@ -22,6 +22,9 @@ pub async fn run_pipeline(
     // Each compile hands the next one the certificates that were good, so a Secret that goes
     // bad keeps serving its last good certificate.
     let mut memory = Arc::new(CertMemory::default());
+    // The soonest expiry among the certificates served. A compile drops expired certificates,
+    // so one that expires while served needs a compile of its own: nothing else changes.
+    let mut next_expiry: Option<i64> = None;
     loop {
         let current = source.borrow_and_update().clone();
         let span = info_span!("compile", objects = current.snapshot.len());
@@ -30,11 +33,12 @@ pub async fn run_pipeline(
             let opts = options.clone();
             let input = current.clone();
             let remembered = memory.clone();
+            let now = unix_now();
             let compiled = tokio::task::spawn_blocking(move || {
                 let context = Context {
                     options: &opts,
                     memory: &remembered,
-                    now: unix_now(),
+                    now,
                 };
                 compile_with(&input.snapshot, context)
             })
@@ -43,6 +47,9 @@ pub async fn run_pipeline(
             match compiled {
                 Ok(mut compiled) => {
                     memory = Arc::new(std::mem::take(&mut compiled.memory));
+                    // Only expiries to come: one already past that is still served (none
+                    // is, today) must not make this loop spin.
+                    next_expiry = compiled.table.tls().next_expiry(now);
                     let errors = compiled.report.errors().count();
                     let warnings = compiled.report.diagnostics.len() - errors;
                     let _publish = info_span!("publish").entered();
@@ -74,8 +81,33 @@ pub async fn run_pipeline(
         }
         .instrument(span)
         .await;
-        if !debounce.settle(&mut source).await {
+        tokio::select! {
+            settled = debounce.settle(&mut source) => {
+                if !settled {
+                    return;
+                }
+            }
+            () = passed(next_expiry) => {
+                info!("a served certificate has expired; compiling again");
+            }
+        }
+    }
+}
+
+/// Resolves once Unix time `at` is past; never for `None`.
+async fn passed(at: Option<i64>) {
+    let Some(at) = at else {
+        return std::future::pending().await;
+    };
+    loop {
+        let left = at.saturating_sub(unix_now());
+        // A compile takes a certificate as expired once its `not_after` second is over.
+        if left < 0 {
             return;
         }
+        // In steps of an hour at most: the wall clock can be set while waiting, and the
+        // runtime's timers do not reach years ahead.
+        let step = u64::try_from(left).unwrap_or(0).saturating_add(1).min(3600);
+        tokio::time::sleep(Duration::from_secs(step)).await;
     }
 }

@@ -111,11 +111,16 @@ impl TlsHosts {
         } else {
             name
         };
-        self.exact
+        match self
+            .exact
             .get(name)
             .or_else(|| wildcard_suffix(name).and_then(|s| self.wildcard.get(s)))
-            .copied()
-            .unwrap_or_else(|| self.default_ref())
+        {
+            Some(&CertificateRef::Index(i)) => CertificateRef::Index(i),
+            // A TLS host without a usable certificate of its own gets the configured default,
+            // like a name no Ingress lists.
+            Some(CertificateRef::Default) | None => self.default_ref(),
+        }
     }
 
     fn default_ref(&self) -> CertificateRef {
@@ -156,6 +161,16 @@ impl TlsHosts {
     /// The soonest `not_after` among the certificates in use (Unix seconds).
     pub fn earliest_expiry(&self) -> Option<i64> {
         self.certificates.iter().map(|c| c.info.not_after).min()
+    }
+
+    /// The soonest `not_after` still to come at `now` (Unix seconds): when what is served
+    /// next changes by the clock alone.
+    pub fn next_expiry(&self, now: i64) -> Option<i64> {
+        self.certificates
+            .iter()
+            .map(|c| c.info.not_after)
+            .filter(|&at| at >= now)
+            .min()
     }
 }
 
@@ -301,6 +316,27 @@ mod tests {
     }
 
     #[test]
+    fn the_next_expiry_is_the_soonest_still_to_come() {
+        let expiring = |names: &[&str], not_after: i64| {
+            let mut c = (*cert(names)).clone();
+            c.info.not_after = not_after;
+            Arc::new(c)
+        };
+        let mut b = TlsBuilder::default();
+        for (name, at) in [("a.example", 300), ("b.example", 100), ("c.example", 200)] {
+            let i = b.certificate(&expiring(&[name], at));
+            b.bind(&host(name), CertificateRef::Index(i)).unwrap();
+        }
+        let tls = b.build();
+        assert_eq!(tls.earliest_expiry(), Some(100));
+        assert_eq!(tls.next_expiry(50), Some(100));
+        assert_eq!(tls.next_expiry(100), Some(100));
+        assert_eq!(tls.next_expiry(101), Some(200));
+        assert_eq!(tls.next_expiry(301), None);
+        assert_eq!(TlsBuilder::default().build().next_expiry(0), None);
+    }
+
+    #[test]
     fn a_configured_default_is_an_index() {
         let mut b = TlsBuilder::default();
         let d = cert(&["default.example"]);
@@ -308,6 +344,24 @@ mod tests {
         let tls = b.build();
         assert_eq!(tls.for_server_name(None), CertificateRef::Index(0));
         assert_eq!(tls.configured_default(), Some(&d));
+    }
+
+    #[test]
+    fn a_tls_host_without_a_certificate_of_its_own_gets_the_configured_default() {
+        let mut b = TlsBuilder::default();
+        b.set_default(&cert(&["default.example"]));
+        b.bind(&host("broken.example"), CertificateRef::Default)
+            .unwrap();
+        b.bind(&host("*.broken.example"), CertificateRef::Default)
+            .unwrap();
+        let tls = b.build();
+        for name in ["broken.example", "a.broken.example", "other.example"] {
+            assert_eq!(
+                tls.for_server_name(Some(name)),
+                CertificateRef::Index(0),
+                "{name}"
+            );
+        }
     }
 
     #[test]

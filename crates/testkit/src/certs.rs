@@ -55,6 +55,26 @@ pub fn expired(names: &[&str]) -> TestCert {
     )
 }
 
+/// A valid certificate for `names` that expires `seconds` from now, to watch expiry happen.
+pub fn expiring_in(names: &[&str], seconds: i64) -> TestCert {
+    let mut params =
+        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
+            .unwrap_or_else(|e| panic!("certificate names {names:?}: {e}"));
+    let now = time::OffsetDateTime::now_utc();
+    params.not_before = now - time::Duration::days(1);
+    params.not_after = now + time::Duration::seconds(seconds);
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .unwrap_or_else(|e| panic!("key generation: {e}"));
+    let certificate = params
+        .self_signed(&key)
+        .unwrap_or_else(|e| panic!("self-signing: {e}"));
+    TestCert {
+        cert_pem: certificate.pem(),
+        key_pem: key.serialize_pem(),
+        der: certificate.der().to_vec(),
+    }
+}
+
 /// A certificate for `names` paired with the key of another certificate.
 pub fn mismatched(names: &[&str]) -> TestCert {
     let mut one = cert(names);

@@ -8,8 +8,10 @@
 mod common;
 
 use common::*;
+use std::time::{Duration, Instant};
+
 use serde_json::Value;
-use vestibule_testkit::certs::{TestCert, cert, mismatched};
+use vestibule_testkit::certs::{TestCert, cert, expiring_in, mismatched};
 use vestibule_testkit::tls::{Session, client_config, connect, fetch};
 use vestibule_testkit::{Echo, EchoReply, ManifestDir, ingress, raw, svc, tls_secret};
 
@@ -262,4 +264,59 @@ async fn a_hand_written_secret_with_string_data_is_served() {
     assert_eq!(session.certificate, certificate.der);
     assert_eq!(session.get("shop.example", "/").await.unwrap().status, 200);
     assert_eq!(diagnostics_of(&v.config().await), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_that_expires_while_served_is_replaced_without_any_change() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_shop(&dir, &web);
+    let fallback = cert(&["fallback.example"]);
+    write_secret(&dir, "fallback.yaml", "fallback", &fallback);
+    // Long enough for the start and the first handshake on a busy machine.
+    let lifetime = 8;
+    let short = expiring_in(&["shop.example"], lifetime);
+    let expires = Instant::now() + Duration::from_secs(lifetime as u64);
+    write_secret(&dir, "secret.yaml", "shop-tls", &short);
+    let v = Vestibule::start(
+        dir.path(),
+        &["--default-ssl-certificate", "default/fallback"],
+    );
+    let config = client_config(&["http/1.1"]);
+    let first = connect(v.https, Some("shop.example"), &config)
+        .await
+        .unwrap();
+    assert!(
+        Instant::now() < expires,
+        "the first handshake came after the certificate expired"
+    );
+    assert_eq!(first.certificate, short.der, "served while valid");
+
+    // No file changes from here on: only the clock moves. Once the certificate has expired,
+    // the host gets the default certificate, as it would from a fresh start.
+    let deadline = expires + Duration::from_secs(5);
+    loop {
+        let presented = connect(v.https, Some("shop.example"), &config)
+            .await
+            .unwrap();
+        if presented.certificate == fallback.der {
+            assert!(
+                Instant::now() + Duration::from_secs(1) >= expires,
+                "replaced before it expired"
+            );
+            break;
+        }
+        assert_eq!(presented.certificate, short.der);
+        assert!(
+            Instant::now() < deadline,
+            "the expired certificate is still served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let config = v.config().await;
+    let diagnostics = diagnostics_of(&config);
+    assert!(
+        diagnostics.iter().any(|d| d.contains("expired")),
+        "the expiry is reported: {diagnostics:#?}"
+    );
 }
