@@ -31,10 +31,17 @@ pub enum BodyError {
 /// The body of a response to a client: the upstream's, streamed through with framing and
 /// trailers kept, or a complete body of our own. It counts what it sends and says when it is
 /// done (or abandoned), which is when a request is logged and measured.
+/// Run once when a response body has all gone (or its client went away), with the bytes
+/// sent. A method on a box rather than a boxed closure: the state is read where it lies
+/// instead of being moved out first.
+pub(crate) trait Done: Send + Sync {
+    fn done(self: Box<Self>, sent: u64);
+}
+
 pub struct ProxyBody {
     inner: Either<Timed<Incoming>, Full<Bytes>>,
     sent: u64,
-    done: Option<Box<dyn FnOnce(u64) + Send + Sync>>,
+    done: Option<Box<dyn Done>>,
     /// The upstream connection the body comes over, back to the pool when it has all come.
     pooled: Option<Pooled>,
 }
@@ -70,13 +77,13 @@ impl ProxyBody {
 
     /// Calls `done` with the body bytes sent once the body has ended, failed, or been
     /// dropped by a client that went away.
-    pub(crate) fn on_done(&mut self, done: Box<dyn FnOnce(u64) + Send + Sync>) {
+    pub(crate) fn on_done(&mut self, done: Box<dyn Done>) {
         self.done = Some(done);
     }
 
     fn finish(&mut self) {
         if let Some(done) = self.done.take() {
-            done(self.sent);
+            done.done(self.sent);
         }
     }
 

@@ -92,37 +92,17 @@ pub(crate) async fn handle(
         let upstreams = std::mem::take(&mut trace.upstreams);
         let origin = trace.origin.take();
         let upstream_time = trace.upstream_time;
-        response.body_mut().on_done(Box::new(move |sent| {
-            let duration = started.elapsed();
-            let received = received.map_or(0, |p| p.received.load(Ordering::Relaxed));
-            if let Some(stats) = stats {
-                stats.request(method, status, duration);
-                stats.bytes(received, sent);
-            }
-            if let Some((log, request)) = log {
-                let (namespace, ingress, service) =
-                    origin.as_ref().map_or(("", "", ""), Origin::labels);
-                log.log(&Line {
-                    time: request.time,
-                    client_ip,
-                    method: &request.method,
-                    host: request.host(),
-                    path: request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-                    protocol: request.version,
-                    status,
-                    bytes_sent: sent,
-                    bytes_received: received,
-                    duration,
-                    upstreams: &upstreams,
-                    upstream_duration: upstream_time,
-                    namespace,
-                    ingress,
-                    service,
-                    request_id: request.request_id.as_bytes(),
-                    user_agent: request.user_agent.as_ref().map(HeaderValue::as_bytes),
-                    referer: request.referer.as_ref().map(HeaderValue::as_bytes),
-                });
-            }
+        response.body_mut().on_done(Box::new(Completion {
+            started,
+            method,
+            status,
+            stats,
+            log,
+            received,
+            client_ip,
+            upstreams,
+            origin,
+            upstream_time,
         }));
     }
     // On every response of a TLS host, Vestibule's own included, as browsers only take the
@@ -136,6 +116,59 @@ pub(crate) async fn handle(
             .or_insert_with(|| value.clone());
     }
     response
+}
+
+/// What a request's metrics and log line need once its response body has gone: kept in a
+/// box the body owns, and read in place when it ends.
+struct Completion {
+    started: Instant,
+    method: MethodClass,
+    status: u16,
+    stats: Option<Arc<RouteStats>>,
+    log: Option<(crate::AccessLog, LoggedRequest)>,
+    received: Option<Arc<Progress>>,
+    client_ip: IpText,
+    upstreams: Vec<(EndpointAddress, Option<u16>)>,
+    origin: Option<Origin>,
+    upstream_time: Option<Duration>,
+}
+
+impl crate::body::Done for Completion {
+    fn done(self: Box<Self>, sent: u64) {
+        let duration = self.started.elapsed();
+        let received = self
+            .received
+            .as_ref()
+            .map_or(0, |p| p.received.load(Ordering::Relaxed));
+        if let Some(stats) = &self.stats {
+            stats.request(self.method, self.status, duration);
+            stats.bytes(received, sent);
+        }
+        if let Some((log, request)) = &self.log {
+            let (namespace, ingress, service) =
+                self.origin.as_ref().map_or(("", "", ""), Origin::labels);
+            log.log(&Line {
+                time: request.time,
+                client_ip: self.client_ip,
+                method: &request.method,
+                host: request.host(),
+                path: request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
+                protocol: request.version,
+                status: self.status,
+                bytes_sent: sent,
+                bytes_received: received,
+                duration,
+                upstreams: &self.upstreams,
+                upstream_duration: self.upstream_time,
+                namespace,
+                ingress,
+                service,
+                request_id: request.request_id.as_bytes(),
+                user_agent: request.user_agent.as_ref().map(HeaderValue::as_bytes),
+                referer: request.referer.as_ref().map(HeaderValue::as_bytes),
+            });
+        }
+    }
 }
 
 /// Where a request goes after the table is consulted.
