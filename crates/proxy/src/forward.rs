@@ -118,6 +118,10 @@ pub(crate) async fn handle(
     response
 }
 
+/// Every endpoint a request tried, with its status when it answered: one, nearly always,
+/// kept inline rather than in an allocation of its own.
+type Tries = smallvec::SmallVec<[(EndpointAddress, Option<u16>); 1]>;
+
 /// What a request's metrics and log line need once its response body has gone: kept in a
 /// box the body owns, and read in place when it ends.
 struct Completion {
@@ -128,7 +132,7 @@ struct Completion {
     log: Option<(crate::AccessLog, LoggedRequest)>,
     received: Option<Arc<Progress>>,
     client_ip: IpText,
-    upstreams: Vec<(EndpointAddress, Option<u16>)>,
+    upstreams: Tries,
     origin: Option<Origin>,
     upstream_time: Option<Duration>,
 }
@@ -617,7 +621,7 @@ struct Trace {
     origin: Option<Origin>,
     client_ip: Option<std::net::IpAddr>,
     /// Every endpoint tried, with its status when it answered.
-    upstreams: Vec<(EndpointAddress, Option<u16>)>,
+    upstreams: Tries,
     upstream_time: Option<Duration>,
     received: Option<Arc<Progress>>,
 }
@@ -632,7 +636,7 @@ impl Default for Trace {
             log: true,
             origin: None,
             client_ip: None,
-            upstreams: Vec::new(),
+            upstreams: Tries::new(),
             upstream_time: None,
             received: None,
         }
