@@ -160,7 +160,7 @@ impl TlsHosts {
 
     /// The soonest `not_after` among the certificates in use (Unix seconds).
     pub fn earliest_expiry(&self) -> Option<i64> {
-        self.certificates.iter().map(|c| c.info.not_after).min()
+        self.next_expiry(i64::MIN)
     }
 
     /// The soonest `not_after` still to come at `now` (Unix seconds): when what is served

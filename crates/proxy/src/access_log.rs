@@ -365,8 +365,8 @@ fn json_string(out: &mut Vec<u8>, value: &[u8]) {
         return;
     }
     match std::str::from_utf8(value) {
-        Ok(text) => json_escape(out, text),
-        Err(_) => json_escape(out, &String::from_utf8_lossy(value)),
+        Ok(text) => escape_all(out, text),
+        Err(_) => escape_all(out, &String::from_utf8_lossy(value)),
     }
     out.push(b'"');
 }
@@ -396,13 +396,18 @@ static PLAIN: [bool; 256] = {
 };
 
 fn json_escape(out: &mut Vec<u8>, text: &str) {
+    if plain_ascii(text.as_bytes()) {
+        out.extend_from_slice(text.as_bytes());
+    } else {
+        escape_all(out, text);
+    }
+}
+
+/// [`json_escape`] for text known to hold something to escape (or non-ASCII, which valid
+/// UTF-8 keeps as it is).
+fn escape_all(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = text.as_bytes();
-    // Non-ASCII text is valid UTF-8 here and kept as it is.
-    if plain_ascii(bytes) {
-        out.extend_from_slice(bytes);
-        return;
-    }
     let mut clean = 0;
     for (i, &b) in bytes.iter().enumerate() {
         let escaped: &[u8] = match b {

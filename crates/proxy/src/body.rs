@@ -28,9 +28,6 @@ pub enum BodyError {
     Hyper(#[from] hyper::Error),
 }
 
-/// The body of a response to a client: the upstream's, streamed through with framing and
-/// trailers kept, or a complete body of our own. It counts what it sends and says when it is
-/// done (or abandoned), which is when a request is logged and measured.
 /// Run once when a response body has all gone (or its client went away), with the bytes
 /// sent. A method on a box rather than a boxed closure: the state is read where it lies
 /// instead of being moved out first.
@@ -38,6 +35,9 @@ pub(crate) trait Done: Send + Sync {
     fn done(self: Box<Self>, sent: u64);
 }
 
+/// The body of a response to a client: the upstream's, streamed through with framing and
+/// trailers kept, or a complete body of our own. It counts what it sends and says when it is
+/// done (or abandoned), which is when a request is logged and measured.
 pub struct ProxyBody {
     inner: Either<Timed<Incoming>, Full<Bytes>>,
     sent: u64,

@@ -526,7 +526,7 @@ async fn forward(
         // Once the body may have reached the upstream, only a replayable request of a
         // method that may be repeated is tried again.
         let may_repeat = replayable && (idempotent || policy.next_upstream.non_idempotent);
-        let response = match sent {
+        let (response, pooled) = match sent {
             Err(()) => {
                 if let Some(closer) = closer {
                     closer.abort();
@@ -565,7 +565,6 @@ async fn forward(
             }
             Ok(Ok(exchanged)) => exchanged,
         };
-        let (response, pooled) = response;
         stats.health.record_success();
         let status = response.status().as_u16();
         let upstream_time = now - waiting;

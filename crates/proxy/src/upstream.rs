@@ -283,16 +283,7 @@ impl Upstreams {
                 && candidate.sender.is_ready()
                 && !candidate.sender.is_closed()
             {
-                return Some(Conn {
-                    kind: ConnKind::Http1(Pooled {
-                        sender: candidate.sender,
-                        key: key.clone(),
-                        pool: self.state.clone(),
-                        max_idle: self.settings.max_idle_per_endpoint,
-                        task: candidate.task,
-                    }),
-                    reused: true,
-                });
+                return Some(self.http1_conn(candidate.sender, key.clone(), candidate.task, true));
             }
         }
         None
@@ -313,7 +304,18 @@ impl Upstreams {
             }
         })
         .abort_handle();
-        Ok(Conn {
+        Ok(self.http1_conn(sender, key, task, false))
+    }
+
+    /// An HTTP/1.1 connection checked out, to come back to this pool under `key`.
+    fn http1_conn(
+        &self,
+        sender: http1::SendRequest<UpstreamBody>,
+        key: PoolKey,
+        task: tokio::task::AbortHandle,
+        reused: bool,
+    ) -> Conn {
+        Conn {
             kind: ConnKind::Http1(Pooled {
                 sender,
                 key,
@@ -321,8 +323,8 @@ impl Upstreams {
                 max_idle: self.settings.max_idle_per_endpoint,
                 task,
             }),
-            reused: false,
-        })
+            reused,
+        }
     }
 
     async fn http2<I>(&self, key: PoolKey, io: I) -> Result<Conn, ConnectError>

@@ -57,22 +57,13 @@ pub fn expired(names: &[&str]) -> TestCert {
 
 /// A valid certificate for `names` that expires `seconds` from now, to watch expiry happen.
 pub fn expiring_in(names: &[&str], seconds: i64) -> TestCert {
-    let mut params =
-        CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-            .unwrap_or_else(|e| panic!("certificate names {names:?}: {e}"));
     let now = time::OffsetDateTime::now_utc();
-    params.not_before = now - time::Duration::days(1);
-    params.not_after = now + time::Duration::seconds(seconds);
-    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
-        .unwrap_or_else(|e| panic!("key generation: {e}"));
-    let certificate = params
-        .self_signed(&key)
-        .unwrap_or_else(|e| panic!("self-signing: {e}"));
-    TestCert {
-        cert_pem: certificate.pem(),
-        key_pem: key.serialize_pem(),
-        der: certificate.der().to_vec(),
-    }
+    build(
+        names,
+        KeyEncoding::Pkcs8,
+        now - time::Duration::days(1),
+        now + time::Duration::seconds(seconds),
+    )
 }
 
 /// A certificate for `names` paired with the key of another certificate.
@@ -83,6 +74,21 @@ pub fn mismatched(names: &[&str]) -> TestCert {
 }
 
 pub fn cert_with(names: &[&str], encoding: KeyEncoding, validity: Validity) -> TestCert {
+    let today = time::OffsetDateTime::now_utc();
+    build(
+        names,
+        encoding,
+        today + time::Duration::days(validity.from_days),
+        today + time::Duration::days(validity.until_days),
+    )
+}
+
+fn build(
+    names: &[&str],
+    encoding: KeyEncoding,
+    not_before: time::OffsetDateTime,
+    not_after: time::OffsetDateTime,
+) -> TestCert {
     let algorithm = match encoding {
         KeyEncoding::Pkcs1 => &PKCS_RSA_SHA256,
         KeyEncoding::Pkcs8 | KeyEncoding::Sec1 => &PKCS_ECDSA_P256_SHA256,
@@ -94,9 +100,8 @@ pub fn cert_with(names: &[&str], encoding: KeyEncoding, validity: Validity) -> T
     params
         .distinguished_name
         .push(DnType::CommonName, names.first().copied().unwrap_or("test"));
-    let today = time::OffsetDateTime::now_utc();
-    params.not_before = today + time::Duration::days(validity.from_days);
-    params.not_after = today + time::Duration::days(validity.until_days);
+    params.not_before = not_before;
+    params.not_after = not_after;
     let certificate = params
         .self_signed(&key)
         .unwrap_or_else(|e| panic!("self-signing: {e}"));
