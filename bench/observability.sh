@@ -420,16 +420,11 @@ cpu_cost=$(awk -v a="$us_observed" -v b="$us_bare" 'BEGIN { printf "%.1f", (a / 
 # The machine's speed drifts over a run (other tenants of a shared host); both
 # configurations of a round ran back to back, so the ratio within each round cancels the
 # drift, and the median of those ratios is the figure reported.
-paired_cost() { # observed-list bare-list invert(0: lost = 1 - o/b; 1: added = o/b - 1)
-  paste -d' ' <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) |
-    awk -v invert="$3" '{ r = $1 / $2; print (invert ? r - 1 : 1 - r) * 100 }' |
-    sort -n | awk '{ v[NR] = $1 }
-      END { if (NR % 2) printf "%.1f", v[(NR + 1) / 2]; else printf "%.1f", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
-}
-paired_list() { # the same, every round, for the JSON
+paired_list() { # observed-list bare-list invert(0: lost = 1 - o/b; 1: added = o/b - 1)
   paste -d' ' <(tr ' ' '\n' <<<"$1" | grep .) <(tr ' ' '\n' <<<"$2" | grep .) |
     awk -v invert="$3" '{ r = $1 / $2; printf "%s%.1f", (NR > 1 ? "," : ""), (invert ? r - 1 : 1 - r) * 100 }'
 }
+paired_cost() { printf '%.1f' "$(median "$(paired_list "$@" | tr ',' ' ')")"; }
 pair_cost=$(paired_cost "${RPS[observed]}" "${RPS[bare]}" 0)
 pair_cpu_cost=$(paired_cost "${CPU_US[observed]}" "${CPU_US[bare]}" 1)
 logged=$(sum "${LINES[observed]}")
