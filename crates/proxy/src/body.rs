@@ -26,6 +26,45 @@ pub enum BodyError {
     Idle(Duration),
     #[error(transparent)]
     Hyper(#[from] hyper::Error),
+    #[error(transparent)]
+    Upstream(#[from] crate::h1::H1Error),
+}
+
+/// A response body as it comes from an upstream: over a hyper client connection, or read
+/// by the request's task from a direct HTTP/1.1 connection.
+#[derive(Debug)]
+pub(crate) enum ResponseBody {
+    Hyper(Incoming),
+    Direct(crate::h1::ResponseBody),
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        match self.get_mut() {
+            ResponseBody::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+            ResponseBody::Direct(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseBody::Hyper(body) => body.is_end_stream(),
+            ResponseBody::Direct(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ResponseBody::Hyper(body) => body.size_hint(),
+            ResponseBody::Direct(body) => body.size_hint(),
+        }
+    }
 }
 
 /// Run once when a response body has all gone (or its client went away), with the bytes
@@ -39,7 +78,7 @@ pub(crate) trait Done: Send + Sync {
 /// trailers kept, or a complete body of our own. It counts what it sends and says when it is
 /// done (or abandoned), which is when a request is logged and measured.
 pub struct ProxyBody {
-    inner: Either<Timed<Incoming>, Full<Bytes>>,
+    inner: Either<Timed<ResponseBody>, Full<Bytes>>,
     sent: u64,
     done: Option<Box<dyn Done>>,
     /// The upstream connection the body comes over, back to the pool when it has all come.
@@ -59,7 +98,7 @@ impl ProxyBody {
     /// the pool once the body has all been read). A body that is empty from the start (a
     /// response to HEAD, a 204 or 304) releases the connection at once: the server side may
     /// never poll it.
-    pub(crate) fn upstream(body: Timed<Incoming>, pooled: Option<Pooled>) -> ProxyBody {
+    pub(crate) fn upstream(body: Timed<ResponseBody>, pooled: Option<Pooled>) -> ProxyBody {
         let pooled = match pooled {
             Some(pooled) if body.is_end_stream() => {
                 pooled.release();

@@ -24,14 +24,17 @@ use vestibule_model::{
 
 use crate::access_log::Line;
 use crate::balance::{self, PickInput};
-use crate::body::{Limited, Progress, ProxyBody, Timed, UpstreamBody, empty};
+use crate::body::{Limited, Progress, ProxyBody, ResponseBody, Timed, UpstreamBody, empty};
 use crate::dataplane::{DataPlane, Runtime};
+use crate::h1;
 use crate::headers::{
     ClientSide, IpText, X_REQUEST_ID, add_forwarded, remove_hop_by_hop, request_id,
 };
 use crate::metrics::{MethodClass, RouteStats, UpstreamErrorKind};
 use crate::respond::{BoxError, ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
-use crate::upstream::{ConnectError, Pooled, SendError, Target as UpstreamTarget, Upstreams};
+use crate::upstream::{
+    ConnectError, Outbound, Pooled, SendError, Target as UpstreamTarget, Upstreams,
+};
 use crate::{Observability, ProxySettings};
 
 /// Answers one request: the upstream's response, Vestibule's redirect to HTTPS, or its own
@@ -359,9 +362,16 @@ async fn forward(
         n => n,
     };
     let deadline = policy.next_upstream_timeout.map(|t| Instant::now() + t);
+    // A request with no body and no upgrade goes over HTTP/1.1 driven by this task; its head
+    // is written once, for every attempt.
+    let direct = upgrade.is_none() && replayable && !protocol.is_http2();
+    let mut direct_head: Option<h1::RequestHead> = None;
+    // Once the body may have reached the upstream, only a replayable request of a method
+    // that may be repeated is tried again.
+    let may_repeat = replayable && (idempotent || policy.next_upstream.non_idempotent);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
-    let mut fallback: Option<(Response<Incoming>, Option<Pooled>)> = None;
+    let mut fallback: Option<(Response<ResponseBody>, Option<Pooled>)> = None;
     let mut set_cookie: Option<HeaderValue> = None;
     let mut rng = |n: usize| fastrand::usize(..n.max(1));
 
@@ -423,6 +433,7 @@ async fn forward(
             connect_timeout: policy.connect_timeout,
             tls: policy.upstream_tls.as_deref(),
             server_name: &server_name,
+            direct,
         };
         let conn = match upstreams.checkout(&target).await {
             Ok(conn) => conn,
@@ -465,7 +476,24 @@ async fn forward(
             upgrade: upgrade.as_ref(),
             grpc_trailers,
         };
-        let request = upstream_request(&outgoing, endpoint, body)?;
+        let request = if conn.is_direct() {
+            let head = match &direct_head {
+                Some(head) => head.clone(),
+                None => {
+                    let head = h1::request_head(
+                        &parts.method,
+                        &upstream_target,
+                        &host_value,
+                        &parts.headers,
+                    )
+                    .map_err(ProxyError::BadRequest)?;
+                    direct_head.insert(head).clone()
+                }
+            };
+            Outbound::Direct(head)
+        } else {
+            Outbound::Hyper(Box::new(upstream_request(&outgoing, endpoint, body)?))
+        };
         let waiting = if conn.reused() {
             started
         } else {
@@ -481,21 +509,18 @@ async fn forward(
         // moved through this (large) function's state on every attempt.
         let sent = Box::pin(async {
             let exchange = async {
-                match conn.send(request).await {
-                    // A pooled connection the upstream had already closed: the request never
-                    // left, so it goes once more on a new connection, body and all.
+                match conn.send(request, may_repeat).await {
+                    // A pooled connection the upstream had already closed: the request goes
+                    // once more on a new connection, body and all.
                     Err(SendError {
                         unsent: Some(request),
                         reused: true,
                         ..
                     }) => match upstreams.checkout_new(&target).await {
-                        Ok(conn) => conn
-                            .send(request)
-                            .await
-                            .map_err(|e| BoxError::from(e.error)),
+                        Ok(conn) => conn.send(request, false).await.map_err(|e| e.error),
                         Err(e) => Err(BoxError::from(e)),
                     },
-                    other => other.map_err(|e| BoxError::from(e.error)),
+                    other => other.map_err(|e| e.error),
                 }
             };
             tokio::pin!(exchange);
@@ -729,7 +754,7 @@ fn connect_error(endpoint: &EndpointAddress, error: ConnectError) -> ProxyError 
 
 /// The upstream's response made ready for the client; for a 101, the tunnel is started.
 fn finish(
-    response: Response<Incoming>,
+    response: Response<ResponseBody>,
     pooled: Option<Pooled>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     upgrade: Option<&Upgrade>,

@@ -3,6 +3,10 @@
 //! connections pooled per endpoint with an idle timeout and a cap, one shared HTTP/2
 //! connection per endpoint, in clear text or TLS.
 //!
+//! HTTP/1.1 connections come in two kinds, pooled apart: ones driven by the request's own
+//! task ([`crate::h1`]) for requests without a body, and hyper client connections, each
+//! with its task, for requests with a body and for upgrades.
+//!
 //! Connecting is separate from sending on purpose: a connect failure means nothing of the
 //! request left Vestibule, so any request may be tried on another endpoint.
 
@@ -12,7 +16,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -23,7 +26,8 @@ use tokio_rustls::TlsConnector;
 use tracing::debug;
 use vestibule_model::{EndpointAddress, UpstreamProtocol, UpstreamTls};
 
-use crate::body::UpstreamBody;
+use crate::body::{ResponseBody, UpstreamBody};
+use crate::h1;
 
 /// Pool limits towards upstreams. Timeouts are per route (`ProxyPolicy`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +57,9 @@ pub(crate) struct Target<'a> {
     pub(crate) tls: Option<&'a UpstreamTls>,
     /// The name for SNI and verification when `tls` names none: the Service's DNS name.
     pub(crate) server_name: &'a str,
+    /// The request has no body and asks for no upgrade: an HTTP/1.1 connection driven by
+    /// the request's task will do.
+    pub(crate) direct: bool,
 }
 
 /// Why no connection could be made.
@@ -84,6 +91,8 @@ pub(crate) struct PoolKey {
     protocol: UpstreamProtocol,
     /// The TLS name and client configuration, when TLS.
     tls: Option<(Box<str>, usize)>,
+    /// Driven by the request's task ([`h1`]) rather than by a hyper connection task.
+    direct: bool,
 }
 
 #[derive(Debug)]
@@ -97,10 +106,20 @@ struct Idle {
 /// flooding-resistant hash: SipHash cost more than the rest of a pool lookup.
 type KeyHasher = foldhash::fast::RandomState;
 
+#[derive(Debug)]
+struct IdleDirect {
+    conn: h1::Connection,
+    since: Instant,
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct PoolState {
     idle: HashMap<PoolKey, Vec<Idle>, KeyHasher>,
+    direct: HashMap<PoolKey, Vec<IdleDirect>, KeyHasher>,
     multiplexed: HashMap<PoolKey, http2::SendRequest<UpstreamBody>, KeyHasher>,
+    /// The task that closes idle direct connections (which have no task of their own to
+    /// notice a close or a timeout) runs.
+    sweeping: bool,
 }
 
 /// TLS client configurations, one per distinct verification setting and ALPN.
@@ -128,7 +147,51 @@ pub(crate) struct Conn {
 #[derive(Debug)]
 enum ConnKind {
     Http1(Pooled),
+    Direct(h1::Connection, Return),
     Http2(http2::SendRequest<UpstreamBody>),
+}
+
+/// Where a direct HTTP/1.1 connection goes back to once its response has all been read.
+#[derive(Debug)]
+pub(crate) struct Return {
+    key: PoolKey,
+    pool: Arc<Mutex<PoolState>>,
+    settings: UpstreamSettings,
+}
+
+impl Return {
+    pub(crate) fn park(self, conn: h1::Connection) {
+        let mut state = lock(&self.pool);
+        if !state.sweeping {
+            state.sweeping = true;
+            tokio::spawn(sweep(
+                Arc::downgrade(&self.pool),
+                self.settings.idle_timeout,
+            ));
+        }
+        let idle = state.direct.entry(self.key).or_default();
+        if idle.len() < self.settings.max_idle_per_endpoint {
+            idle.push(IdleDirect {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// Closes idle direct connections that timed out or that the upstream closed, for as long as
+/// the pool lives. Hyper's connections do this in their own tasks.
+async fn sweep(pool: std::sync::Weak<Mutex<PoolState>>, idle_timeout: Duration) {
+    let every = (idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+    loop {
+        tokio::time::sleep(every).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let mut state = lock(&pool);
+        state.direct.retain(|_, idle| {
+            idle.retain_mut(|i| i.since.elapsed() < idle_timeout && i.conn.is_usable());
+            !idle.is_empty()
+        });
+    }
 }
 
 /// An HTTP/1.1 connection and its place in the pool. It comes back with the response and
@@ -175,12 +238,20 @@ impl Pooled {
     }
 }
 
-/// A request that failed, and the request itself when it never left (so it can be sent
-/// again on another connection whatever its method and body).
+/// A request for one attempt, in the form its connection takes.
+#[derive(Debug)]
+pub(crate) enum Outbound {
+    /// Boxed: requests with a body are the rarer kind, and the common one stays small.
+    Hyper(Box<Request<UpstreamBody>>),
+    Direct(h1::RequestHead),
+}
+
+/// A request that failed, and the request itself when it may go again on a new connection:
+/// it never left, or (without a body) the pooled connection it went on had been closed.
 #[derive(Debug)]
 pub(crate) struct SendError {
-    pub(crate) error: hyper::Error,
-    pub(crate) unsent: Option<Request<UpstreamBody>>,
+    pub(crate) error: crate::respond::BoxError,
+    pub(crate) unsent: Option<Outbound>,
     pub(crate) reused: bool,
 }
 
@@ -227,6 +298,7 @@ impl Upstreams {
             tls: tls
                 .as_ref()
                 .map(|(name, config)| (name.clone(), Arc::as_ptr(config) as usize)),
+            direct: target.direct && !target.protocol.is_http2(),
         };
         if reuse && let Some(conn) = self.reuse(&key) {
             return Ok(conn);
@@ -247,12 +319,21 @@ impl Upstreams {
         // As ingress-nginx: no SNI unless `proxy-ssl-server-name: on`.
         let send_sni = target.tls.is_some_and(|t| t.send_sni);
         match (&tls, target.protocol.is_http2()) {
+            (None, _) if key.direct => {
+                Ok(self.direct(key, h1::Connection::new(h1::Stream::Plain(stream)), false))
+            }
             (None, false) => self.http1(key, stream).await,
             (None, true) => self.http2(key, stream).await,
             (Some((name, config)), h2) => {
                 let stream =
                     tls_connect(stream, name, config, send_sni, target.connect_timeout).await?;
-                if h2 {
+                if key.direct {
+                    Ok(self.direct(
+                        key,
+                        h1::Connection::new(h1::Stream::Tls(Box::new(stream))),
+                        false,
+                    ))
+                } else if h2 {
                     self.http2(key, stream).await
                 } else {
                     self.http1(key, stream).await
@@ -274,8 +355,17 @@ impl Upstreams {
                 reused: true,
             });
         }
-        let idle = state.idle.get_mut(key)?;
         let cutoff = self.settings.idle_timeout;
+        if key.direct {
+            let idle = state.direct.get_mut(key)?;
+            while let Some(mut candidate) = idle.pop() {
+                if candidate.since.elapsed() < cutoff && candidate.conn.is_usable() {
+                    return Some(self.direct(key.clone(), candidate.conn, true));
+                }
+            }
+            return None;
+        }
+        let idle = state.idle.get_mut(key)?;
         // Most recently used first: it is the least likely to have been closed by the
         // upstream's own keep-alive timeout.
         while let Some(candidate) = idle.pop() {
@@ -323,6 +413,18 @@ impl Upstreams {
                 max_idle: self.settings.max_idle_per_endpoint,
                 task,
             }),
+            reused,
+        }
+    }
+
+    fn direct(&self, key: PoolKey, conn: h1::Connection, reused: bool) -> Conn {
+        let back = Return {
+            key,
+            pool: self.state.clone(),
+            settings: self.settings.clone(),
+        };
+        Conn {
+            kind: ConnKind::Direct(conn, back),
             reused,
         }
     }
@@ -384,39 +486,69 @@ impl Conn {
     pub(crate) fn closer(&self) -> Option<tokio::task::AbortHandle> {
         match &self.kind {
             ConnKind::Http1(pooled) => Some(pooled.task.clone()),
-            ConnKind::Http2(_) => None,
+            // Closed by dropping it, with the exchange's future.
+            ConnKind::Direct(..) | ConnKind::Http2(_) => None,
         }
+    }
+
+    /// Takes its requests as [`Outbound::Direct`].
+    pub(crate) fn is_direct(&self) -> bool {
+        matches!(self.kind, ConnKind::Direct(..))
     }
 
     /// Sends the request and waits for the response headers (the caller bounds the wait).
     /// An HTTP/1.1 connection comes back with the response, to be released to the pool once
     /// the response body has been read ([`Pooled::release`]).
+    ///
+    /// A direct request may go again on a new connection (`resend`) when the pooled one it
+    /// went on gave nothing back: the upstream closed it as the request arrived.
     pub(crate) async fn send(
         self,
-        request: Request<UpstreamBody>,
-    ) -> Result<(Response<Incoming>, Option<Pooled>), SendError> {
+        request: Outbound,
+        resend: bool,
+    ) -> Result<(Response<ResponseBody>, Option<Pooled>), SendError> {
         let reused = self.reused;
         let failed = |mut e: hyper::client::conn::TrySendError<Request<UpstreamBody>>| SendError {
-            unsent: e.take_message(),
-            error: e.into_error(),
+            unsent: e.take_message().map(|r| Outbound::Hyper(Box::new(r))),
+            error: e.into_error().into(),
             reused,
         };
-        match self.kind {
-            ConnKind::Http2(mut sender) => {
-                let response = sender.try_send_request(request).await.map_err(failed)?;
-                Ok((response, None))
+        match (self.kind, request) {
+            (ConnKind::Direct(conn, back), Outbound::Direct(head)) => {
+                match conn.exchange(&head, back).await {
+                    Ok((parts, body)) => Ok((
+                        Response::from_parts(parts, ResponseBody::Direct(body)),
+                        None,
+                    )),
+                    Err(failure) => Err(SendError {
+                        unsent: (reused && resend && failure.nothing_back)
+                            .then_some(Outbound::Direct(head)),
+                        error: failure.error.into(),
+                        reused,
+                    }),
+                }
             }
-            ConnKind::Http1(mut pooled) => {
+            (ConnKind::Http2(mut sender), Outbound::Hyper(request)) => {
+                let response = sender.try_send_request(*request).await.map_err(failed)?;
+                Ok((response.map(ResponseBody::Hyper), None))
+            }
+            (ConnKind::Http1(mut pooled), Outbound::Hyper(request)) => {
                 let response = pooled
                     .sender
-                    .try_send_request(request)
+                    .try_send_request(*request)
                     .await
                     .map_err(failed)?;
                 // An upgraded connection belongs to its tunnel now.
                 let pooled =
                     (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then_some(pooled);
-                Ok((response, pooled))
+                Ok((response.map(ResponseBody::Hyper), pooled))
             }
+            // The request path builds the request its connection asks for (`is_direct`).
+            (_, _) => Err(SendError {
+                error: "the request was built for the other kind of connection".into(),
+                unsent: None,
+                reused,
+            }),
         }
     }
 }

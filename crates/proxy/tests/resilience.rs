@@ -24,8 +24,7 @@ use vestibule_proxy::{ProxySettings, TrustedProxies};
 use vestibule_testkit::fixtures::IngressBuilder;
 use vestibule_testkit::misbehave::{Flaky, Hang, ResetMidResponse, Slow, refused_addr};
 use vestibule_testkit::raw::RawResponse;
-use vestibule_testkit::{Echo, EchoReply, endpoint_slice, ingress, proxy_protocol, service, svc};
-use vestibule_translate::Object;
+use vestibule_testkit::{Echo, EchoReply, ingress, proxy_protocol, svc};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -41,27 +40,6 @@ fn route(host: &str, service: &str, annotations: &[(&str, &str)]) -> IngressBuil
             ingress.annotation(&format!("nginx.ingress.kubernetes.io/{key}"), value)
         },
     )
-}
-
-/// A Service `name` whose endpoints are arbitrary addresses (misbehaving backends), one
-/// EndpointSlice per address since each has its own port.
-fn service_at(name: &str, addrs: &[SocketAddr]) -> Vec<Object> {
-    let mut objects: Vec<Object> = vec![
-        service("default", name)
-            .port("http", 80, 8080)
-            .build()
-            .into(),
-    ];
-    for (i, addr) in addrs.iter().enumerate() {
-        objects.push(
-            endpoint_slice("default", &format!("{name}-{i}"), name)
-                .port("http", i32::from(addr.port()))
-                .ready(&addr.ip().to_string())
-                .build()
-                .into(),
-        );
-    }
-    objects
 }
 
 async fn echoes(prefix: &str, n: usize) -> Vec<Echo> {

@@ -1,6 +1,7 @@
 //! Backends that fail the ways a proxy must cope with: one that never answers, one that resets
 //! mid-response, an address that refuses, a slow one, one that drops its first connections,
-//! and an HTTP/1.1 echo behind TLS. Each listens on `127.0.0.1` and stops when dropped.
+//! an HTTP/1.1 echo behind TLS, and one that sends scripted bytes. Each listens on `127.0.0.1`
+//! and stops when dropped.
 
 use std::convert::Infallible;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -404,5 +405,121 @@ impl TlsEcho {
     /// Requests answered so far.
     pub fn hits(&self) -> usize {
         self.echo.hits()
+    }
+}
+
+/// What a [`Scripted`] backend does with the next request head on a connection.
+#[derive(Debug, Clone)]
+pub enum Step {
+    /// Writes these bytes, exactly, and waits for the next request.
+    Answer(Vec<u8>),
+    /// Writes these bytes and closes the connection.
+    AnswerAndClose(Vec<u8>),
+    /// Closes the connection without answering.
+    Close,
+}
+
+/// An HTTP/1.1 backend that takes each request head to the next step of its connection's
+/// script, so a test can send any framing, any malformation, or nothing at all. Connections
+/// take the scripts in the order they arrive; after its last step a connection stays open
+/// until the peer closes it. Connections beyond the scripts are closed after their first
+/// request head.
+#[derive(Debug)]
+pub struct Scripted {
+    server: Server,
+    heads: Arc<std::sync::Mutex<Vec<String>>>,
+    closed_by_peer: Arc<AtomicUsize>,
+}
+
+impl Scripted {
+    pub async fn start(scripts: Vec<Vec<Step>>) -> std::io::Result<Scripted> {
+        let scripts = Arc::new(std::sync::Mutex::new(
+            scripts
+                .into_iter()
+                .collect::<std::collections::VecDeque<_>>(),
+        ));
+        let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let closed_by_peer = Arc::new(AtomicUsize::new(0));
+        let (seen, closed) = (heads.clone(), closed_by_peer.clone());
+        let server = Server::start(move |mut stream, counts| {
+            let script = scripts
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front()
+                .unwrap_or_else(|| vec![Step::Close]);
+            let (seen, closed) = (seen.clone(), closed.clone());
+            async move {
+                let mut pending = Vec::new();
+                for step in script {
+                    let Some(head) = next_head(&mut stream, &mut pending).await else {
+                        closed.fetch_add(1, Ordering::SeqCst);
+                        return;
+                    };
+                    counts.requests.fetch_add(1, Ordering::SeqCst);
+                    seen.lock().unwrap_or_else(|p| p.into_inner()).push(head);
+                    match step {
+                        Step::Answer(bytes) => {
+                            if stream.write_all(&bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        Step::AnswerAndClose(bytes) => {
+                            let _ = stream.write_all(&bytes).await;
+                            return;
+                        }
+                        Step::Close => return,
+                    }
+                }
+                if let Some(head) = next_head(&mut stream, &mut pending).await {
+                    counts.requests.fetch_add(1, Ordering::SeqCst);
+                    seen.lock().unwrap_or_else(|p| p.into_inner()).push(head);
+                } else {
+                    closed.fetch_add(1, Ordering::SeqCst);
+                }
+            }
+        })
+        .await?;
+        Ok(Scripted {
+            server,
+            heads,
+            closed_by_peer,
+        })
+    }
+    pub fn addr(&self) -> SocketAddr {
+        self.server.addr
+    }
+
+    pub fn connections(&self) -> usize {
+        self.server.connections()
+    }
+
+    pub fn requests(&self) -> usize {
+        self.server.requests()
+    }
+
+    /// The request heads received, in order, as text.
+    pub fn heads(&self) -> Vec<String> {
+        self.heads.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Connections the peer (the proxy) closed while this backend waited for a request.
+    pub fn closed_by_peer(&self) -> usize {
+        self.closed_by_peer.load(Ordering::SeqCst)
+    }
+}
+
+/// The next request head on `stream` (bodies are not expected), keeping what follows it in
+/// `pending`; `None` once the peer closes or fails.
+async fn next_head(stream: &mut TcpStream, pending: &mut Vec<u8>) -> Option<String> {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head: Vec<u8> = pending.drain(..end + 4).collect();
+            return Some(String::from_utf8_lossy(&head).into_owned());
+        }
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
     }
 }

@@ -13,6 +13,7 @@ use vestibule_proxy::{
 };
 use vestibule_testkit::fixtures::{IngressBuilder, echo_service, ingress_class};
 use vestibule_testkit::{Echo, EchoReply};
+use vestibule_testkit::{endpoint_slice, service};
 use vestibule_translate::{Object, Options, Snapshot, compile};
 
 pub struct Proxy {
@@ -109,6 +110,27 @@ pub fn world(ingresses: Vec<IngressBuilder>, services: &[(&str, &[&Echo])]) -> V
         let (service, slices) = echo_service("default", name, echoes);
         objects.push(service.into());
         objects.extend(slices.into_iter().map(Object::from));
+    }
+    objects
+}
+
+/// A Service `name` whose endpoints are arbitrary addresses (misbehaving backends), one
+/// EndpointSlice per address since each has its own port.
+pub fn service_at(name: &str, addrs: &[SocketAddr]) -> Vec<Object> {
+    let mut objects: Vec<Object> = vec![
+        service("default", name)
+            .port("http", 80, 8080)
+            .build()
+            .into(),
+    ];
+    for (i, addr) in addrs.iter().enumerate() {
+        objects.push(
+            endpoint_slice("default", &format!("{name}-{i}"), name)
+                .port("http", i32::from(addr.port()))
+                .ready(&addr.ip().to_string())
+                .build()
+                .into(),
+        );
     }
     objects
 }

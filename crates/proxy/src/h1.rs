@@ -1,0 +1,774 @@
+//! HTTP/1.1 to upstreams for requests without a body, driven by the request's own task: the
+//! request head goes out in one write, the response head is parsed from the connection's
+//! buffer, and the response body is read from the connection as the client side asks for
+//! it. No task, channel or cross-task wake-up sits between the two sides, which is most of
+//! what a pooled hyper client connection costs per request.
+//!
+//! Requests with a body, and upgrades, still go through hyper's client (`upstream`): it reads
+//! the response while the body is still going out, which an early answer (a 413, a 401)
+//! needs.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Version};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+
+use crate::upstream::Return;
+
+/// The most a response head (status line and header fields) may take: past it the upstream
+/// is answered with a 502, as nginx does for "upstream sent too big header".
+const MAX_HEAD: usize = 64 * 1024;
+/// Header fields in one response head, or in one trailer section.
+const MAX_FIELDS: usize = 128;
+/// A chunk-size line with its extensions.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Interim (1xx) responses skipped before the final one.
+const MAX_INTERIM: usize = 16;
+/// What one read asks the socket for.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Why an HTTP/1.1 exchange with an upstream, or the reading of its response body, failed.
+#[derive(Debug, thiserror::Error)]
+pub enum H1Error {
+    #[error("writing the request: {0}")]
+    Write(io::Error),
+    #[error("reading the response: {0}")]
+    Read(io::Error),
+    #[error("the connection closed {0}")]
+    Closed(&'static str),
+    #[error("the response is not valid HTTP/1.1: {0}")]
+    Parse(httparse::Error),
+    #[error("the response is not valid HTTP/1.1: {0}")]
+    Invalid(&'static str),
+    #[error("the response head is larger than {MAX_HEAD} bytes")]
+    HeadTooLarge,
+}
+
+/// A connection to an upstream, in clear text or TLS.
+#[derive(Debug)]
+pub(crate) enum Stream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// An idle or busy HTTP/1.1 connection and what has been read from it but not yet used.
+#[derive(Debug)]
+pub(crate) struct Connection {
+    stream: Stream,
+    buf: BytesMut,
+}
+
+/// A request head, written once per request and sent as it is on every attempt.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestHead {
+    bytes: Bytes,
+    /// A response to HEAD has no body, whatever its header says.
+    head_method: bool,
+}
+
+/// The request for the upstream, as HTTP/1.1 bytes: the method and target, `Host` first,
+/// then the client's remaining fields as they are (hop-by-hop ones already removed).
+pub(crate) fn request_head(
+    method: &Method,
+    target: &str,
+    host: &HeaderValue,
+    headers: &HeaderMap,
+) -> Result<RequestHead, &'static str> {
+    // The target was routed as text: anything that could end the request line early or
+    // smuggle a second one is refused rather than written.
+    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the request target is not valid");
+    }
+    let fields: usize = headers
+        .iter()
+        .map(|(name, value)| name.as_str().len() + value.len() + 4)
+        .sum();
+    let mut out = BytesMut::with_capacity(method.as_str().len() + target.len() + fields + 64);
+    out.put_slice(method.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(target.as_bytes());
+    out.put_slice(b" HTTP/1.1\r\nhost: ");
+    out.put_slice(host.as_bytes());
+    out.put_slice(b"\r\n");
+    let mut has_length = false;
+    for (name, value) in headers {
+        if *name == HOST {
+            continue;
+        }
+        has_length |= *name == CONTENT_LENGTH;
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    // A method whose requests usually carry a body is sent with an explicit empty one, which
+    // servers that insist on a length (411) accept.
+    if !has_length
+        && !matches!(
+            method.as_str(),
+            "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE"
+        )
+    {
+        out.put_slice(b"content-length: 0\r\n");
+    }
+    out.put_slice(b"\r\n");
+    Ok(RequestHead {
+        bytes: out.freeze(),
+        head_method: *method == Method::HEAD,
+    })
+}
+
+/// How a failed exchange ended, for the decision to send it again on a new connection.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) error: H1Error,
+    /// Not one byte of a response came back: on a connection that had been idle, the
+    /// upstream most likely closed it as the request went out, without seeing the request.
+    pub(crate) nothing_back: bool,
+}
+
+impl Connection {
+    pub(crate) fn new(stream: Stream) -> Connection {
+        Connection {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether an idle connection can take a request: the upstream has neither closed it
+    /// nor sent anything unasked. Costs no system call while the socket has had no event.
+    pub(crate) fn is_usable(&mut self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut byte = [0u8; 1];
+        let mut probe = ReadBuf::new(&mut byte);
+        Pin::new(&mut self.stream)
+            .poll_read(&mut cx, &mut probe)
+            .is_pending()
+    }
+
+    /// Sends the request and reads the response head. The body is read through the returned
+    /// [`ResponseBody`], which hands the connection back to the pool (`reuse`) once the body
+    /// has all come and the connection may carry another request.
+    pub(crate) async fn exchange(
+        mut self,
+        request: &RequestHead,
+        reuse: Return,
+    ) -> Result<(http::response::Parts, ResponseBody), Failure> {
+        if let Err(e) = self.stream.write_all(&request.bytes).await {
+            return Err(Failure {
+                error: H1Error::Write(e),
+                nothing_back: true,
+            });
+        }
+        let mut interim = 0;
+        loop {
+            let parsed = if self.buf.is_empty() {
+                Ok(None)
+            } else {
+                self.parse_head()
+            };
+            let (head_len, parsed) = match parsed {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) => {
+                    if self.buf.len() >= MAX_HEAD {
+                        return Err(self.failed(H1Error::HeadTooLarge));
+                    }
+                    match std::future::poll_fn(|cx| self.poll_fill(cx)).await {
+                        Ok(0) => {
+                            let nothing_back = self.buf.is_empty() && interim == 0;
+                            let state = if nothing_back {
+                                "before the response began"
+                            } else {
+                                "in the middle of the response head"
+                            };
+                            return Err(Failure {
+                                error: H1Error::Closed(state),
+                                nothing_back,
+                            });
+                        }
+                        Ok(_) => continue,
+                        Err(e) => {
+                            let nothing_back = self.buf.is_empty() && interim == 0;
+                            return Err(Failure {
+                                error: H1Error::Read(e),
+                                nothing_back,
+                            });
+                        }
+                    }
+                }
+                Err(error) => return Err(self.failed(error)),
+            };
+            if parsed.status.is_informational() {
+                // 100 Continue, 103 Early Hints: the final response follows. A 101 to a
+                // request that asked for no upgrade leaves a connection that is no longer
+                // HTTP.
+                if parsed.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(self.failed(H1Error::Invalid("an unrequested 101")));
+                }
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(self.failed(H1Error::Invalid("too many interim responses")));
+                }
+                self.buf.advance(head_len);
+                continue;
+            }
+            let head = self.buf.split_to(head_len).freeze();
+            let mut headers = match parsed.headers(&head) {
+                Ok(headers) => headers,
+                Err(error) => return Err(self.failed(error)),
+            };
+            let (framing, keep_alive) = match framing(
+                parsed.status,
+                parsed.version,
+                request.head_method,
+                &mut headers,
+            ) {
+                Ok(framing) => framing,
+                Err(error) => return Err(self.failed(error)),
+            };
+            let mut parts = http::Response::new(()).into_parts().0;
+            parts.status = parsed.status;
+            parts.version = parsed.version;
+            parts.headers = headers;
+            let mut body = ResponseBody {
+                conn: Some(self),
+                state: framing,
+                reuse: keep_alive.then_some(reuse),
+            };
+            if matches!(body.state, State::Done) {
+                body.release();
+            }
+            return Ok((parts, body));
+        }
+    }
+
+    fn failed(&self, error: H1Error) -> Failure {
+        Failure {
+            error,
+            nothing_back: false,
+        }
+    }
+
+    /// The response head, when the buffer holds all of it.
+    fn parse_head(&self) -> Result<Option<(usize, ParsedHead)>, H1Error> {
+        // Left uninitialised: writing out the whole array on every parse cost more than the
+        // parse.
+        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+        let mut response = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            &self.buf,
+            &mut fields,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(e) => return Err(H1Error::Parse(e)),
+        };
+        let code = response.code.unwrap_or_default();
+        let status = StatusCode::from_u16(code).map_err(|_| H1Error::Invalid("the status code"))?;
+        let version = if response.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        // Where each field lies in the head, so the values can be shared with the head's
+        // bytes rather than copied once the buffer is split.
+        let base = self.buf.as_ptr() as usize;
+        let mut at = FieldsAt::with_capacity(response.headers.len());
+        for field in response.headers.iter() {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            at.push([name, field.name.len(), value, field.value.len()]);
+        }
+        Ok(Some((
+            len,
+            ParsedHead {
+                status,
+                version,
+                at,
+            },
+        )))
+    }
+
+    /// Reads what the socket has into the buffer: the count, 0 at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
+            self.buf.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
+    }
+}
+
+/// Where each field's name and value start in a head, and their lengths.
+type FieldsAt = smallvec::SmallVec<[[usize; 4]; 16]>;
+
+/// A response head's status, version, and where its fields are.
+struct ParsedHead {
+    status: StatusCode,
+    version: Version,
+    at: FieldsAt,
+}
+
+impl ParsedHead {
+    fn headers(&self, head: &Bytes) -> Result<HeaderMap, H1Error> {
+        let mut headers = HeaderMap::with_capacity(self.at.len());
+        for &[name, name_len, value, value_len] in &self.at {
+            let name = HeaderName::from_bytes(&head[name..name + name_len])
+                .map_err(|_| H1Error::Invalid("a header field name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
+                .map_err(|_| H1Error::Invalid("a header field value"))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
+}
+
+/// How the response body is delimited (RFC 9112 section 6.3), and whether the connection
+/// may carry another request after it.
+fn framing(
+    status: StatusCode,
+    version: Version,
+    head_method: bool,
+    headers: &mut HeaderMap,
+) -> Result<(State, bool), H1Error> {
+    let mut keep_alive = version == Version::HTTP_11 && !has_token(headers, &CONNECTION, "close");
+    if head_method || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((State::Done, keep_alive));
+    }
+    if headers.contains_key(TRANSFER_ENCODING) {
+        // Both framings at once is how responses are smuggled: the chunked one is read, the
+        // length is not passed on (RFC 9112 section 6.3), and the connection is not trusted
+        // with another request.
+        if headers.remove(CONTENT_LENGTH).is_some() {
+            keep_alive = false;
+        }
+        let chunked = headers
+            .get_all(TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        if chunked {
+            return Ok((State::Chunked(Chunk::Size), keep_alive));
+        }
+        return Ok((State::Close, false));
+    }
+    let mut length: Option<u64> = None;
+    for value in &headers.get_all(CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| H1Error::Invalid("Content-Length"))?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(H1Error::Invalid("Content-Length"));
+            }
+            let n: u64 = part
+                .parse()
+                .map_err(|_| H1Error::Invalid("Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(H1Error::Invalid("differing Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => (State::Done, keep_alive),
+        Some(n) => (State::Length(n), keep_alive),
+        None => (State::Close, false),
+    })
+}
+
+fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Where in the body the reader is.
+#[derive(Debug)]
+enum State {
+    /// This many bytes to come.
+    Length(u64),
+    Chunked(Chunk),
+    /// Everything until the upstream closes.
+    Close,
+    Done,
+}
+
+#[derive(Debug)]
+enum Chunk {
+    /// A chunk-size line is next.
+    Size,
+    /// This many bytes of chunk data to come.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// The trailer section after the last chunk.
+    Trailers,
+}
+
+/// A response body read from its connection as it is asked for.
+#[derive(Debug)]
+pub(crate) struct ResponseBody {
+    conn: Option<Connection>,
+    state: State,
+    /// Where the connection goes once the body has all come; `None` when it must close.
+    reuse: Option<Return>,
+}
+
+impl ResponseBody {
+    /// The body has all come: the connection goes back to the pool, unless the upstream
+    /// sent more than the response (nothing may follow a response that was not asked for).
+    fn release(&mut self) {
+        self.state = State::Done;
+        if let (Some(conn), Some(reuse)) = (self.conn.take(), self.reuse.take())
+            && conn.buf.is_empty()
+        {
+            reuse.park(conn);
+        }
+    }
+
+    fn fail(&mut self, error: H1Error) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        self.state = State::Done;
+        self.conn = None;
+        Poll::Ready(Some(Err(error)))
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = H1Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, H1Error>>> {
+        let this = &mut *self;
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            // Bytes wanted before the state can move on, when the buffer does not have them.
+            let starved = match &mut this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(left) | State::Chunked(Chunk::Data(left)) => {
+                    if conn.buf.is_empty() {
+                        true
+                    } else {
+                        let take = conn
+                            .buf
+                            .len()
+                            .min(usize::try_from(*left).unwrap_or(usize::MAX));
+                        let data = conn.buf.split_to(take).freeze();
+                        *left -= take as u64;
+                        if *left == 0 {
+                            match this.state {
+                                State::Length(_) => this.release(),
+                                _ => this.state = State::Chunked(Chunk::DataEnd),
+                            }
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                }
+                State::Close => {
+                    if conn.buf.is_empty() {
+                        match ready!(conn.poll_fill(cx)) {
+                            Ok(0) => {
+                                this.state = State::Done;
+                                this.conn = None;
+                                return Poll::Ready(None);
+                            }
+                            Ok(_) => {}
+                            Err(e) => return this.fail(H1Error::Read(e)),
+                        }
+                    }
+                    let data = conn.buf.split().freeze();
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                State::Chunked(Chunk::Size) => match chunk_size(&conn.buf) {
+                    Ok(Some((line, 0))) => {
+                        conn.buf.advance(line);
+                        this.state = State::Chunked(Chunk::Trailers);
+                        false
+                    }
+                    Ok(Some((line, size))) => {
+                        conn.buf.advance(line);
+                        this.state = State::Chunked(Chunk::Data(size));
+                        false
+                    }
+                    Ok(None) => true,
+                    Err(error) => return this.fail(error),
+                },
+                State::Chunked(Chunk::DataEnd) => {
+                    if conn.buf.len() < 2 {
+                        true
+                    } else if conn.buf.starts_with(b"\r\n") {
+                        conn.buf.advance(2);
+                        this.state = State::Chunked(Chunk::Size);
+                        false
+                    } else {
+                        return this.fail(H1Error::Invalid("chunk data not followed by CRLF"));
+                    }
+                }
+                State::Chunked(Chunk::Trailers) => match trailers(&conn.buf) {
+                    Ok(Some((len, fields))) => {
+                        conn.buf.advance(len);
+                        this.release();
+                        if fields.is_empty() {
+                            return Poll::Ready(None);
+                        }
+                        return Poll::Ready(Some(Ok(Frame::trailers(fields))));
+                    }
+                    Ok(None) => true,
+                    Err(error) => return this.fail(error),
+                },
+            };
+            if starved {
+                match ready!(conn.poll_fill(cx)) {
+                    Ok(0) => return this.fail(H1Error::Closed("before the response body ended")),
+                    Ok(_) => {}
+                    Err(e) => return this.fail(H1Error::Read(e)),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        matches!(self.state, State::Done)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(left) => SizeHint::with_exact(left),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+/// A complete chunk-size line at the start of `buf`: its length with the CRLF, and the size.
+fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, H1Error> {
+    let Some(end) = buf.windows(2).position(|w| w == b"\r\n") else {
+        if buf.len() > MAX_CHUNK_LINE {
+            return Err(H1Error::Invalid("a chunk-size line is too long"));
+        }
+        return Ok(None);
+    };
+    if end > MAX_CHUNK_LINE {
+        return Err(H1Error::Invalid("a chunk-size line is too long"));
+    }
+    let line = &buf[..end];
+    // Extensions (`;name=value`) carry nothing a proxy acts on.
+    let digits = line
+        .iter()
+        .position(|&b| b == b';')
+        .map_or(line, |semi| &line[..semi]);
+    let digits = digits.trim_ascii_end();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(H1Error::Invalid("a chunk size"));
+    }
+    let mut size: u64 = 0;
+    for &b in digits {
+        let digit = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return Err(H1Error::Invalid("a chunk size")),
+        };
+        size = size * 16 + u64::from(digit);
+    }
+    Ok(Some((end + 2, size)))
+}
+
+/// A complete trailer section at the start of `buf`: its length and its fields.
+fn trailers(buf: &[u8]) -> Result<Option<(usize, HeaderMap)>, H1Error> {
+    if buf.starts_with(b"\r\n") {
+        return Ok(Some((2, HeaderMap::new())));
+    }
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    match httparse::parse_headers(buf, &mut fields) {
+        Ok(httparse::Status::Complete((len, fields))) => {
+            let mut map = HeaderMap::with_capacity(fields.len());
+            for field in fields {
+                let name = HeaderName::from_bytes(field.name.as_bytes())
+                    .map_err(|_| H1Error::Invalid("a trailer field name"))?;
+                let value = HeaderValue::from_bytes(field.value)
+                    .map_err(|_| H1Error::Invalid("a trailer field value"))?;
+                map.append(name, value);
+            }
+            Ok(Some((len, map)))
+        }
+        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => Err(H1Error::HeadTooLarge),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(H1Error::Parse(e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_sizes_are_hex_with_extensions_ignored() {
+        assert_eq!(chunk_size(b"1a\r\nxyz").unwrap(), Some((4, 26)));
+        assert_eq!(chunk_size(b"FF;name=value\r\n").unwrap(), Some((15, 255)));
+        assert_eq!(chunk_size(b"0\r\n\r\n").unwrap(), Some((3, 0)));
+        assert_eq!(chunk_size(b"10").unwrap(), None);
+        assert!(chunk_size(b"zz\r\n").is_err());
+        assert!(chunk_size(b"\r\n").is_err());
+        // Sixteen hex digits could overflow; no real chunk needs them.
+        assert!(chunk_size(b"1000000000000000\r\n").is_err());
+        assert!(chunk_size(&[b'1'; MAX_CHUNK_LINE + 1]).is_err());
+    }
+
+    #[test]
+    fn trailer_sections_are_read_whole() {
+        let (len, fields) = trailers(b"grpc-status: 0\r\nx-a: b\r\n\r\nnext")
+            .unwrap()
+            .unwrap();
+        assert_eq!(len, 26);
+        assert_eq!(fields["grpc-status"], "0");
+        assert_eq!(fields["x-a"], "b");
+        assert_eq!(trailers(b"\r\n").unwrap().unwrap().0, 2);
+        assert!(trailers(b"grpc-status: 0\r\n").unwrap().is_none());
+    }
+
+    fn headers(fields: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in fields {
+            map.append(*name, HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    #[test]
+    fn response_framing_follows_rfc_9112() {
+        let ok = StatusCode::OK;
+        let v11 = Version::HTTP_11;
+        let frame = |status, version, head, fields: &[(&'static str, &'static str)]| {
+            framing(status, version, head, &mut headers(fields))
+        };
+        let length = frame(ok, v11, false, &[("content-length", "5")]).unwrap();
+        assert!(matches!(length, (State::Length(5), true)));
+        // A repeated, equal length is one length.
+        let repeated = frame(ok, v11, false, &[("content-length", "5, 5")]).unwrap();
+        assert!(matches!(repeated, (State::Length(5), true)));
+        assert!(frame(ok, v11, false, &[("content-length", "5, 6")]).is_err());
+        assert!(frame(ok, v11, false, &[("content-length", "+5")]).is_err());
+        let chunked = frame(ok, v11, false, &[("transfer-encoding", "gzip, chunked")]).unwrap();
+        assert!(matches!(chunked, (State::Chunked(Chunk::Size), true)));
+        let both = frame(
+            ok,
+            v11,
+            false,
+            &[("transfer-encoding", "chunked"), ("content-length", "5")],
+        )
+        .unwrap();
+        assert!(matches!(both, (State::Chunked(Chunk::Size), false)));
+        let mut both = headers(&[("transfer-encoding", "chunked"), ("content-length", "5")]);
+        framing(ok, v11, false, &mut both).unwrap();
+        assert!(
+            !both.contains_key("content-length"),
+            "the length is dropped"
+        );
+        let unframed = frame(ok, v11, false, &[("transfer-encoding", "gzip")]).unwrap();
+        assert!(matches!(unframed, (State::Close, false)));
+        assert!(matches!(
+            frame(ok, v11, false, &[]).unwrap(),
+            (State::Close, false)
+        ));
+        let head = frame(ok, v11, true, &[("content-length", "5")]).unwrap();
+        assert!(matches!(head, (State::Done, true)));
+        let not_modified = frame(
+            StatusCode::NOT_MODIFIED,
+            v11,
+            false,
+            &[("content-length", "5")],
+        );
+        assert!(matches!(not_modified.unwrap(), (State::Done, true)));
+        let closing = frame(
+            ok,
+            v11,
+            false,
+            &[("content-length", "1"), ("connection", "Close")],
+        );
+        assert!(matches!(closing.unwrap(), (State::Length(1), false)));
+        let old = frame(ok, Version::HTTP_10, false, &[("content-length", "1")]).unwrap();
+        assert!(matches!(old, (State::Length(1), false)));
+    }
+
+    #[test]
+    fn request_heads_carry_host_first_and_refuse_unsafe_targets() {
+        let host = HeaderValue::from_static("example.com");
+        let fields = headers(&[("host", "other"), ("accept", "*/*")]);
+        let head = request_head(&Method::GET, "/a?b=c", &host, &fields).unwrap();
+        assert_eq!(
+            &head.bytes[..],
+            b"GET /a?b=c HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\n\r\n"
+        );
+        let post = request_head(&Method::POST, "/", &host, &HeaderMap::new()).unwrap();
+        assert!(post.bytes.ends_with(b"content-length: 0\r\n\r\n"));
+        assert!(request_head(&Method::GET, "/a b", &host, &fields).is_err());
+        assert!(request_head(&Method::GET, "/a\r\nx", &host, &fields).is_err());
+        assert!(
+            request_head(&Method::HEAD, "/", &host, &fields)
+                .unwrap()
+                .head_method
+        );
+    }
+}

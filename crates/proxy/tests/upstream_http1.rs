@@ -1,0 +1,299 @@
+//! HTTP/1.1 responses as upstreams really send them, read by the request's own task: every
+//! framing (length, chunks with extensions and trailers, until close, none), interim
+//! responses, broken and hostile responses, and keep-alive connections that the upstream
+//! closes or that sit idle. The backend writes scripted bytes over a real socket.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::*;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
+use vestibule_proxy::{ProxySettings, UpstreamSettings};
+use vestibule_testkit::misbehave::{Scripted, Step};
+use vestibule_testkit::{ingress, ingress_class, svc};
+use vestibule_translate::Object;
+
+/// `up.example` routed to the scripted backend.
+fn objects(backend: &Scripted) -> Vec<Object> {
+    let mut objects: Vec<Object> = vec![
+        ingress_class("vestibule", "vestibule.dev/ingress-controller")
+            .build()
+            .into(),
+        ingress("default", "up")
+            .class("vestibule")
+            .host("up.example")
+            .prefix("/", svc("up", 80))
+            .build()
+            .into(),
+    ];
+    objects.extend(service_at("up", &[backend.addr()]));
+    objects
+}
+
+async fn start(scripts: Vec<Vec<Step>>) -> (Scripted, Proxy) {
+    start_with(scripts, ProxySettings::default()).await
+}
+
+async fn start_with(scripts: Vec<Vec<Step>>, settings: ProxySettings) -> (Scripted, Proxy) {
+    let backend = Scripted::start(scripts).await.unwrap();
+    let proxy = Proxy::start_with(objects(&backend), settings, Duration::from_secs(30)).await;
+    (backend, proxy)
+}
+
+/// Status and body text of one request through `client`.
+async fn fetch(
+    client: &reqwest::Client,
+    proxy: &Proxy,
+    method: reqwest::Method,
+) -> (u16, reqwest::Result<String>) {
+    let response = client
+        .request(method, proxy.url_for("up.example", "/"))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.text().await)
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+fn answer(bytes: &[u8]) -> Step {
+    Step::Answer(bytes.to_vec())
+}
+
+fn ok() -> Step {
+    answer(OK)
+}
+
+#[tokio::test]
+async fn chunked_bodies_arrive_whole_with_extensions_dropped_and_trailers_kept() {
+    let chunked: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+        5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\ngrpc-status: 0\r\nx-sum: 11\r\n\r\n";
+    let (backend, proxy) = start(vec![vec![answer(chunked), answer(chunked)]]).await;
+    let (status, body) = fetch(&proxy.http1(&["up.example"]), &proxy, reqwest::Method::GET).await;
+    assert_eq!((status, body.unwrap().as_str()), (200, "hello world"));
+
+    // HTTP/2 carries the trailers on to the client.
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://up.example/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(collected.to_bytes(), "hello world");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(trailers["x-sum"], "11");
+    assert_eq!(backend.connections(), 1, "one connection carried both");
+}
+
+#[tokio::test]
+async fn a_body_delimited_by_close_arrives_whole_and_the_connection_is_not_reused() {
+    let unframed: &[u8] = b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it";
+    let (backend, proxy) = start(vec![
+        vec![Step::AnswerAndClose(unframed.to_vec())],
+        vec![ok()],
+    ])
+    .await;
+    let client = proxy.http1(&["up.example"]);
+    let (status, body) = fetch(&client, &proxy, reqwest::Method::GET).await;
+    assert_eq!((status, body.unwrap().as_str()), (200, "all of it"));
+    let (status, body) = fetch(&client, &proxy, reqwest::Method::GET).await;
+    assert_eq!((status, body.unwrap().as_str()), (200, "ok"));
+    assert_eq!(backend.connections(), 2);
+}
+
+#[tokio::test]
+async fn interim_responses_are_passed_over_for_the_final_one() {
+    let hinted: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n\
+        HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
+        HTTP/1.1 201 Created\r\ncontent-length: 4\r\n\r\ndone";
+    let (_backend, proxy) = start(vec![vec![answer(hinted)]]).await;
+    let (status, body) = fetch(&proxy.http1(&["up.example"]), &proxy, reqwest::Method::GET).await;
+    assert_eq!((status, body.unwrap().as_str()), (201, "done"));
+}
+
+#[tokio::test]
+async fn responses_without_a_body_leave_the_connection_for_the_next_request() {
+    let head: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n";
+    let no_content: &[u8] = b"HTTP/1.1 204 No Content\r\n\r\n";
+    let not_modified: &[u8] = b"HTTP/1.1 304 Not Modified\r\ncontent-length: 7\r\n\r\n";
+    let (backend, proxy) = start(vec![vec![
+        answer(head),
+        answer(no_content),
+        answer(not_modified),
+        ok(),
+    ]])
+    .await;
+    let client = proxy.http1(&["up.example"]);
+    let response = client
+        .head(proxy.url_for("up.example", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], "1000");
+    for expected in [204, 304] {
+        let (status, body) = fetch(&client, &proxy, reqwest::Method::GET).await;
+        assert_eq!((status, body.unwrap().as_str()), (expected, ""));
+    }
+    let (status, body) = fetch(&client, &proxy, reqwest::Method::GET).await;
+    assert_eq!((status, body.unwrap().as_str()), (200, "ok"));
+    assert_eq!(backend.connections(), 1);
+}
+
+#[tokio::test]
+async fn the_request_head_names_the_host_and_gives_bodiless_posts_a_length() {
+    let (backend, proxy) = start(vec![vec![ok(), ok()]]).await;
+    let client = proxy.http1(&["up.example"]);
+    assert_eq!(fetch(&client, &proxy, reqwest::Method::GET).await.0, 200);
+    assert_eq!(fetch(&client, &proxy, reqwest::Method::POST).await.0, 200);
+    let heads = backend.heads();
+    let lines = |i: usize| heads[i].lines().map(str::to_owned).collect::<Vec<_>>();
+    let get = lines(0);
+    assert_eq!(get[0], "GET / HTTP/1.1");
+    assert_eq!(get[1], format!("host: up.example:{}", proxy.addr.port()));
+    assert!(
+        get.iter()
+            .any(|l| l.starts_with("x-forwarded-for: 127.0.0.1"))
+    );
+    assert!(!get.iter().any(|l| l.starts_with("content-length")));
+    let post = lines(1);
+    assert_eq!(post[0], "POST / HTTP/1.1");
+    assert!(post.iter().any(|l| l == "content-length: 0"));
+}
+
+#[tokio::test]
+async fn broken_responses_get_502_and_never_reach_the_client() {
+    let big = {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        while head.len() < 70 * 1024 {
+            head.extend_from_slice(b"x-filler: 0123456789012345678901234567890123456789\r\n");
+        }
+        head.extend_from_slice(b"content-length: 2\r\n\r\nok");
+        head
+    };
+    let broken: [&[u8]; 6] = [
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\nok",
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-len",
+        &big,
+    ];
+    for reply in broken {
+        let (_backend, proxy) = start(vec![vec![Step::AnswerAndClose(reply.to_vec())]]).await;
+        let (status, _) = fetch(&proxy.http1(&["up.example"]), &proxy, reqwest::Method::GET).await;
+        let shown = String::from_utf8_lossy(&reply[..reply.len().min(40)]).into_owned();
+        assert_eq!(status, 502, "for {shown:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_body_cut_short_fails_for_the_client_instead_of_looking_complete() {
+    let short: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf";
+    let chunk_short: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhel";
+    let bad_chunk: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n";
+    for reply in [short, chunk_short, bad_chunk] {
+        let (_backend, proxy) = start(vec![vec![Step::AnswerAndClose(reply.to_vec())]]).await;
+        // The head may or may not have reached the client before the failure; either way
+        // the client must not see a complete response.
+        let sent = proxy
+            .http1(&["up.example"])
+            .get(proxy.url_for("up.example", "/"))
+            .send()
+            .await;
+        if let Ok(response) = sent {
+            assert_eq!(response.status(), 200);
+            let body = response.bytes().await;
+            assert!(body.is_err(), "{:?}", String::from_utf8_lossy(reply));
+        }
+    }
+}
+
+#[tokio::test]
+async fn bytes_after_a_response_keep_its_connection_out_of_the_pool() {
+    let extra: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n";
+    let (backend, proxy) = start(vec![vec![answer(extra)], vec![ok()]]).await;
+    let client = proxy.http1(&["up.example"]);
+    for _ in 0..2 {
+        let (status, body) = fetch(&client, &proxy, reqwest::Method::GET).await;
+        assert_eq!((status, body.unwrap().as_str()), (200, "ok"));
+    }
+    assert_eq!(backend.connections(), 2);
+}
+
+/// A keep-alive connection the upstream closes as the next request arrives: a GET goes again
+/// on a new connection, a POST (even without a body) is not repeated and gets 502.
+#[tokio::test]
+async fn a_pooled_connection_closed_under_a_request_is_retried_only_when_repeatable() {
+    let (backend, proxy) = start(vec![
+        vec![ok(), Step::Close],
+        vec![ok(), Step::Close],
+        vec![ok()],
+    ])
+    .await;
+    let client = proxy.http1(&["up.example"]);
+    assert_eq!(fetch(&client, &proxy, reqwest::Method::GET).await.0, 200);
+    let (status, body) = fetch(&client, &proxy, reqwest::Method::GET).await;
+    assert_eq!((status, body.unwrap().as_str()), (200, "ok"));
+    assert_eq!(backend.connections(), 2);
+    assert_eq!(fetch(&client, &proxy, reqwest::Method::POST).await.0, 502);
+    assert_eq!(backend.requests(), 4);
+    assert_eq!(backend.connections(), 2, "the POST was not sent again");
+    assert_eq!(fetch(&client, &proxy, reqwest::Method::GET).await.0, 200);
+}
+
+/// An upstream that closes its idle keep-alive connection is noticed before the connection
+/// is used again.
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_not_used() {
+    let (backend, proxy) = start(vec![vec![Step::AnswerAndClose(OK.to_vec())], vec![ok()]]).await;
+    let client = proxy.http1(&["up.example"]);
+    assert_eq!(fetch(&client, &proxy, reqwest::Method::GET).await.0, 200);
+    // A POST cannot be sent again, so it only succeeds if the closed connection is passed
+    // over.
+    let (status, body) = fetch(&client, &proxy, reqwest::Method::POST).await;
+    assert_eq!(
+        (status, body.unwrap().as_str()),
+        (200, "ok"),
+        "the POST went on the closed connection"
+    );
+    assert_eq!(backend.connections(), 2);
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_after_the_idle_timeout() {
+    let settings = ProxySettings {
+        upstream: UpstreamSettings {
+            idle_timeout: Duration::from_millis(200),
+            ..UpstreamSettings::default()
+        },
+        ..ProxySettings::default()
+    };
+    let (backend, proxy) = start_with(vec![vec![ok()]], settings).await;
+    assert_eq!(
+        fetch(&proxy.http1(&["up.example"]), &proxy, reqwest::Method::GET)
+            .await
+            .0,
+        200
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while backend.closed_by_peer() == 0 {
+        assert!(Instant::now() < deadline, "the idle connection stayed open");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
