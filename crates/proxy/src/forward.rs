@@ -362,9 +362,16 @@ async fn forward(
         n => n,
     };
     let deadline = policy.next_upstream_timeout.map(|t| Instant::now() + t);
-    // A request with no body and no upgrade goes over HTTP/1.1 driven by this task; its head
-    // is written once, for every attempt.
-    let direct = upgrade.is_none() && replayable && !protocol.is_http2();
+    // A request that asks for no upgrade goes over HTTP/1.1 driven by this task; its head is
+    // written once, for every attempt.
+    let direct = upgrade.is_none() && !protocol.is_http2();
+    let framing = if replayable {
+        h1::BodyFraming::None
+    } else if content_length(&parts.headers).is_some() {
+        h1::BodyFraming::Length
+    } else {
+        h1::BodyFraming::Chunked
+    };
     let mut direct_head: Option<h1::RequestHead> = None;
     // Once the body may have reached the upstream, only a replayable request of a method
     // that may be repeated is tried again.
@@ -485,12 +492,13 @@ async fn forward(
                         &upstream_target,
                         &host_value,
                         &parts.headers,
+                        framing,
                     )
                     .map_err(ProxyError::BadRequest)?;
                     direct_head.insert(head).clone()
                 }
             };
-            Outbound::Direct(head)
+            Outbound::Direct(head, Some(body))
         } else {
             Outbound::Hyper(Box::new(upstream_request(&outgoing, endpoint, body)?))
         };

@@ -1,12 +1,12 @@
-//! HTTP/1.1 to upstreams for requests without a body, driven by the request's own task: the
-//! request head goes out in one write, the response head is parsed from the connection's
-//! buffer, and the response body is read from the connection as the client side asks for
-//! it. No task, channel or cross-task wake-up sits between the two sides, which is most of
-//! what a pooled hyper client connection costs per request.
+//! HTTP/1.1 to upstreams, driven by the request's own task: the request head goes out in one
+//! write, the request body (if any) follows as the client sends it while the connection is
+//! watched for an early answer, the response head is parsed from the connection's buffer,
+//! and the response body is read from the connection as the client side asks for it. No
+//! task, channel or cross-task wake-up sits between the two sides, which is most of what a
+//! pooled hyper client connection costs per request.
 //!
-//! Requests with a body, and upgrades, still go through hyper's client (`upstream`): it reads
-//! the response while the body is still going out, which an early answer (a 413, a 401)
-//! needs.
+//! Upgrades still go through hyper's client (`upstream`), which hands the connection over to
+//! the tunnel.
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +19,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
+use crate::body::UpstreamBody;
 use crate::upstream::Return;
 
 /// The most a response head (status line and header fields) may take: past it the upstream
@@ -48,6 +49,8 @@ pub enum H1Error {
     Invalid(&'static str),
     #[error("the response head is larger than {MAX_HEAD} bytes")]
     HeadTooLarge,
+    #[error("the request body: {0}")]
+    RequestBody(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// A connection to an upstream, in clear text or TLS.
@@ -110,6 +113,18 @@ pub(crate) struct RequestHead {
     bytes: Bytes,
     /// A response to HEAD has no body, whatever its header says.
     head_method: bool,
+    body: BodyFraming,
+}
+
+/// How the request's body goes upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFraming {
+    /// There is none.
+    None,
+    /// As the client framed it, by the `Content-Length` it sent.
+    Length,
+    /// In chunks: the client sent no length (HTTP/1.1 chunks, or HTTP/2 without one).
+    Chunked,
 }
 
 /// The request for the upstream, as HTTP/1.1 bytes: the method and target, `Host` first,
@@ -119,6 +134,7 @@ pub(crate) fn request_head(
     target: &str,
     host: &HeaderValue,
     headers: &HeaderMap,
+    body: BodyFraming,
 ) -> Result<RequestHead, &'static str> {
     // The target was routed as text: anything that could end the request line early or
     // smuggle a second one is refused rather than written.
@@ -138,7 +154,9 @@ pub(crate) fn request_head(
     out.put_slice(b"\r\n");
     let mut has_length = false;
     for (name, value) in headers {
-        if *name == HOST {
+        // A chunked body's length is its chunks': a length field beside them is how
+        // requests are smuggled.
+        if *name == HOST || (*name == CONTENT_LENGTH && body == BodyFraming::Chunked) {
             continue;
         }
         has_length |= *name == CONTENT_LENGTH;
@@ -147,20 +165,23 @@ pub(crate) fn request_head(
         out.put_slice(value.as_bytes());
         out.put_slice(b"\r\n");
     }
-    // A method whose requests usually carry a body is sent with an explicit empty one, which
-    // servers that insist on a length (411) accept.
-    if !has_length
+    if body == BodyFraming::Chunked {
+        out.put_slice(b"transfer-encoding: chunked\r\n");
+    } else if !has_length
         && !matches!(
             method.as_str(),
             "GET" | "HEAD" | "DELETE" | "OPTIONS" | "TRACE"
         )
     {
+        // A method whose requests usually carry a body is sent with an explicit empty one,
+        // which servers that insist on a length (411) accept.
         out.put_slice(b"content-length: 0\r\n");
     }
     out.put_slice(b"\r\n");
     Ok(RequestHead {
         bytes: out.freeze(),
         head_method: *method == Method::HEAD,
+        body,
     })
 }
 
@@ -201,13 +222,35 @@ impl Connection {
     pub(crate) async fn exchange(
         mut self,
         request: &RequestHead,
+        body: Option<UpstreamBody>,
         reuse: Return,
     ) -> Result<(http::response::Parts, ResponseBody), Failure> {
-        if let Err(e) = self.stream.write_all(&request.bytes).await {
+        let written = async {
+            self.stream.write_all(&request.bytes).await?;
+            self.stream.flush().await
+        };
+        if let Err(e) = written.await {
             return Err(Failure {
                 error: H1Error::Write(e),
                 nothing_back: true,
             });
+        }
+        // A response that began before the request body was all sent leaves the connection
+        // in the middle of a request: it closes after the response.
+        let mut body_unsent = false;
+        // An upstream that answers early may close without reading the rest, and the write
+        // then fails: the answer it wrote first is still the one to give.
+        let mut write_failed = None;
+        if let (Some(body), true) = (body, request.body != BodyFraming::None) {
+            let chunked = request.body == BodyFraming::Chunked;
+            match self.send_body(body, chunked).await {
+                Ok(all_sent) => body_unsent = !all_sent,
+                Err(H1Error::Write(e)) => {
+                    body_unsent = true;
+                    write_failed = Some(e);
+                }
+                Err(error) => return Err(self.failed(error)),
+            }
         }
         let mut interim = 0;
         loop {
@@ -231,7 +274,7 @@ impl Connection {
                                 "in the middle of the response head"
                             };
                             return Err(Failure {
-                                error: H1Error::Closed(state),
+                                error: write_failed.map_or(H1Error::Closed(state), H1Error::Write),
                                 nothing_back,
                             });
                         }
@@ -239,7 +282,7 @@ impl Connection {
                         Err(e) => {
                             let nothing_back = self.buf.is_empty() && interim == 0;
                             return Err(Failure {
-                                error: H1Error::Read(e),
+                                error: H1Error::Read(write_failed.unwrap_or(e)),
                                 nothing_back,
                             });
                         }
@@ -282,13 +325,92 @@ impl Connection {
             let mut body = ResponseBody {
                 conn: Some(self),
                 state: framing,
-                reuse: keep_alive.then_some(reuse),
+                reuse: (keep_alive && !body_unsent).then_some(reuse),
             };
             if matches!(body.state, State::Done) {
                 body.release();
             }
             return Ok((parts, body));
         }
+    }
+
+    /// Sends the request body as the client gives it, while watching the connection: a
+    /// final response that begins first ends the sending (`false`), as the upstream wants no
+    /// more (a 413, a 401, a redirect). Interim responses (100 Continue) do not.
+    async fn send_body(&mut self, mut body: UpstreamBody, chunked: bool) -> Result<bool, H1Error> {
+        let mut pending = Bytes::new();
+        let mut ended = false;
+        std::future::poll_fn(|cx| {
+            loop {
+                // The upstream's side first: anything it says may change what to do.
+                if self.buf.len() < MAX_HEAD {
+                    match self.poll_fill(cx) {
+                        Poll::Ready(Ok(0)) => {
+                            return Poll::Ready(Err(H1Error::Closed(
+                                "while the request body was sent",
+                            )));
+                        }
+                        Poll::Ready(Ok(_)) => match self.parse_head()? {
+                            Some((len, head))
+                                if head.status.is_informational()
+                                    && head.status != StatusCode::SWITCHING_PROTOCOLS =>
+                            {
+                                self.buf.advance(len);
+                                continue;
+                            }
+                            Some(_) => return Poll::Ready(Ok(false)),
+                            None => continue,
+                        },
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(H1Error::Read(e))),
+                        Poll::Pending => {}
+                    }
+                } else {
+                    // A head this large fails where heads are read.
+                    return Poll::Ready(Ok(false));
+                }
+                if !pending.is_empty() {
+                    let n = ready!(Pin::new(&mut self.stream).poll_write(cx, &pending))
+                        .map_err(H1Error::Write)?;
+                    if n == 0 {
+                        return Poll::Ready(Err(H1Error::Write(io::ErrorKind::WriteZero.into())));
+                    }
+                    pending.advance(n);
+                    continue;
+                }
+                if ended {
+                    ready!(Pin::new(&mut self.stream).poll_flush(cx)).map_err(H1Error::Write)?;
+                    return Poll::Ready(Ok(true));
+                }
+                match ready!(Pin::new(&mut body).poll_frame(cx)) {
+                    Some(Ok(frame)) => match frame.into_data() {
+                        Ok(data) if data.is_empty() => {}
+                        Ok(data) if !chunked => pending = data,
+                        Ok(data) => {
+                            let mut out = BytesMut::with_capacity(data.len() + 20);
+                            out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                            out.put_slice(&data);
+                            out.put_slice(b"\r\n");
+                            pending = out.freeze();
+                        }
+                        Err(frame) => {
+                            ended = true;
+                            if chunked {
+                                let trailers = frame.into_trailers().unwrap_or_default();
+                                pending = last_chunk(&trailers);
+                            }
+                        }
+                    },
+                    None => {
+                        ended = true;
+                        if chunked {
+                            pending = Bytes::from_static(b"0\r\n\r\n");
+                        }
+                    }
+                    Some(Err(e)) => return Poll::Ready(Err(H1Error::RequestBody(e))),
+                }
+            }
+        })
+        .await
     }
 
     fn failed(&self, error: H1Error) -> Failure {
@@ -351,6 +473,19 @@ impl Connection {
 
 /// Where each field's name and value start in a head, and their lengths.
 type FieldsAt = smallvec::SmallVec<[[usize; 4]; 16]>;
+
+/// The last chunk of a chunked request body, with the client's trailer fields.
+fn last_chunk(trailers: &HeaderMap) -> Bytes {
+    let mut out = BytesMut::from(&b"0\r\n"[..]);
+    for (name, value) in trailers {
+        out.put_slice(name.as_str().as_bytes());
+        out.put_slice(b": ");
+        out.put_slice(value.as_bytes());
+        out.put_slice(b"\r\n");
+    }
+    out.put_slice(b"\r\n");
+    out.freeze()
+}
 
 /// A response head's status, version, and where its fields are.
 struct ParsedHead {
@@ -756,19 +891,29 @@ mod tests {
     fn request_heads_carry_host_first_and_refuse_unsafe_targets() {
         let host = HeaderValue::from_static("example.com");
         let fields = headers(&[("host", "other"), ("accept", "*/*")]);
-        let head = request_head(&Method::GET, "/a?b=c", &host, &fields).unwrap();
+        let head = request_head(&Method::GET, "/a?b=c", &host, &fields, BodyFraming::None).unwrap();
         assert_eq!(
             &head.bytes[..],
             b"GET /a?b=c HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\n\r\n"
         );
-        let post = request_head(&Method::POST, "/", &host, &HeaderMap::new()).unwrap();
+        let none = BodyFraming::None;
+        let post = request_head(&Method::POST, "/", &host, &HeaderMap::new(), none).unwrap();
         assert!(post.bytes.ends_with(b"content-length: 0\r\n\r\n"));
-        assert!(request_head(&Method::GET, "/a b", &host, &fields).is_err());
-        assert!(request_head(&Method::GET, "/a\r\nx", &host, &fields).is_err());
+        let sized = headers(&[("content-length", "5")]);
+        let chunked = request_head(&Method::POST, "/", &host, &sized, BodyFraming::Chunked);
+        let chunked = chunked.unwrap().bytes;
+        assert!(chunked.ends_with(b"\r\ntransfer-encoding: chunked\r\n\r\n"));
+        assert!(!chunked.windows(14).any(|w| w == b"content-length"));
+        let length = request_head(&Method::PUT, "/", &host, &sized, BodyFraming::Length);
         assert!(
-            request_head(&Method::HEAD, "/", &host, &fields)
+            length
                 .unwrap()
-                .head_method
+                .bytes
+                .ends_with(b"\r\ncontent-length: 5\r\n\r\n")
         );
+        assert!(request_head(&Method::GET, "/a b", &host, &fields, none).is_err());
+        assert!(request_head(&Method::GET, "/a\r\nx", &host, &fields, none).is_err());
+        let head = request_head(&Method::HEAD, "/", &host, &fields, none).unwrap();
+        assert!(head.head_method);
     }
 }

@@ -4,8 +4,8 @@
 //! connection per endpoint, in clear text or TLS.
 //!
 //! HTTP/1.1 connections come in two kinds, pooled apart: ones driven by the request's own
-//! task ([`crate::h1`]) for requests without a body, and hyper client connections, each
-//! with its task, for requests with a body and for upgrades.
+//! task ([`crate::h1`]) for every request but upgrades, and hyper client connections, each
+//! with its task, for upgrades, whose connections hyper hands over to the tunnel.
 //!
 //! Connecting is separate from sending on purpose: a connect failure means nothing of the
 //! request left Vestibule, so any request may be tried on another endpoint.
@@ -57,8 +57,8 @@ pub(crate) struct Target<'a> {
     pub(crate) tls: Option<&'a UpstreamTls>,
     /// The name for SNI and verification when `tls` names none: the Service's DNS name.
     pub(crate) server_name: &'a str,
-    /// The request has no body and asks for no upgrade: an HTTP/1.1 connection driven by
-    /// the request's task will do.
+    /// The request asks for no upgrade: an HTTP/1.1 connection driven by the request's task
+    /// will do.
     pub(crate) direct: bool,
 }
 
@@ -241,9 +241,10 @@ impl Pooled {
 /// A request for one attempt, in the form its connection takes.
 #[derive(Debug)]
 pub(crate) enum Outbound {
-    /// Boxed: requests with a body are the rarer kind, and the common one stays small.
+    /// Boxed: upgrades are the rare kind, and the common one stays small.
     Hyper(Box<Request<UpstreamBody>>),
-    Direct(h1::RequestHead),
+    /// The head, and the body when the request has one.
+    Direct(h1::RequestHead, Option<UpstreamBody>),
 }
 
 /// A request that failed, and the request itself when it may go again on a new connection:
@@ -514,15 +515,16 @@ impl Conn {
             reused,
         };
         match (self.kind, request) {
-            (ConnKind::Direct(conn, back), Outbound::Direct(head)) => {
-                match conn.exchange(&head, back).await {
+            (ConnKind::Direct(conn, back), Outbound::Direct(head, body)) => {
+                // Only a request without a body is ever sent again (`resend`).
+                match conn.exchange(&head, body, back).await {
                     Ok((parts, body)) => Ok((
                         Response::from_parts(parts, ResponseBody::Direct(body)),
                         None,
                     )),
                     Err(failure) => Err(SendError {
                         unsent: (reused && resend && failure.nothing_back)
-                            .then_some(Outbound::Direct(head)),
+                            .then_some(Outbound::Direct(head, None)),
                         error: failure.error.into(),
                         reused,
                     }),

@@ -14,6 +14,7 @@ use bytes::Bytes;
 use common::*;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vestibule_proxy::{ProxySettings, UpstreamSettings};
 use vestibule_testkit::misbehave::{Scripted, Step};
@@ -296,4 +297,102 @@ async fn an_idle_connection_is_closed_after_the_idle_timeout() {
         assert!(Instant::now() < deadline, "the idle connection stayed open");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+#[tokio::test]
+async fn request_bodies_go_up_framed_by_their_length_or_in_chunks() {
+    let web = vestibule_testkit::Echo::start("web").await.unwrap();
+    let proxy = Proxy::start(world(
+        vec![
+            ingress("default", "a")
+                .host("a.example")
+                .prefix("/", svc("web", 80)),
+        ],
+        &[("web", &[&web])],
+    ))
+    .await;
+    let client = proxy.http1(&["a.example"]);
+    let url = proxy.url_for("a.example", "/upload");
+
+    let sized = client
+        .post(&url)
+        .body(vec![b'x'; 300_000])
+        .send()
+        .await
+        .unwrap();
+    let sized = echo_of(sized).await;
+    assert_eq!(sized.body_len, 300_000);
+    assert_eq!(sized.header("content-length"), Some("300000"));
+    assert_eq!(sized.header("transfer-encoding"), None);
+
+    // No length known up front: the client sends chunks, and so does Vestibule.
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let pieces = (0..50u8).map(|i| {
+        Ok::<_, std::io::Error>(hyper::body::Frame::data(Bytes::from(vec![
+            b'a' + i % 26;
+            1000
+        ])))
+    });
+    let request = http::Request::put("/upload")
+        .header("host", "a.example")
+        .body(http_body_util::StreamBody::new(futures_util::stream::iter(
+            pieces,
+        )))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    let streamed: vestibule_testkit::EchoReply = serde_json::from_slice(&body).unwrap();
+    assert_eq!(streamed.method, "PUT");
+    assert_eq!(streamed.body_len, 50_000);
+    assert_eq!(streamed.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(streamed.header("content-length"), None);
+
+    // HTTP/2 with a length.
+    let h2 = proxy.h2c(&["a.example"]);
+    let response = h2.post(&url).body(vec![b'y'; 70_000]).send().await.unwrap();
+    let reply = echo_of(response).await;
+    assert_eq!(reply.body_len, 70_000);
+    assert_eq!(reply.version, "HTTP/1.1");
+    assert_eq!(
+        web.connections(),
+        1,
+        "one upstream connection carried all three"
+    );
+}
+
+/// An upstream that answers before it has read the body (a 413 of its own, a redirect): the
+/// client gets that answer, not a 502 for the body it could not finish sending.
+#[tokio::test]
+async fn an_answer_before_the_body_is_all_sent_reaches_the_client() {
+    let refusal: &[u8] =
+        b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\nconnection: close\r\n\r\ntoo big!";
+    let (backend, proxy) = start(vec![vec![Step::AnswerAndClose(refusal.to_vec())]]).await;
+    // The client promises 900 kB (under the 1 MiB limit), sends 64 KiB, and waits.
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    let head = "POST /upload HTTP/1.1\r\nhost: up.example\r\ncontent-length: 900000\r\n\r\n";
+    client.write_all(head.as_bytes()).await.unwrap();
+    client.write_all(&[b'z'; 64 << 10]).await.unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        while !answer.windows(8).any(|w| w == b"too big!") {
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&answer));
+            answer.extend_from_slice(&buf[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), read)
+        .await
+        .expect("an answer while the body is still owed");
+    assert!(
+        answer.starts_with(b"HTTP/1.1 413 "),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert_eq!(backend.requests(), 1);
 }
