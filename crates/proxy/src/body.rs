@@ -15,8 +15,6 @@ use hyper::body::Incoming;
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
-use crate::upstream::Pooled;
-
 /// Why a streamed body stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
@@ -81,8 +79,6 @@ pub struct ProxyBody {
     inner: Either<Timed<ResponseBody>, Full<Bytes>>,
     sent: u64,
     done: Option<Box<dyn Done>>,
-    /// The upstream connection the body comes over, back to the pool when it has all come.
-    pooled: Option<Pooled>,
 }
 
 impl std::fmt::Debug for ProxyBody {
@@ -94,23 +90,13 @@ impl std::fmt::Debug for ProxyBody {
 }
 
 impl ProxyBody {
-    /// The upstream's body, and the HTTP/1.1 connection it comes over (to be released to
-    /// the pool once the body has all been read). A body that is empty from the start (a
-    /// response to HEAD, a 204 or 304) releases the connection at once: the server side may
-    /// never poll it.
-    pub(crate) fn upstream(body: Timed<ResponseBody>, pooled: Option<Pooled>) -> ProxyBody {
-        let pooled = match pooled {
-            Some(pooled) if body.is_end_stream() => {
-                pooled.release();
-                None
-            }
-            pooled => pooled,
-        };
+    /// The upstream's body. An HTTP/1.1 connection travels inside it (`h1::ResponseBody`)
+    /// and goes back to the pool once the body has all been read.
+    pub(crate) fn upstream(body: Timed<ResponseBody>) -> ProxyBody {
         ProxyBody {
             inner: Either::Left(body),
             sent: 0,
             done: None,
-            pooled,
         }
     }
 
@@ -125,20 +111,12 @@ impl ProxyBody {
             done.done(self.sent);
         }
     }
-
-    /// The whole body has been read: only now may its connection carry another request.
-    fn ended(&mut self) {
-        if let Some(pooled) = self.pooled.take() {
-            pooled.release();
-        }
-        self.finish();
-    }
 }
 
 impl Drop for ProxyBody {
     fn drop(&mut self) {
         // A body given up on before its end leaves its connection mid-response: the
-        // connection is dropped with it, never pooled.
+        // connection is dropped with it (in `inner`), never pooled.
         self.finish();
     }
 }
@@ -164,14 +142,10 @@ impl Body for ProxyBody {
                     this.sent += data.len() as u64;
                 }
                 if this.inner.is_end_stream() {
-                    this.ended();
+                    this.finish();
                 }
             }
-            None => this.ended(),
-            Some(Err(_)) => {
-                this.pooled = None;
-                this.finish();
-            }
+            None | Some(Err(_)) => this.finish(),
         }
         Poll::Ready(frame)
     }
@@ -190,7 +164,6 @@ pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
         inner: Either::Right(Full::new(bytes.into())),
         sent: 0,
         done: None,
-        pooled: None,
     }
 }
 

@@ -32,9 +32,7 @@ use crate::headers::{
 };
 use crate::metrics::{MethodClass, RouteStats, UpstreamErrorKind};
 use crate::respond::{BoxError, ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
-use crate::upstream::{
-    ConnectError, Outbound, Pooled, SendError, Target as UpstreamTarget, Upstreams,
-};
+use crate::upstream::{ConnectError, Outbound, SendError, Target as UpstreamTarget, Upstreams};
 use crate::{Observability, ProxySettings};
 
 /// Answers one request: the upstream's response, Vestibule's redirect to HTTPS, or its own
@@ -378,7 +376,7 @@ async fn forward(
     let may_repeat = replayable && (idempotent || policy.next_upstream.non_idempotent);
     let mut tried: Vec<usize> = Vec::new();
     let mut last_error: Option<ProxyError> = None;
-    let mut fallback: Option<(Response<ResponseBody>, Option<Pooled>)> = None;
+    let mut fallback: Option<Response<ResponseBody>> = None;
     let mut set_cookie: Option<HeaderValue> = None;
     let mut rng = |n: usize| fastrand::usize(..n.max(1));
 
@@ -559,7 +557,7 @@ async fn forward(
         // Once the body may have reached the upstream, only a replayable request of a
         // method that may be repeated is tried again.
         let may_repeat = replayable && (idempotent || policy.next_upstream.non_idempotent);
-        let (response, pooled) = match sent {
+        let response = match sent {
             Err(()) => {
                 if let Some(closer) = closer {
                     closer.abort();
@@ -615,22 +613,20 @@ async fn forward(
         {
             debug!(endpoint = %endpoint, status, "trying another endpoint");
             // Passed on as it is if no other endpoint does better.
-            fallback = Some((response, pooled));
+            fallback = Some(response);
             continue;
         }
         return Ok(finish(
             response,
-            pooled,
             client_upgrade,
             upgrade.as_ref(),
             policy.read_timeout,
             set_cookie,
         ));
     }
-    if let Some((response, pooled)) = fallback {
+    if let Some(response) = fallback {
         return Ok(finish(
             response,
-            pooled,
             client_upgrade,
             upgrade.as_ref(),
             policy.read_timeout,
@@ -763,7 +759,6 @@ fn connect_error(endpoint: &EndpointAddress, error: ConnectError) -> ProxyError 
 /// The upstream's response made ready for the client; for a 101, the tunnel is started.
 fn finish(
     response: Response<ResponseBody>,
-    pooled: Option<Pooled>,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
     upgrade: Option<&Upgrade>,
     read_timeout: Duration,
@@ -799,10 +794,7 @@ fn finish(
     if let Some(cookie) = set_cookie {
         parts.headers.append(SET_COOKIE, cookie);
     }
-    Response::from_parts(
-        parts,
-        ProxyBody::upstream(Timed::new(body, read_timeout), pooled),
-    )
+    Response::from_parts(parts, ProxyBody::upstream(Timed::new(body, read_timeout)))
 }
 
 /// Copies bytes both ways between the upgraded client and upstream connections. The tunnel

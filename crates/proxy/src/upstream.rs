@@ -3,9 +3,9 @@
 //! connections pooled per endpoint with an idle timeout and a cap, one shared HTTP/2
 //! connection per endpoint, in clear text or TLS.
 //!
-//! HTTP/1.1 connections come in two kinds, pooled apart: ones driven by the request's own
-//! task ([`crate::h1`]) for every request but upgrades, and hyper client connections, each
-//! with its task, for upgrades, whose connections hyper hands over to the tunnel.
+//! HTTP/1.1 connections are driven by the request's own task ([`crate::h1`]) for every
+//! request but upgrades, which take a new hyper client connection each (with its task):
+//! hyper hands it over to the tunnel.
 //!
 //! Connecting is separate from sending on purpose: a connect failure means nothing of the
 //! request left Vestibule, so any request may be tried on another endpoint.
@@ -95,13 +95,6 @@ pub(crate) struct PoolKey {
     direct: bool,
 }
 
-#[derive(Debug)]
-struct Idle {
-    sender: http1::SendRequest<UpstreamBody>,
-    since: Instant,
-    task: tokio::task::AbortHandle,
-}
-
 /// The pool's keys come from the configuration, never from a client, so they need no
 /// flooding-resistant hash: SipHash cost more than the rest of a pool lookup.
 type KeyHasher = foldhash::fast::RandomState;
@@ -114,7 +107,6 @@ struct IdleDirect {
 
 #[derive(Debug, Default)]
 pub(crate) struct PoolState {
-    idle: HashMap<PoolKey, Vec<Idle>, KeyHasher>,
     direct: HashMap<PoolKey, Vec<IdleDirect>, KeyHasher>,
     multiplexed: HashMap<PoolKey, http2::SendRequest<UpstreamBody>, KeyHasher>,
     /// The task that closes idle direct connections (which have no task of their own to
@@ -146,7 +138,13 @@ pub(crate) struct Conn {
 
 #[derive(Debug)]
 enum ConnKind {
-    Http1(Pooled),
+    /// hyper's HTTP/1.1 client, for upgrades: hyper hands the connection over to the
+    /// tunnel. Never pooled: after an answer other than 101 it closes.
+    Http1 {
+        sender: http1::SendRequest<UpstreamBody>,
+        /// The task driving the connection: aborting it closes the connection.
+        task: tokio::task::AbortHandle,
+    },
     Direct(h1::Connection, Return),
     Http2(http2::SendRequest<UpstreamBody>),
 }
@@ -191,50 +189,6 @@ async fn sweep(pool: std::sync::Weak<Mutex<PoolState>>, idle_timeout: Duration) 
             idle.retain_mut(|i| i.since.elapsed() < idle_timeout && i.conn.is_usable());
             !idle.is_empty()
         });
-    }
-}
-
-/// An HTTP/1.1 connection and its place in the pool. It comes back with the response and
-/// goes back to the pool once the response body has been read to its end
-/// ([`Pooled::release`]); dropped instead, the connection closes.
-#[derive(Debug)]
-pub(crate) struct Pooled {
-    sender: http1::SendRequest<UpstreamBody>,
-    key: PoolKey,
-    pool: Arc<Mutex<PoolState>>,
-    max_idle: usize,
-    /// The task driving the connection: aborting it closes the connection and drops
-    /// the request body it holds.
-    task: tokio::task::AbortHandle,
-}
-
-impl Pooled {
-    /// Back to the pool, the response having been read to its end. By then hyper's
-    /// connection task has nearly always seen that end too and the connection is ready for
-    /// another request; when it has not yet (it runs on another thread, or the request body
-    /// is still going out), a task waits for it, and a connection that closes instead is let go.
-    pub(crate) fn release(mut self) {
-        if self.sender.is_ready() {
-            self.park();
-        } else if !self.sender.is_closed() {
-            tokio::spawn(async move {
-                if self.sender.ready().await.is_ok() {
-                    self.park();
-                }
-            });
-        }
-    }
-
-    fn park(self) {
-        let mut state = lock(&self.pool);
-        let idle = state.idle.entry(self.key).or_default();
-        if idle.len() < self.max_idle {
-            idle.push(Idle {
-                sender: self.sender,
-                since: Instant::now(),
-                task: self.task,
-            });
-        }
     }
 }
 
@@ -356,25 +310,13 @@ impl Upstreams {
                 reused: true,
             });
         }
-        let cutoff = self.settings.idle_timeout;
-        if key.direct {
-            let idle = state.direct.get_mut(key)?;
-            while let Some(mut candidate) = idle.pop() {
-                if candidate.since.elapsed() < cutoff && candidate.conn.is_usable() {
-                    return Some(self.direct(key.clone(), candidate.conn, true));
-                }
-            }
-            return None;
-        }
-        let idle = state.idle.get_mut(key)?;
+        let idle = state.direct.get_mut(key)?;
         // Most recently used first: it is the least likely to have been closed by the
         // upstream's own keep-alive timeout.
-        while let Some(candidate) = idle.pop() {
-            if candidate.since.elapsed() < cutoff
-                && candidate.sender.is_ready()
-                && !candidate.sender.is_closed()
+        while let Some(mut candidate) = idle.pop() {
+            if candidate.since.elapsed() < self.settings.idle_timeout && candidate.conn.is_usable()
             {
-                return Some(self.http1_conn(candidate.sender, key.clone(), candidate.task, true));
+                return Some(self.direct(key.clone(), candidate.conn, true));
             }
         }
         None
@@ -395,27 +337,10 @@ impl Upstreams {
             }
         })
         .abort_handle();
-        Ok(self.http1_conn(sender, key, task, false))
-    }
-
-    /// An HTTP/1.1 connection checked out, to come back to this pool under `key`.
-    fn http1_conn(
-        &self,
-        sender: http1::SendRequest<UpstreamBody>,
-        key: PoolKey,
-        task: tokio::task::AbortHandle,
-        reused: bool,
-    ) -> Conn {
-        Conn {
-            kind: ConnKind::Http1(Pooled {
-                sender,
-                key,
-                pool: self.state.clone(),
-                max_idle: self.settings.max_idle_per_endpoint,
-                task,
-            }),
-            reused,
-        }
+        Ok(Conn {
+            kind: ConnKind::Http1 { sender, task },
+            reused: false,
+        })
     }
 
     fn direct(&self, key: PoolKey, conn: h1::Connection, reused: bool) -> Conn {
@@ -486,7 +411,7 @@ impl Conn {
     /// HTTP/2 stream is reset by dropping its future.)
     pub(crate) fn closer(&self) -> Option<tokio::task::AbortHandle> {
         match &self.kind {
-            ConnKind::Http1(pooled) => Some(pooled.task.clone()),
+            ConnKind::Http1 { task, .. } => Some(task.clone()),
             // Closed by dropping it, with the exchange's future.
             ConnKind::Direct(..) | ConnKind::Http2(_) => None,
         }
@@ -498,8 +423,8 @@ impl Conn {
     }
 
     /// Sends the request and waits for the response headers (the caller bounds the wait).
-    /// An HTTP/1.1 connection comes back with the response, to be released to the pool once
-    /// the response body has been read ([`Pooled::release`]).
+    /// A direct connection travels with the response body, back to the pool once the body
+    /// has been read to its end.
     ///
     /// A direct request may go again on a new connection (`resend`) when the pooled one it
     /// went on gave nothing back: the upstream closed it as the request arrived.
@@ -507,7 +432,7 @@ impl Conn {
         self,
         request: Outbound,
         resend: bool,
-    ) -> Result<(Response<ResponseBody>, Option<Pooled>), SendError> {
+    ) -> Result<Response<ResponseBody>, SendError> {
         let reused = self.reused;
         let failed = |mut e: hyper::client::conn::TrySendError<Request<UpstreamBody>>| SendError {
             unsent: e.take_message().map(|r| Outbound::Hyper(Box::new(r))),
@@ -518,10 +443,9 @@ impl Conn {
             (ConnKind::Direct(conn, back), Outbound::Direct(head, body)) => {
                 // Only a request without a body is ever sent again (`resend`).
                 match conn.exchange(&head, body, back).await {
-                    Ok((parts, body)) => Ok((
-                        Response::from_parts(parts, ResponseBody::Direct(body)),
-                        None,
-                    )),
+                    Ok((parts, body)) => {
+                        Ok(Response::from_parts(parts, ResponseBody::Direct(body)))
+                    }
                     Err(failure) => Err(SendError {
                         unsent: (reused && resend && failure.nothing_back)
                             .then_some(Outbound::Direct(head, None)),
@@ -532,18 +456,12 @@ impl Conn {
             }
             (ConnKind::Http2(mut sender), Outbound::Hyper(request)) => {
                 let response = sender.try_send_request(*request).await.map_err(failed)?;
-                Ok((response.map(ResponseBody::Hyper), None))
+                Ok(response.map(ResponseBody::Hyper))
             }
-            (ConnKind::Http1(mut pooled), Outbound::Hyper(request)) => {
-                let response = pooled
-                    .sender
-                    .try_send_request(*request)
-                    .await
-                    .map_err(failed)?;
-                // An upgraded connection belongs to its tunnel now.
-                let pooled =
-                    (response.status() != http::StatusCode::SWITCHING_PROTOCOLS).then_some(pooled);
-                Ok((response.map(ResponseBody::Hyper), pooled))
+            (ConnKind::Http1 { mut sender, .. }, Outbound::Hyper(request)) => {
+                // The sender goes with this function: the connection carries no other request.
+                let response = sender.try_send_request(*request).await.map_err(failed)?;
+                Ok(response.map(ResponseBody::Hyper))
             }
             // The request path builds the request its connection asks for (`is_direct`).
             (_, _) => Err(SendError {
