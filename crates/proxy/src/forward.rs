@@ -60,11 +60,12 @@ pub(crate) async fn handle(
         logging: observe.access_log.is_some(),
         ..Trace::default()
     };
-    let mut response = match forward(
+    // Boxed for the reason the listener boxes this function's future: awaited inline, a
+    // future takes its size twice in the one awaiting it.
+    let forwarded = Box::pin(forward(
         dataplane, upstreams, settings, client, parts, body, &mut trace,
-    )
-    .await
-    {
+    ));
+    let mut response = match forwarded.await {
         Ok(response) => response,
         Err(error) => {
             if error.status().is_server_error() {

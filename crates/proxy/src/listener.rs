@@ -326,21 +326,21 @@ async fn serve_connection<I>(
         service_fn(move |request| {
             let server = server.clone();
             let activity = activity.clone();
-            // Boxed: the request's future is large, and hyper moves the one it is given
-            // into its own slot; a box moves as a pointer.
+            // Boxed: hyper moves the future it is given into its own slot, and a box moves
+            // as a pointer. The request's own future is boxed apart: awaited inline, it
+            // would take its size twice over in this one (once where it is made, once
+            // where it is awaited), and every byte of that is copied per request.
             Box::pin(async move {
                 let _busy = activity.begin();
-                Ok::<_, Infallible>(
-                    handle(
-                        &server.dataplane,
-                        &server.upstreams,
-                        &server.settings,
-                        &server.observe,
-                        client,
-                        request,
-                    )
-                    .await,
-                )
+                let request = Box::pin(handle(
+                    &server.dataplane,
+                    &server.upstreams,
+                    &server.settings,
+                    &server.observe,
+                    client,
+                    request,
+                ));
+                Ok::<_, Infallible>(request.await)
             })
         })
     };

@@ -161,8 +161,13 @@ impl Return {
     pub(crate) fn park(self, conn: h1::Connection) {
         let mut state = lock(&self.pool);
         if !state.sweeping {
+            // Bodies are read on the runtime; outside one (a runtime shutting down) the
+            // connection is simply not kept.
+            let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+                return;
+            };
             state.sweeping = true;
-            tokio::spawn(sweep(
+            runtime.spawn(sweep(
                 Arc::downgrade(&self.pool),
                 self.settings.idle_timeout,
             ));
