@@ -282,7 +282,7 @@ impl Connection {
                         Err(e) => {
                             let nothing_back = self.buf.is_empty() && interim == 0;
                             return Err(Failure {
-                                error: H1Error::Read(write_failed.unwrap_or(e)),
+                                error: write_failed.map_or(H1Error::Read(e), H1Error::Write),
                                 nothing_back,
                             });
                         }
