@@ -396,3 +396,42 @@ async fn an_answer_before_the_body_is_all_sent_reaches_the_client() {
     );
     assert_eq!(backend.requests(), 1);
 }
+
+/// A TLS upstream (TLS 1.3, whose server sends session tickets after the handshake) keeps
+/// one connection for a run of requests, uploads included.
+#[tokio::test]
+async fn a_tls_upstream_connection_carries_request_after_request() {
+    let cert = vestibule_testkit::certs::cert(&["tls.internal"]);
+    let secure = vestibule_testkit::misbehave::TlsEcho::start("secure", &cert)
+        .await
+        .unwrap();
+    let mut objects: Vec<Object> = vec![
+        ingress_class("vestibule", "vestibule.dev/ingress-controller")
+            .build()
+            .into(),
+        ingress("default", "secure")
+            .class("vestibule")
+            .annotation("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS")
+            .host("secure.example")
+            .prefix("/", svc("secure", 80))
+            .build()
+            .into(),
+    ];
+    objects.extend(service_at("secure", &[secure.addr()]));
+    let proxy = Proxy::start(objects).await;
+    let client = proxy.http1(&["secure.example"]);
+    let url = proxy.url_for("secure.example", "/tls");
+    for round in 0..5 {
+        let reply = echo_of(client.get(&url).send().await.unwrap()).await;
+        assert_eq!(reply.name, "secure", "round {round}");
+        let upload = client
+            .post(&url)
+            .body(vec![b'u'; 40_000])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(echo_of(upload).await.body_len, 40_000, "round {round}");
+    }
+    assert_eq!(secure.hits(), 10);
+    assert_eq!(secure.connections(), 1);
+}
