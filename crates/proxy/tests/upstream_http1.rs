@@ -435,3 +435,41 @@ async fn a_tls_upstream_connection_carries_request_after_request() {
     assert_eq!(secure.hits(), 10);
     assert_eq!(secure.connections(), 1);
 }
+
+/// A response written a byte at a time is read the same as one written at once: the head,
+/// chunk-size lines, the CRLF after each chunk and the trailers all arrive split.
+#[tokio::test]
+async fn a_response_split_at_every_byte_reads_the_same() {
+    let chunked: &[u8] = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-a: b\r\n\r\n\
+        5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nx-sum: 11\r\n\r\n";
+    let sized: &[u8] =
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nfirst";
+    let (backend, proxy) = start(vec![vec![
+        Step::Trickle(chunked.to_vec()),
+        Step::Trickle(sized.to_vec()),
+        Step::Trickle(chunked.to_vec()),
+    ]])
+    .await;
+    let client = proxy.http1(&["up.example"]);
+    let (status, body) = fetch(&client, &proxy, reqwest::Method::GET).await;
+    assert_eq!((status, body.unwrap().as_str()), (200, "hello world"));
+    let (status, body) = fetch(&client, &proxy, reqwest::Method::GET).await;
+    assert_eq!((status, body.unwrap().as_str()), (200, "first"));
+
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://up.example/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.headers()["x-a"], "b");
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned().expect("trailers");
+    assert_eq!(collected.to_bytes(), "hello world");
+    assert_eq!(trailers["x-sum"], "11");
+    assert_eq!(backend.connections(), 1);
+}

@@ -415,6 +415,9 @@ pub enum Step {
     Answer(Vec<u8>),
     /// Writes these bytes and closes the connection.
     AnswerAndClose(Vec<u8>),
+    /// Writes these bytes one at a time, each in a write of its own, and waits for the next
+    /// request: every split a reader can meet.
+    Trickle(Vec<u8>),
     /// Closes the connection without answering.
     Close,
 }
@@ -461,6 +464,14 @@ impl Scripted {
                         Step::Answer(bytes) => {
                             if stream.write_all(&bytes).await.is_err() {
                                 return;
+                            }
+                        }
+                        Step::Trickle(bytes) => {
+                            for byte in bytes {
+                                if stream.write_all(&[byte]).await.is_err() {
+                                    return;
+                                }
+                                tokio::task::yield_now().await;
                             }
                         }
                         Step::AnswerAndClose(bytes) => {
