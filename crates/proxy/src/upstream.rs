@@ -99,15 +99,16 @@ pub(crate) struct PoolKey {
 /// flooding-resistant hash: SipHash cost more than the rest of a pool lookup.
 type KeyHasher = foldhash::fast::RandomState;
 
+/// A request-driven HTTP/1.1 connection waiting in the pool, and since when.
 #[derive(Debug)]
-struct IdleDirect {
+struct Idle {
     conn: h1::Connection,
     since: Instant,
 }
 
 #[derive(Debug, Default)]
 pub(crate) struct PoolState {
-    direct: HashMap<PoolKey, Vec<IdleDirect>, KeyHasher>,
+    idle: HashMap<PoolKey, Vec<Idle>, KeyHasher>,
     multiplexed: HashMap<PoolKey, http2::SendRequest<UpstreamBody>, KeyHasher>,
     /// The task that closes idle direct connections (which have no task of their own to
     /// notice a close or a timeout) runs.
@@ -172,9 +173,9 @@ impl Return {
                 self.settings.idle_timeout,
             ));
         }
-        let idle = state.direct.entry(self.key).or_default();
+        let idle = state.idle.entry(self.key).or_default();
         if idle.len() < self.settings.max_idle_per_endpoint {
-            idle.push(IdleDirect {
+            idle.push(Idle {
                 conn,
                 since: Instant::now(),
             });
@@ -190,7 +191,7 @@ async fn sweep(pool: std::sync::Weak<Mutex<PoolState>>, idle_timeout: Duration) 
         tokio::time::sleep(every).await;
         let Some(pool) = pool.upgrade() else { return };
         let mut state = lock(&pool);
-        state.direct.retain(|_, idle| {
+        state.idle.retain(|_, idle| {
             idle.retain_mut(|i| i.since.elapsed() < idle_timeout && i.conn.is_usable());
             !idle.is_empty()
         });
@@ -315,7 +316,7 @@ impl Upstreams {
                 reused: true,
             });
         }
-        let idle = state.direct.get_mut(key)?;
+        let idle = state.idle.get_mut(key)?;
         // Most recently used first: it is the least likely to have been closed by the
         // upstream's own keep-alive timeout.
         while let Some(mut candidate) = idle.pop() {
