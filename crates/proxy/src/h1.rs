@@ -136,9 +136,10 @@ pub(crate) fn request_head(
     headers: &HeaderMap,
     body: BodyFraming,
 ) -> Result<RequestHead, &'static str> {
-    // The target was routed as text: anything that could end the request line early or
-    // smuggle a second one is refused rather than written.
-    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic()) {
+    // Anything that could end the request line early or smuggle a second one (spaces,
+    // control characters) is refused rather than written. Bytes past ASCII are kept, as
+    // the client's own parser let them in.
+    if target.is_empty() || !target.bytes().all(|b| b.is_ascii_graphic() || b >= 0x80) {
         return Err("the request target is not valid");
     }
     let fields: usize = headers
@@ -912,6 +913,8 @@ mod tests {
                 .ends_with(b"\r\ncontent-length: 5\r\n\r\n")
         );
         assert!(request_head(&Method::GET, "/a b", &host, &fields, none).is_err());
+        assert!(request_head(&Method::GET, "/a\tb", &host, &fields, none).is_err());
+        assert!(request_head(&Method::GET, "/caf\u{e9}", &host, &fields, none).is_ok());
         assert!(request_head(&Method::GET, "/a\r\nx", &host, &fields, none).is_err());
         let head = request_head(&Method::HEAD, "/", &host, &fields, none).unwrap();
         assert!(head.head_method);

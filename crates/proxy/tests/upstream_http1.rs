@@ -473,3 +473,20 @@ async fn a_response_split_at_every_byte_reads_the_same() {
     assert_eq!(trailers["x-sum"], "11");
     assert_eq!(backend.connections(), 1);
 }
+
+/// A target with bytes past ASCII, which the client side accepts, reaches the backend as
+/// it came.
+#[tokio::test]
+async fn a_target_with_utf8_bytes_goes_up_as_it_came() {
+    let (backend, proxy) = start(vec![vec![ok()]]).await;
+    let mut client = TcpStream::connect(proxy.addr).await.unwrap();
+    client
+        .write_all(b"GET /caf\xc3\xa9?q=\xc3\xa9 HTTP/1.1\r\nhost: up.example\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    client.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 200 "), "{answer}");
+    assert!(backend.heads()[0].starts_with("GET /caf\u{e9}?q=\u{e9} HTTP/1.1\r\n"));
+}
