@@ -28,7 +28,7 @@ use crate::body::{Limited, Progress, ProxyBody, ResponseBody, Timed, UpstreamBod
 use crate::dataplane::{DataPlane, Runtime};
 use crate::h1;
 use crate::headers::{
-    ClientSide, IpText, X_REQUEST_ID, add_forwarded, remove_hop_by_hop, request_id,
+    ClientSide, IpText, X_REQUEST_ID, add_forwarded, has_token, remove_hop_by_hop, request_id,
 };
 use crate::metrics::{MethodClass, RouteStats, UpstreamErrorKind};
 use crate::respond::{BoxError, ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
@@ -841,14 +841,7 @@ fn upgrade_protocol(parts: &Parts) -> Option<Upgrade> {
     if parts.version != Version::HTTP_11 {
         return None;
     }
-    let wants = parts
-        .headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
-    if !wants {
+    if !has_token(&parts.headers, &CONNECTION, "upgrade") {
         return None;
     }
     Some(Upgrade {

@@ -57,6 +57,17 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Whether the comma-separated header `name` lists `token` (case-insensitively), as
+/// `Connection: keep-alive, Upgrade` lists `upgrade`.
+pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
 /// Where `name` is in [`HOP_BY_HOP`]: a match on the text, which compiles to a length test
 /// and a comparison or two, where comparing with each name in turn cost more than the hash
 /// lookups this scan replaces.

@@ -281,7 +281,7 @@ impl Upstreams {
         let send_sni = target.tls.is_some_and(|t| t.send_sni);
         match (&tls, target.protocol.is_http2()) {
             (None, _) if key.direct => {
-                Ok(self.direct(key, h1::Connection::new(h1::Stream::Plain(stream)), false))
+                Ok(self.direct(key, h1::Connection::new(h1::Stream::Left(stream)), false))
             }
             (None, false) => self.http1(key, stream).await,
             (None, true) => self.http2(key, stream).await,
@@ -291,7 +291,7 @@ impl Upstreams {
                 if key.direct {
                     Ok(self.direct(
                         key,
-                        h1::Connection::new(h1::Stream::Tls(Box::new(stream))),
+                        h1::Connection::new(h1::Stream::Right(Box::new(stream))),
                         false,
                     ))
                 } else if h2 {
