@@ -361,9 +361,8 @@ async fn forward(
         n => n,
     };
     let deadline = policy.next_upstream_timeout.map(|t| Instant::now() + t);
-    // A request that asks for no upgrade goes over HTTP/1.1 driven by this task; its head is
-    // written once, for every attempt.
-    let direct = upgrade.is_none() && !protocol.is_http2();
+    // Over a connection this task drives (`Conn::is_direct`), the request's head is written
+    // once, for every attempt.
     let framing = if replayable {
         h1::BodyFraming::None
     } else if content_length(&parts.headers).is_some() {
@@ -439,7 +438,7 @@ async fn forward(
             connect_timeout: policy.connect_timeout,
             tls: policy.upstream_tls.as_deref(),
             server_name: &server_name,
-            direct,
+            upgrade: upgrade.is_some(),
         };
         let conn = match upstreams.checkout(&target).await {
             Ok(conn) => conn,

@@ -57,9 +57,10 @@ pub(crate) struct Target<'a> {
     pub(crate) tls: Option<&'a UpstreamTls>,
     /// The name for SNI and verification when `tls` names none: the Service's DNS name.
     pub(crate) server_name: &'a str,
-    /// The request asks for no upgrade: an HTTP/1.1 connection driven by the request's task
-    /// will do.
-    pub(crate) direct: bool,
+    /// The request asks for an upgrade: over HTTP/1.1 it takes a hyper connection of its
+    /// own, which hyper hands over to the tunnel. Any other goes over a connection the
+    /// request's task drives ([`h1`]).
+    pub(crate) upgrade: bool,
 }
 
 /// Why no connection could be made.
@@ -91,8 +92,6 @@ pub(crate) struct PoolKey {
     protocol: UpstreamProtocol,
     /// The TLS name and client configuration, when TLS.
     tls: Option<(Box<str>, usize)>,
-    /// Driven by the request's task ([`h1`]) rather than by a hyper connection task.
-    direct: bool,
 }
 
 /// The pool's keys come from the configuration, never from a client, so they need no
@@ -106,8 +105,16 @@ struct Idle {
     since: Instant,
 }
 
+/// The connections kept, and the limits they are kept under; shared with the connections
+/// out on a request ([`Return`]) and with the sweeper.
+#[derive(Debug)]
+pub(crate) struct Pool {
+    settings: UpstreamSettings,
+    state: Mutex<PoolState>,
+}
+
 #[derive(Debug, Default)]
-pub(crate) struct PoolState {
+struct PoolState {
     idle: HashMap<PoolKey, Vec<Idle>, KeyHasher>,
     multiplexed: HashMap<PoolKey, http2::SendRequest<UpstreamBody>, KeyHasher>,
     /// The task that closes idle direct connections (which have no task of their own to
@@ -124,8 +131,7 @@ struct TlsConfigs {
 /// The upstream connection pool, shared by every listener.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
-    settings: UpstreamSettings,
-    state: Arc<Mutex<PoolState>>,
+    pool: Arc<Pool>,
     tls: Mutex<TlsConfigs>,
 }
 
@@ -154,13 +160,13 @@ enum ConnKind {
 #[derive(Debug)]
 pub(crate) struct Return {
     key: PoolKey,
-    pool: Arc<Mutex<PoolState>>,
-    settings: UpstreamSettings,
+    pool: Arc<Pool>,
 }
 
 impl Return {
     pub(crate) fn park(self, conn: h1::Connection) {
-        let mut state = lock(&self.pool);
+        let settings = &self.pool.settings;
+        let mut state = lock(&self.pool.state);
         if !state.sweeping {
             // Bodies are read on the runtime; outside one (a runtime shutting down) the
             // connection is simply not kept.
@@ -168,13 +174,10 @@ impl Return {
                 return;
             };
             state.sweeping = true;
-            runtime.spawn(sweep(
-                Arc::downgrade(&self.pool),
-                self.settings.idle_timeout,
-            ));
+            runtime.spawn(sweep(Arc::downgrade(&self.pool)));
         }
         let idle = state.idle.entry(self.key).or_default();
-        if idle.len() < self.settings.max_idle_per_endpoint {
+        if idle.len() < settings.max_idle_per_endpoint {
             idle.push(Idle {
                 conn,
                 since: Instant::now(),
@@ -185,12 +188,15 @@ impl Return {
 
 /// Closes idle direct connections that timed out or that the upstream closed, for as long as
 /// the pool lives. Hyper's connections do this in their own tasks.
-async fn sweep(pool: std::sync::Weak<Mutex<PoolState>>, idle_timeout: Duration) {
+async fn sweep(pool: std::sync::Weak<Pool>) {
+    let Some(idle_timeout) = pool.upgrade().map(|p| p.settings.idle_timeout) else {
+        return;
+    };
     let every = (idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         tokio::time::sleep(every).await;
         let Some(pool) = pool.upgrade() else { return };
-        let mut state = lock(&pool);
+        let mut state = lock(&pool.state);
         state.idle.retain(|_, idle| {
             idle.retain_mut(|i| i.since.elapsed() < idle_timeout && i.conn.is_usable());
             !idle.is_empty()
@@ -226,8 +232,10 @@ fn lock(state: &Mutex<PoolState>) -> MutexGuard<'_, PoolState> {
 impl Upstreams {
     pub(crate) fn new(settings: &UpstreamSettings) -> Upstreams {
         Upstreams {
-            settings: settings.clone(),
-            state: Arc::default(),
+            pool: Arc::new(Pool {
+                settings: settings.clone(),
+                state: Mutex::default(),
+            }),
             tls: Mutex::default(),
         }
     }
@@ -253,20 +261,29 @@ impl Upstreams {
         } else {
             None
         };
+        // The key keeps the TLS name; the configuration goes on for a new connection.
+        let (tls_key, config) = tls.map_or((None, None), |(name, config)| {
+            (Some((name, Arc::as_ptr(&config) as usize)), Some(config))
+        });
         let key = PoolKey {
             endpoint: target.endpoint.clone(),
             protocol: target.protocol,
-            tls: tls
-                .as_ref()
-                .map(|(name, config)| (name.clone(), Arc::as_ptr(config) as usize)),
-            direct: target.direct && !target.protocol.is_http2(),
+            tls: tls_key,
         };
-        if reuse && let Some(conn) = self.reuse(&key) {
-            return Ok(conn);
-        }
+        let h2 = target.protocol.is_http2();
+        // An HTTP/1.1 upgrade's connection goes to its tunnel: it is never one from the pool.
+        let direct = !target.upgrade && !h2;
+        let key = if reuse && (direct || h2) {
+            match self.reuse(key) {
+                Ok(conn) => return Ok(conn),
+                Err(key) => key,
+            }
+        } else {
+            key
+        };
         // Boxed: connecting (TCP, TLS, handshake) is the rare path and its future is large;
         // inline, every request's future would carry its size.
-        Box::pin(self.open(target, key, tls)).await
+        Box::pin(self.open(target, key, config, direct)).await
     }
 
     /// A new connection to the target.
@@ -274,13 +291,19 @@ impl Upstreams {
         &self,
         target: &Target<'_>,
         key: PoolKey,
-        tls: Option<(Box<str>, Arc<rustls::ClientConfig>)>,
+        config: Option<Arc<rustls::ClientConfig>>,
+        direct: bool,
     ) -> Result<Conn, ConnectError> {
         let stream = connect(target.endpoint, target.connect_timeout).await?;
         // As ingress-nginx: no SNI unless `proxy-ssl-server-name: on`.
         let send_sni = target.tls.is_some_and(|t| t.send_sni);
-        match (&tls, target.protocol.is_http2()) {
-            (None, _) if key.direct => {
+        let tls = key
+            .tls
+            .as_ref()
+            .map(|(name, _)| &**name)
+            .zip(config.as_ref());
+        match (tls, target.protocol.is_http2()) {
+            (None, _) if direct => {
                 Ok(self.direct(key, h1::Connection::new(h1::Stream::Left(stream)), false))
             }
             (None, false) => self.http1(key, stream).await,
@@ -288,7 +311,7 @@ impl Upstreams {
             (Some((name, config)), h2) => {
                 let stream =
                     tls_connect(stream, name, config, send_sni, target.connect_timeout).await?;
-                if key.direct {
+                if direct {
                     Ok(self.direct(
                         key,
                         h1::Connection::new(h1::Stream::Right(Box::new(stream))),
@@ -303,29 +326,36 @@ impl Upstreams {
         }
     }
 
-    fn reuse(&self, key: &PoolKey) -> Option<Conn> {
-        let mut state = lock(&self.state);
+    /// A pooled connection for `key`, or the key back when there is none to use.
+    fn reuse(&self, key: PoolKey) -> Result<Conn, PoolKey> {
+        let mut state = lock(&self.pool.state);
         if key.protocol.is_http2() {
-            let sender = state.multiplexed.get(key)?;
+            let Some(sender) = state.multiplexed.get(&key) else {
+                return Err(key);
+            };
             if sender.is_closed() {
-                state.multiplexed.remove(key);
-                return None;
+                state.multiplexed.remove(&key);
+                return Err(key);
             }
-            return Some(Conn {
+            return Ok(Conn {
                 kind: ConnKind::Http2(sender.clone()),
                 reused: true,
             });
         }
-        let idle = state.idle.get_mut(key)?;
+        let Some(idle) = state.idle.get_mut(&key) else {
+            return Err(key);
+        };
         // Most recently used first: it is the least likely to have been closed by the
         // upstream's own keep-alive timeout.
         while let Some(mut candidate) = idle.pop() {
-            if candidate.since.elapsed() < self.settings.idle_timeout && candidate.conn.is_usable()
+            if candidate.since.elapsed() < self.pool.settings.idle_timeout
+                && candidate.conn.is_usable()
             {
-                return Some(self.direct(key.clone(), candidate.conn, true));
+                drop(state);
+                return Ok(self.direct(key, candidate.conn, true));
             }
         }
-        None
+        Err(key)
     }
 
     async fn http1<I>(&self, key: PoolKey, io: I) -> Result<Conn, ConnectError>
@@ -352,8 +382,7 @@ impl Upstreams {
     fn direct(&self, key: PoolKey, conn: h1::Connection, reused: bool) -> Conn {
         let back = Return {
             key,
-            pool: self.state.clone(),
-            settings: self.settings.clone(),
+            pool: self.pool.clone(),
         };
         Conn {
             kind: ConnKind::Direct(conn, back),
@@ -378,7 +407,9 @@ impl Upstreams {
                 debug!(endpoint, error = %e, "upstream HTTP/2 connection ended");
             }
         });
-        lock(&self.state).multiplexed.insert(key, sender.clone());
+        lock(&self.pool.state)
+            .multiplexed
+            .insert(key, sender.clone());
         Ok(Conn {
             kind: ConnKind::Http2(sender),
             reused: false,
