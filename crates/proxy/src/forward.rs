@@ -254,7 +254,7 @@ async fn forward(
     body: Incoming,
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    check_sizes(&parts, settings)?;
+    let header_bytes = check_sizes(&parts, settings)?;
     let host_value = request_authority(&parts)?;
     let host_str = host_value
         .to_str()
@@ -473,14 +473,6 @@ async fn forward(
             // The body went to an earlier attempt and cannot be sent again.
             None => break,
         };
-        let outgoing = Outgoing {
-            parts: &parts,
-            path_and_query: &upstream_target,
-            host: &host_value,
-            protocol,
-            upgrade: upgrade.as_ref(),
-            grpc_trailers,
-        };
         let request = if conn.is_direct() {
             let head = match &direct_head {
                 Some(head) => head.clone(),
@@ -491,6 +483,7 @@ async fn forward(
                         &host_value,
                         &parts.headers,
                         framing,
+                        header_bytes,
                     )
                     .map_err(ProxyError::BadRequest)?;
                     direct_head.insert(head).clone()
@@ -498,6 +491,14 @@ async fn forward(
             };
             Outbound::Direct(head, Some(body))
         } else {
+            let outgoing = Outgoing {
+                parts: &parts,
+                path_and_query: &upstream_target,
+                host: &host_value,
+                protocol,
+                upgrade: upgrade.as_ref(),
+                grpc_trailers,
+            };
             Outbound::Hyper(Box::new(upstream_request(&outgoing, endpoint, body)?))
         };
         let waiting = if conn.reused() {
@@ -951,8 +952,9 @@ fn upstream_request(
 }
 
 /// Refuses request lines and header blocks past the limits, as nginx's
-/// `large_client_header_buffers` does.
-fn check_sizes(parts: &Parts, settings: &ProxySettings) -> Result<(), ProxyError> {
+/// `large_client_header_buffers` does. The header block's size, as HTTP/1.1 writes it, is
+/// kept for the upstream request's buffer.
+fn check_sizes(parts: &Parts, settings: &ProxySettings) -> Result<usize, ProxyError> {
     let uri_len = parts.uri.path_and_query().map_or(0, |pq| pq.as_str().len());
     if uri_len > settings.max_uri_bytes {
         return Err(ProxyError::UriTooLong);
@@ -965,7 +967,7 @@ fn check_sizes(parts: &Parts, settings: &ProxySettings) -> Result<(), ProxyError
     if headers > settings.max_request_header_bytes {
         return Err(ProxyError::HeadersTooLarge);
     }
-    Ok(())
+    Ok(headers)
 }
 
 fn content_length(headers: &HeaderMap) -> Option<u64> {
