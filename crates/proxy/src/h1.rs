@@ -615,8 +615,8 @@ impl Body for ResponseBody {
                     if conn.buf.is_empty() {
                         match ready!(conn.poll_fill(cx)) {
                             Ok(0) => {
-                                this.state = State::Done;
-                                this.conn = None;
+                                // Not reusable (`framing`): the connection closes here.
+                                this.release();
                                 return Poll::Ready(None);
                             }
                             Ok(_) => {}

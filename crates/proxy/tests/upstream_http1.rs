@@ -63,6 +63,24 @@ async fn fetch(
     (status, response.text().await)
 }
 
+/// `GET http://up.example/` over a new HTTP/2 connection (which carries trailers, unlike
+/// the HTTP/1.1 client): the response head, body and trailers.
+async fn h2_get(proxy: &Proxy) -> (http::response::Parts, Bytes, Option<http::HeaderMap>) {
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get("http://up.example/")
+        .body(Empty::<Bytes>::new())
+        .unwrap();
+    let (head, body) = sender.send_request(request).await.unwrap().into_parts();
+    let collected = body.collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    (head, collected.to_bytes(), trailers)
+}
+
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
 fn answer(bytes: &[u8]) -> Step {
@@ -82,20 +100,10 @@ async fn chunked_bodies_arrive_whole_with_extensions_dropped_and_trailers_kept()
     assert_eq!((status, body.unwrap().as_str()), (200, "hello world"));
 
     // HTTP/2 carries the trailers on to the client.
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let request = http::Request::get("http://up.example/")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.status(), 200);
-    let collected = response.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers");
-    assert_eq!(collected.to_bytes(), "hello world");
+    let (head, body, trailers) = h2_get(&proxy).await;
+    assert_eq!(head.status, 200);
+    let trailers = trailers.expect("trailers");
+    assert_eq!(body, "hello world");
     assert_eq!(trailers["grpc-status"], "0");
     assert_eq!(trailers["x-sum"], "11");
     assert_eq!(backend.connections(), 1, "one connection carried both");
@@ -357,6 +365,8 @@ async fn request_bodies_go_up_framed_by_their_length_or_in_chunks() {
     let response = h2.post(&url).body(vec![b'y'; 70_000]).send().await.unwrap();
     let reply = echo_of(response).await;
     assert_eq!(reply.body_len, 70_000);
+    assert_eq!(reply.header("content-length"), Some("70000"));
+    assert_eq!(reply.header("transfer-encoding"), None);
     assert_eq!(reply.version, "HTTP/1.1");
     assert_eq!(
         web.connections(),
@@ -456,20 +466,11 @@ async fn a_response_split_at_every_byte_reads_the_same() {
     let (status, body) = fetch(&client, &proxy, reqwest::Method::GET).await;
     assert_eq!((status, body.unwrap().as_str()), (200, "first"));
 
-    let stream = TcpStream::connect(proxy.addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
-    let request = http::Request::get("http://up.example/")
-        .body(Empty::<Bytes>::new())
-        .unwrap();
-    let response = sender.send_request(request).await.unwrap();
-    assert_eq!(response.headers()["x-a"], "b");
-    let collected = response.into_body().collect().await.unwrap();
-    let trailers = collected.trailers().cloned().expect("trailers");
-    assert_eq!(collected.to_bytes(), "hello world");
+    let (head, body, trailers) = h2_get(&proxy).await;
+    assert_eq!(head.status, 200);
+    assert_eq!(head.headers["x-a"], "b");
+    let trailers = trailers.expect("trailers");
+    assert_eq!(body, "hello world");
     assert_eq!(trailers["x-sum"], "11");
     assert_eq!(backend.connections(), 1);
 }
