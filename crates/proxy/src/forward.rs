@@ -374,7 +374,8 @@ async fn forward(
     // Once the body may have reached the upstream, only a replayable request of a method
     // that may be repeated is tried again.
     let may_repeat = replayable && (idempotent || policy.next_upstream.non_idempotent);
-    let mut tried: Vec<usize> = Vec::new();
+    // Inline: a request nearly always tries one endpoint, and seldom more than a few.
+    let mut tried: smallvec::SmallVec<[usize; 4]> = smallvec::SmallVec::new();
     let mut last_error: Option<ProxyError> = None;
     let mut fallback: Option<Response<ResponseBody>> = None;
     let mut set_cookie: Option<HeaderValue> = None;
@@ -474,8 +475,8 @@ async fn forward(
             None => break,
         };
         let request = if conn.is_direct() {
-            let head = match &direct_head {
-                Some(head) => head.clone(),
+            let (head, fields) = match &direct_head {
+                Some(head) => (head.clone(), HeaderMap::new()),
                 None => {
                     let head = h1::request_head(
                         &parts.method,
@@ -486,10 +487,12 @@ async fn forward(
                         header_bytes,
                     )
                     .map_err(ProxyError::BadRequest)?;
-                    direct_head.insert(head).clone()
+                    // The fields are in the head now: their map takes the response's.
+                    let fields = std::mem::take(&mut parts.headers);
+                    (direct_head.insert(head).clone(), fields)
                 }
             };
-            Outbound::Direct(head, Some(body))
+            Outbound::Direct(head, Some(body), fields)
         } else {
             let outgoing = Outgoing {
                 parts: &parts,
@@ -767,8 +770,13 @@ fn finish(
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-    let upgrade_header = parts.headers.get(UPGRADE).cloned();
-    remove_hop_by_hop(&mut parts.headers);
+    let upgrade_header = switching
+        .then(|| parts.headers.get(UPGRADE).cloned())
+        .flatten();
+    // `proxy::h1` leaves the connection's fields out as it reads them.
+    if !matches!(body, ResponseBody::Direct(_)) {
+        remove_hop_by_hop(&mut parts.headers);
+    }
     if let (true, Some(upgrade)) = (switching, upgrade) {
         if upgrade.extended_connect {
             // RFC 8441: the tunnel opens with a 2xx, and the HTTP/1.1 handshake's proof

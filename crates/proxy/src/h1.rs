@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::UpstreamBody;
-use crate::headers::has_token;
+use crate::headers::{connection_listed, is_hop_by_hop, tokens};
 use crate::upstream::Return;
 
 /// The most a response head (status line and header fields) may take: past it the upstream
@@ -179,11 +179,15 @@ impl Connection {
     /// Sends the request and reads the response head. The body is read through the returned
     /// [`ResponseBody`], which hands the connection back to the pool (`reuse`) once the body
     /// has all come and the connection may carry another request.
+    ///
+    /// The response's fields go into `fields`, emptied first: the caller passes the map the
+    /// request's fields came in, whose room is already there.
     pub(crate) async fn exchange(
         mut self,
         request: &RequestHead,
         body: Option<UpstreamBody>,
         reuse: Return,
+        fields: HeaderMap,
     ) -> Result<(http::response::Parts, ResponseBody), Failure> {
         let written = async {
             self.stream.write_all(&request.bytes).await?;
@@ -217,7 +221,7 @@ impl Connection {
             let parsed = if self.buf.is_empty() {
                 Ok(None)
             } else {
-                self.parse_head()
+                parse_head(&self.buf)
             };
             let (head_len, parsed) = match parsed {
                 Ok(Some(parsed)) => parsed,
@@ -265,14 +269,15 @@ impl Connection {
                 continue;
             }
             let head = self.buf.split_to(head_len).freeze();
-            let mut headers = match parsed.headers(&head) {
-                Ok(headers) => headers,
+            let (mut headers, delimiting) = match parsed.headers(&head, fields) {
+                Ok(parsed) => parsed,
                 Err(error) => return Err(self.failed(error)),
             };
             let (framing, keep_alive) = match framing(
                 parsed.status,
                 parsed.version,
                 request.head_method,
+                &delimiting,
                 &mut headers,
             ) {
                 Ok(framing) => framing,
@@ -310,7 +315,7 @@ impl Connection {
                                 "while the request body was sent",
                             )));
                         }
-                        Poll::Ready(Ok(_)) => match self.parse_head()? {
+                        Poll::Ready(Ok(_)) => match parse_head(&self.buf)? {
                             Some((len, head))
                                 if head.status.is_informational()
                                     && head.status != StatusCode::SWITCHING_PROTOCOLS =>
@@ -381,47 +386,6 @@ impl Connection {
     }
 
     /// The response head, when the buffer holds all of it.
-    fn parse_head(&self) -> Result<Option<(usize, ParsedHead)>, H1Error> {
-        // Left uninitialised: writing out the whole array on every parse cost more than the
-        // parse.
-        let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
-        let mut response = httparse::Response::new(&mut []);
-        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
-            &mut response,
-            &self.buf,
-            &mut fields,
-        );
-        let len = match parsed {
-            Ok(httparse::Status::Complete(len)) => len,
-            Ok(httparse::Status::Partial) => return Ok(None),
-            Err(e) => return Err(H1Error::Parse(e)),
-        };
-        let code = response.code.unwrap_or_default();
-        let status = StatusCode::from_u16(code).map_err(|_| H1Error::Invalid("the status code"))?;
-        let version = if response.version == Some(0) {
-            Version::HTTP_10
-        } else {
-            Version::HTTP_11
-        };
-        // Where each field lies in the head, so the values can be shared with the head's
-        // bytes rather than copied once the buffer is split.
-        let base = self.buf.as_ptr() as usize;
-        let mut at = FieldsAt::with_capacity(response.headers.len());
-        for field in response.headers.iter() {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            at.push([name, field.name.len(), value, field.value.len()]);
-        }
-        Ok(Some((
-            len,
-            ParsedHead {
-                status,
-                version,
-                at,
-            },
-        )))
-    }
-
     /// Reads what the socket has into the buffer: the count, 0 at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
@@ -429,6 +393,49 @@ impl Connection {
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.stream), cx, &mut self.buf)
     }
+}
+
+/// Parses a response head at the start of `buf`: its length and what it holds, or `None`
+/// while it is incomplete.
+fn parse_head(buf: &[u8]) -> Result<Option<(usize, ParsedHead)>, H1Error> {
+    // Left uninitialised: writing out the whole array on every parse cost more than the
+    // parse.
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
+    let mut response = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut fields,
+    );
+    let len = match parsed {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(H1Error::Parse(e)),
+    };
+    let code = response.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code).map_err(|_| H1Error::Invalid("the status code"))?;
+    let version = if response.version == Some(0) {
+        Version::HTTP_10
+    } else {
+        Version::HTTP_11
+    };
+    // Where each field lies in the head, so the values can be shared with the head's
+    // bytes rather than copied once the buffer is split.
+    let base = buf.as_ptr() as usize;
+    let mut at = FieldsAt::with_capacity(response.headers.len());
+    for field in response.headers.iter() {
+        let name = field.name.as_ptr() as usize - base;
+        let value = field.value.as_ptr() as usize - base;
+        at.push([name, field.name.len(), value, field.value.len()]);
+    }
+    Ok(Some((
+        len,
+        ParsedHead {
+            status,
+            version,
+            at,
+        },
+    )))
 }
 
 /// Where each field's name and value start in a head, and their lengths.
@@ -455,16 +462,83 @@ struct ParsedHead {
 }
 
 impl ParsedHead {
-    fn headers(&self, head: &Bytes) -> Result<HeaderMap, H1Error> {
-        let mut headers = HeaderMap::with_capacity(self.at.len());
+    /// The head's fields, in `headers` (emptied first), but for those that belong to the
+    /// connection (RFC 9110 section 7.6.1): they are noted in [`Delimiting`] instead, in the
+    /// same pass, so that neither framing the body nor tidying the response for the client
+    /// looks a field up again.
+    fn headers(
+        &self,
+        head: &Bytes,
+        mut headers: HeaderMap,
+    ) -> Result<(HeaderMap, Delimiting), H1Error> {
+        headers.clear();
+        headers.reserve(self.at.len());
+        let mut delimiting = Delimiting::default();
+        let mut listed = Vec::new();
         for &[name, name_len, value, value_len] in &self.at {
             let name = HeaderName::from_bytes(&head[name..name + name_len])
                 .map_err(|_| H1Error::Invalid("a header field name"))?;
+            let bytes = &head[value..value + value_len];
+            if name == CONNECTION {
+                for token in tokens(bytes) {
+                    delimiting.close |= token.eq_ignore_ascii_case(b"close");
+                }
+                listed.extend(connection_listed(bytes));
+                continue;
+            }
+            if name == TRANSFER_ENCODING {
+                // The last coding of the last field decides (RFC 9112 section 6.3).
+                let last = tokens(bytes).next_back().unwrap_or_default();
+                delimiting.chunked = Some(last.eq_ignore_ascii_case(b"chunked"));
+                continue;
+            }
+            if name == CONTENT_LENGTH {
+                delimiting.add_length(bytes);
+            } else if is_hop_by_hop(&name) {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(value..value + value_len))
                 .map_err(|_| H1Error::Invalid("a header field value"))?;
             headers.append(name, value);
         }
-        Ok(headers)
+        for name in listed {
+            headers.remove(name);
+        }
+        Ok((headers, delimiting))
+    }
+}
+
+/// What a response head says about where its body ends and whether its connection stays
+/// open.
+#[derive(Debug, Default)]
+struct Delimiting {
+    /// `Connection` lists `close`.
+    close: bool,
+    /// `Transfer-Encoding` was sent: whether it ends in `chunked`.
+    chunked: Option<bool>,
+    /// `Content-Length`, when sent: its value, or why it cannot be used.
+    length: Option<Result<u64, &'static str>>,
+}
+
+impl Delimiting {
+    /// One `Content-Length` field: a list of equal lengths is one length (RFC 9110
+    /// section 8.6); anything else makes the length unusable.
+    fn add_length(&mut self, value: &[u8]) {
+        for part in tokens(value) {
+            let parsed = if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                Err("Content-Length")
+            } else {
+                std::str::from_utf8(part)
+                    .ok()
+                    .and_then(|p| p.parse::<u64>().ok())
+                    .ok_or("Content-Length")
+            };
+            self.length = match (self.length.take(), parsed) {
+                (Some(Err(e)), _) | (_, Err(e)) => Some(Err(e)),
+                (Some(Ok(n)), Ok(m)) if n != m => Some(Err("differing Content-Length values")),
+                (_, Ok(m)) => Some(Ok(m)),
+            };
+        }
     }
 }
 
@@ -474,53 +548,31 @@ fn framing(
     status: StatusCode,
     version: Version,
     head_method: bool,
+    delimiting: &Delimiting,
     headers: &mut HeaderMap,
 ) -> Result<(State, bool), H1Error> {
-    let mut keep_alive = version == Version::HTTP_11 && !has_token(headers, &CONNECTION, "close");
+    let mut keep_alive = version == Version::HTTP_11 && !delimiting.close;
     if head_method || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((State::Done, keep_alive));
     }
-    if headers.contains_key(TRANSFER_ENCODING) {
+    if let Some(chunked) = delimiting.chunked {
         // Both framings at once is how responses are smuggled: the chunked one is read, the
         // length is not passed on (RFC 9112 section 6.3), and the connection is not trusted
         // with another request.
-        if headers.remove(CONTENT_LENGTH).is_some() {
+        if delimiting.length.is_some() {
+            headers.remove(CONTENT_LENGTH);
             keep_alive = false;
         }
-        let chunked = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        if chunked {
-            return Ok((State::Chunked(Chunk::Size), keep_alive));
-        }
-        return Ok((State::Close, false));
+        return Ok(if chunked {
+            (State::Chunked(Chunk::Size), keep_alive)
+        } else {
+            (State::Close, false)
+        });
     }
-    let mut length: Option<u64> = None;
-    for value in &headers.get_all(CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| H1Error::Invalid("Content-Length"))?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(H1Error::Invalid("Content-Length"));
-            }
-            let n: u64 = part
-                .parse()
-                .map_err(|_| H1Error::Invalid("Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(H1Error::Invalid("differing Content-Length values"));
-            }
-            length = Some(n);
-        }
-    }
-    Ok(match length {
-        Some(0) => (State::Done, keep_alive),
-        Some(n) => (State::Length(n), keep_alive),
+    Ok(match delimiting.length {
+        Some(Err(e)) => return Err(H1Error::Invalid(e)),
+        Some(Ok(0)) => (State::Done, keep_alive),
+        Some(Ok(n)) => (State::Length(n), keep_alive),
         None => (State::Close, false),
     })
 }
@@ -774,60 +826,121 @@ mod tests {
         map
     }
 
+    /// A response head with these fields, parsed and framed as `exchange` does it: the
+    /// framing, the connection's fate, and the fields the client would get.
+    fn frame(
+        status: u16,
+        version: &str,
+        head_method: bool,
+        fields: &[(&str, &str)],
+    ) -> Result<(State, bool, HeaderMap), H1Error> {
+        let mut text = format!("{version} {status} X\r\n");
+        for (name, value) in fields {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.push_str("\r\n");
+        let (len, parsed) = parse_head(text.as_bytes())?.expect("a complete head");
+        assert_eq!(len, text.len());
+        let head = Bytes::from(text);
+        let (mut headers, delimiting) = parsed.headers(&head, HeaderMap::new())?;
+        let (state, keep_alive) = framing(
+            parsed.status,
+            parsed.version,
+            head_method,
+            &delimiting,
+            &mut headers,
+        )?;
+        Ok((state, keep_alive, headers))
+    }
+
     #[test]
     fn response_framing_follows_rfc_9112() {
-        let ok = StatusCode::OK;
-        let v11 = Version::HTTP_11;
-        let frame = |status, version, head, fields: &[(&'static str, &'static str)]| {
-            framing(status, version, head, &mut headers(fields))
-        };
-        let length = frame(ok, v11, false, &[("content-length", "5")]).unwrap();
-        assert!(matches!(length, (State::Length(5), true)));
-        // A repeated, equal length is one length.
-        let repeated = frame(ok, v11, false, &[("content-length", "5, 5")]).unwrap();
-        assert!(matches!(repeated, (State::Length(5), true)));
-        assert!(frame(ok, v11, false, &[("content-length", "5, 6")]).is_err());
-        assert!(frame(ok, v11, false, &[("content-length", "+5")]).is_err());
-        let chunked = frame(ok, v11, false, &[("transfer-encoding", "gzip, chunked")]).unwrap();
-        assert!(matches!(chunked, (State::Chunked(Chunk::Size), true)));
+        let v11 = "HTTP/1.1";
+        let length = frame(200, v11, false, &[("content-length", "5")]).unwrap();
+        assert!(matches!(length, (State::Length(5), true, _)));
+        assert_eq!(length.2["content-length"], "5", "the length is passed on");
+        // A repeated, equal length is one length, in one field or in several.
+        let repeated = frame(200, v11, false, &[("content-length", "5, 5")]).unwrap();
+        assert!(matches!(repeated, (State::Length(5), true, _)));
+        let fields = [("content-length", "5"), ("Content-Length", "5")];
+        assert!(matches!(
+            frame(200, v11, false, &fields).unwrap(),
+            (State::Length(5), true, _)
+        ));
+        assert!(frame(200, v11, false, &[("content-length", "5, 6")]).is_err());
+        let fields = [("content-length", "5"), ("content-length", "6")];
+        assert!(frame(200, v11, false, &fields).is_err());
+        assert!(frame(200, v11, false, &[("content-length", "+5")]).is_err());
+        assert!(frame(200, v11, false, &[("content-length", "")]).is_err());
+        let chunked = frame(200, v11, false, &[("transfer-encoding", "gzip, chunked")]).unwrap();
+        assert!(matches!(chunked, (State::Chunked(Chunk::Size), true, _)));
+        assert!(
+            !chunked.2.contains_key("transfer-encoding"),
+            "the coding belongs to the upstream's connection"
+        );
+        // The last field decides.
+        let fields = [
+            ("transfer-encoding", "chunked"),
+            ("transfer-encoding", "gzip"),
+        ];
+        let last = frame(200, v11, false, &fields).unwrap();
+        assert!(matches!(last, (State::Close, false, _)));
         let both = frame(
-            ok,
+            200,
             v11,
             false,
             &[("transfer-encoding", "chunked"), ("content-length", "5")],
         )
         .unwrap();
-        assert!(matches!(both, (State::Chunked(Chunk::Size), false)));
-        let mut both = headers(&[("transfer-encoding", "chunked"), ("content-length", "5")]);
-        framing(ok, v11, false, &mut both).unwrap();
+        assert!(matches!(both, (State::Chunked(Chunk::Size), false, _)));
         assert!(
-            !both.contains_key("content-length"),
+            !both.2.contains_key("content-length"),
             "the length is dropped"
         );
-        let unframed = frame(ok, v11, false, &[("transfer-encoding", "gzip")]).unwrap();
-        assert!(matches!(unframed, (State::Close, false)));
+        let unframed = frame(200, v11, false, &[("transfer-encoding", "gzip")]).unwrap();
+        assert!(matches!(unframed, (State::Close, false, _)));
         assert!(matches!(
-            frame(ok, v11, false, &[]).unwrap(),
-            (State::Close, false)
+            frame(200, v11, false, &[]).unwrap(),
+            (State::Close, false, _)
         ));
-        let head = frame(ok, v11, true, &[("content-length", "5")]).unwrap();
-        assert!(matches!(head, (State::Done, true)));
-        let not_modified = frame(
-            StatusCode::NOT_MODIFIED,
-            v11,
-            false,
-            &[("content-length", "5")],
-        );
-        assert!(matches!(not_modified.unwrap(), (State::Done, true)));
+        let head = frame(200, v11, true, &[("content-length", "5")]).unwrap();
+        assert!(matches!(head, (State::Done, true, _)));
+        let not_modified = frame(304, v11, false, &[("content-length", "5")]);
+        assert!(matches!(not_modified.unwrap(), (State::Done, true, _)));
         let closing = frame(
-            ok,
+            200,
             v11,
             false,
-            &[("content-length", "1"), ("connection", "Close")],
+            &[("content-length", "1"), ("connection", "keep-alive, Close")],
         );
-        assert!(matches!(closing.unwrap(), (State::Length(1), false)));
-        let old = frame(ok, Version::HTTP_10, false, &[("content-length", "1")]).unwrap();
-        assert!(matches!(old, (State::Length(1), false)));
+        assert!(matches!(closing.unwrap(), (State::Length(1), false, _)));
+        let old = frame(200, "HTTP/1.0", false, &[("content-length", "1")]).unwrap();
+        assert!(matches!(old, (State::Length(1), false, _)));
+    }
+
+    #[test]
+    fn the_upstream_connections_own_fields_stay_behind() {
+        let (_, keep_alive, fields) = frame(
+            200,
+            "HTTP/1.1",
+            false,
+            &[
+                ("x-secret", "1"),
+                ("content-length", "0"),
+                ("Connection", "keep-alive, X-Secret, Host"),
+                ("keep-alive", "timeout=5"),
+                ("proxy-connection", "keep-alive"),
+                ("upgrade", "h2c"),
+                ("trailer", "x-sum"),
+                ("host", "kept"),
+                ("x-kept", "2"),
+            ],
+        )
+        .unwrap();
+        assert!(keep_alive);
+        let mut names: Vec<&str> = fields.keys().map(HeaderName::as_str).collect();
+        names.sort_unstable();
+        assert_eq!(names, ["content-length", "host", "x-kept"]);
     }
 
     #[test]

@@ -30,22 +30,7 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
         return;
     }
     if let Some(listed) = headers.get(header::CONNECTION) {
-        // `keep-alive` and `close`, nearly always the only tokens, name nothing left to
-        // remove here: skipping them saves building a header name and a lookup each.
-        let listed: Vec<HeaderName> = listed
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .map(str::trim)
-            .filter(|token| {
-                !token.eq_ignore_ascii_case("close")
-                    && !HOP_BY_HOP
-                        .iter()
-                        .any(|hop| token.eq_ignore_ascii_case(hop.as_str()))
-            })
-            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-            .filter(|name| *name != header::HOST)
-            .collect();
+        let listed: Vec<HeaderName> = connection_listed(listed.as_bytes()).collect();
         for name in listed {
             headers.remove(name);
         }
@@ -57,15 +42,39 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// The names a `Connection` value lists for removal. `keep-alive` and `close`, nearly always
+/// the only tokens, and the names removed anyway are skipped, which saves building a header
+/// name for each; `Host` is never listed, as a client must not be able to strip it.
+pub(crate) fn connection_listed(value: &[u8]) -> impl Iterator<Item = HeaderName> + '_ {
+    tokens(value)
+        .filter(|token| {
+            !token.eq_ignore_ascii_case(b"close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|hop| token.eq_ignore_ascii_case(hop.as_str().as_bytes()))
+        })
+        .filter_map(|token| HeaderName::from_bytes(token).ok())
+        .filter(|name| *name != header::HOST)
+}
+
+/// The comma-separated tokens of a header value, without the spaces around them.
+pub(crate) fn tokens(value: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
 /// Whether the comma-separated header `name` lists `token` (case-insensitively), as
 /// `Connection: keep-alive, Upgrade` lists `upgrade`.
 pub(crate) fn has_token(headers: &HeaderMap, name: &HeaderName, token: &str) -> bool {
     headers
         .get_all(name)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
+        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(token.as_bytes())))
+}
+
+/// Whether `name` belongs to one connection rather than the message (RFC 9110 section 7.6.1,
+/// and `Proxy-Connection`).
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    hop_by_hop_index(name).is_some()
 }
 
 /// Where `name` is in [`HOP_BY_HOP`]: a match on the text, which compiles to a length test

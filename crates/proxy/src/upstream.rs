@@ -15,7 +15,7 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{HeaderMap, Request, Response};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -206,11 +206,19 @@ async fn sweep(pool: std::sync::Weak<Pool>) {
 
 /// A request for one attempt, in the form its connection takes.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the direct kind is the one nearly every request takes: boxing it would cost each \
+              an allocation, where the size only costs a move or two"
+)]
 pub(crate) enum Outbound {
     /// Boxed: upgrades are the rare kind, and the common one stays small.
     Hyper(Box<Request<UpstreamBody>>),
-    /// The head, and the body when the request has one.
-    Direct(h1::RequestHead, Option<UpstreamBody>),
+    /// The head, the body when the request has one, and the map the response's fields are
+    /// to go into. Given the request's own map, emptied, one map goes back and forth between
+    /// hyper's server side (which keeps a response's map for the next request on the
+    /// connection) and the upstream, instead of one being made and grown for every request.
+    Direct(h1::RequestHead, Option<UpstreamBody>, HeaderMap),
 }
 
 /// A request that failed, and the request itself when it may go again on a new connection:
@@ -477,15 +485,15 @@ impl Conn {
             reused,
         };
         match (self.kind, request) {
-            (ConnKind::Direct(conn, back), Outbound::Direct(head, body)) => {
+            (ConnKind::Direct(conn, back), Outbound::Direct(head, body, fields)) => {
                 // Only a request without a body is ever sent again (`resend`).
-                match conn.exchange(&head, body, back).await {
+                match conn.exchange(&head, body, back, fields).await {
                     Ok((parts, body)) => {
                         Ok(Response::from_parts(parts, ResponseBody::Direct(body)))
                     }
                     Err(failure) => Err(SendError {
                         unsent: (reused && resend && failure.nothing_back)
-                            .then_some(Outbound::Direct(head, None)),
+                            .then_some(Outbound::Direct(head, None, HeaderMap::new())),
                         error: failure.error.into(),
                         reused,
                     }),
