@@ -1559,6 +1559,11 @@ def parse_args():
                     help="certificate key: RSA-2048 (default) or ECDSA P-256")
     ap.add_argument("--no-build", action="store_true",
                     help="use target/release/vestibule as it is")
+    ap.add_argument("--vestibule", metavar="PATH",
+                    help="measure this vestibule binary (implies --no-build); bench/pgo.sh "
+                         "trains its instrumented build with it")
+    ap.add_argument("--out", metavar="DIR", default=OUT,
+                    help="where results, configurations and logs go (default target/compare)")
     ap.add_argument("--ws-echo-server", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.ws_echo_server:
@@ -1577,10 +1582,16 @@ def parse_args():
 
 
 def main():
+    global VESTIBULE, OUT, WORK
     args = parse_args()
     if args.ws_echo_server:
         ws_echo_server(args.ws_echo_server)
         return
+    if args.vestibule:
+        VESTIBULE = os.path.abspath(args.vestibule)
+        args.no_build = True
+    OUT = os.path.abspath(args.out)
+    WORK = os.path.join(OUT, "work")
     cpus = sorted(os.sched_getaffinity(0))
     if len(cpus) < 2 or PROXY_CPU not in cpus:
         fail(f"needs CPU {PROXY_CPU} and at least one more (have {cpus})")
