@@ -5,7 +5,6 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io::Write;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
@@ -13,7 +12,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{Method, Version};
 use time::OffsetDateTime;
-use vestibule_model::EndpointAddress;
 
 use crate::headers::IpText;
 
@@ -84,7 +82,7 @@ pub(crate) struct Line<'a> {
     pub(crate) duration: Duration,
     /// Every endpoint tried, in order, with its status when it answered: nginx's
     /// `$upstream_addr` and `$upstream_status` (`10.0.0.1:8080, 10.0.0.2:8080`, `502, 200`).
-    pub(crate) upstreams: &'a [(EndpointAddress, Option<u16>)],
+    pub(crate) upstreams: &'a [(&'a str, Option<u16>)],
     pub(crate) upstream_duration: Option<Duration>,
     /// Empty when no route matched.
     pub(crate) namespace: &'a str,
@@ -322,28 +320,20 @@ fn thousandths(out: &mut Vec<u8>, n: u128) {
     out.extend_from_slice(&[b'.', digit(frac / 100), digit(frac / 10), digit(frac)]);
 }
 
-/// nginx's `$upstream_addr`: every endpoint tried, `10.0.0.1:8080, 10.0.0.2:8080`.
-fn upstream_addrs(out: &mut Vec<u8>, upstreams: &[(EndpointAddress, Option<u16>)]) {
-    for (i, (endpoint, _)) in upstreams.iter().enumerate() {
+/// nginx's `$upstream_addr`: every endpoint tried, `10.0.0.1:8080, 10.0.0.2:8080`. The
+/// addresses come from the table, which holds only IP addresses and valid DNS names: nothing
+/// to escape.
+fn upstream_addrs(out: &mut Vec<u8>, upstreams: &[(&str, Option<u16>)]) {
+    for (i, (address, _)) in upstreams.iter().enumerate() {
         if i > 0 {
             out.extend_from_slice(b", ");
         }
-        match endpoint {
-            EndpointAddress::Socket(std::net::SocketAddr::V4(v4)) => {
-                out.extend_from_slice(IpText::new(IpAddr::V4(*v4.ip())).as_bytes());
-                out.push(b':');
-                number(out, v4.port());
-            }
-            // Names come from the table, which only holds valid DNS names: no escaping.
-            other => {
-                let _ = write!(out, "{other}");
-            }
-        }
+        out.extend_from_slice(address.as_bytes());
     }
 }
 
 /// nginx's `$upstream_status`: each try's status, `-` for one that got no answer (`-, 200`).
-fn upstream_statuses(out: &mut Vec<u8>, upstreams: &[(EndpointAddress, Option<u16>)]) {
+fn upstream_statuses(out: &mut Vec<u8>, upstreams: &[(&str, Option<u16>)]) {
     for (i, (_, status)) in upstreams.iter().enumerate() {
         if i > 0 {
             out.extend_from_slice(b", ");
@@ -597,7 +587,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
     use std::io;
-    use std::net::Ipv4Addr;
+    use std::net::{IpAddr, Ipv4Addr};
     use std::sync::{Barrier, Mutex};
 
     use super::*;
@@ -659,7 +649,7 @@ mod tests {
         bytes_sent: u64,
         bytes_received: u64,
         duration: Duration,
-        upstreams: Vec<(EndpointAddress, Option<u16>)>,
+        upstreams: Vec<(&'static str, Option<u16>)>,
         upstream_duration: Option<Duration>,
         namespace: String,
         ingress: String,
@@ -694,10 +684,6 @@ mod tests {
         }
     }
 
-    fn endpoint(addr: &str) -> EndpointAddress {
-        EndpointAddress::Socket(addr.parse().unwrap())
-    }
-
     fn record(path: &str) -> Record {
         Record {
             // 2026-11-30T08:40:01.123Z
@@ -711,10 +697,7 @@ mod tests {
             bytes_sent: 512,
             bytes_received: 64,
             duration: Duration::from_micros(4_213),
-            upstreams: vec![
-                (endpoint("10.0.0.6:8080"), Some(502)),
-                (endpoint("10.0.0.7:8080"), Some(200)),
-            ],
+            upstreams: vec![("10.0.0.6:8080", Some(502)), ("10.0.0.7:8080", Some(200))],
             upstream_duration: Some(Duration::from_micros(3_100)),
             namespace: "shop".into(),
             ingress: "web".into(),

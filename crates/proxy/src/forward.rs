@@ -120,9 +120,9 @@ pub(crate) async fn handle(
     response
 }
 
-/// Every endpoint a request tried, with its status when it answered: one, nearly always,
-/// kept inline rather than in an allocation of its own.
-type Tries = smallvec::SmallVec<[(EndpointAddress, Option<u16>); 1]>;
+/// Every endpoint a request tried (its index in the cluster), with its status when it
+/// answered: one, nearly always, kept inline rather than in an allocation of its own.
+type Tries = smallvec::SmallVec<[(usize, Option<u16>); 1]>;
 
 /// What a request's metrics and log line need once its response body has gone: kept in a
 /// box the body owns, and read in place when it ends.
@@ -153,6 +153,16 @@ impl crate::body::Done for Completion {
         if let Some((log, request)) = &self.log {
             let (namespace, ingress, service) =
                 self.origin.as_ref().map_or(("", "", ""), Origin::labels);
+            // The endpoints tried are in the table the request was routed by.
+            let upstreams: smallvec::SmallVec<[(&str, Option<u16>); 2]> = match &self.origin {
+                Some(origin) => {
+                    let balancer = &origin.runtime.balancers[origin.cluster.0 as usize];
+                    (self.upstreams.iter())
+                        .map(|&(i, status)| (balancer.address_text(i), status))
+                        .collect()
+                }
+                None => smallvec::SmallVec::new(),
+            };
             log.log(&Line {
                 time: request.time,
                 client_ip: self.client_ip,
@@ -164,7 +174,7 @@ impl crate::body::Done for Completion {
                 bytes_sent: sent,
                 bytes_received: received,
                 duration,
-                upstreams: &self.upstreams,
+                upstreams: &upstreams,
                 upstream_duration: self.upstream_time,
                 namespace,
                 ingress,
@@ -431,7 +441,7 @@ async fn forward(
         }
         let sample = trace.upstreams.len();
         if trace.logging {
-            trace.upstreams.push((endpoint.clone(), None));
+            trace.upstreams.push((index, None));
         }
         let target = UpstreamTarget {
             endpoint,

@@ -129,7 +129,8 @@ async fn metrics_and_access_log_after_a_known_sequence_of_requests() {
     );
     service_at(&dir, "dead", &[dead]);
     service_at(&dir, "slow", &[hang.addr()]);
-    service_at(&dir, "retry", &[refused_addr(), web.addr()]);
+    let refused = refused_addr();
+    service_at(&dir, "retry", &[refused, web.addr()]);
     let v = Vestibule::start(dir.path(), &["--access-log", "json"]);
     let client = v.client(&[
         "web.example",
@@ -200,9 +201,12 @@ async fn metrics_and_access_log_after_a_known_sequence_of_requests() {
         .collect();
     assert_eq!(records.len(), expected_lines, "{lines:#?}");
     assert!(records.iter().all(|r| r["host"] != "quiet.example"));
+    // Both endpoints tried, in order: the refusing one, then the one that answered.
+    let both = format!("{refused}, {}", web.addr());
     let retried = records
         .iter()
         .filter(|r| r["upstream_status"] == "-, 200")
+        .inspect(|r| assert_eq!(r["upstream_addr"], both.as_str(), "{r:#}"))
         .count();
     assert!(retried >= 1, "{records:#?}");
 

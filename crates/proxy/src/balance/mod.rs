@@ -64,6 +64,8 @@ pub(crate) struct EndpointStats {
 #[derive(Debug)]
 struct Member {
     address: EndpointAddress,
+    /// The address as text (`10.0.0.6:8080`), for access log lines.
+    text: Box<str>,
     /// `hash64` of the address, for rendezvous hashing.
     hash: u64,
     /// The persistent affinity token of the address.
@@ -138,6 +140,7 @@ impl ClusterBalancer {
                         .get(&e.address)
                         .map_or_else(Default::default, |s| Arc::clone(s)),
                     address: e.address.clone(),
+                    text: text.into(),
                 }
             })
             .collect();
@@ -165,6 +168,12 @@ impl ClusterBalancer {
     /// may be cloned to keep the stats beyond the table.
     pub(crate) fn stats(&self, i: usize) -> &Arc<EndpointStats> {
         &self.members[i].stats
+    }
+
+    /// Endpoint `i`'s address as text, formatted once per table rather than per log line.
+    /// `i` must be below `len()`.
+    pub(crate) fn address_text(&self, i: usize) -> &str {
+        &self.members[i].text
     }
 
     #[cfg(test)]
