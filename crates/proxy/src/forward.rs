@@ -28,7 +28,7 @@ use crate::body::{Limited, Progress, ProxyBody, ResponseBody, Timed, UpstreamBod
 use crate::dataplane::{DataPlane, Runtime};
 use crate::h1;
 use crate::headers::{
-    ClientSide, IpText, X_REQUEST_ID, add_forwarded, has_token, remove_hop_by_hop, request_id,
+    ClientSide, Forwarded, IpText, X_REQUEST_ID, has_token, remove_hop_by_hop, request_id,
 };
 use crate::metrics::{MethodClass, RouteStats, UpstreamErrorKind};
 use crate::respond::{BoxError, ProxyError, SERVER_NAME, Style, error_response, redirect_to_https};
@@ -47,9 +47,8 @@ pub(crate) async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let style = Style::of(request.headers());
-    let (mut parts, body) = request.into_parts();
+    let (parts, body) = request.into_parts();
     let request_id = request_id(&parts.headers);
-    parts.headers.insert(&X_REQUEST_ID, request_id.clone());
     // What the access log needs of the request, taken before it is rewritten.
     let logged = observe
         .access_log
@@ -63,7 +62,13 @@ pub(crate) async fn handle(
     // Boxed for the reason the listener boxes this function's future: awaited inline, a
     // future takes its size twice in the one awaiting it.
     let forwarded = Box::pin(forward(
-        dataplane, upstreams, settings, client, parts, body, &mut trace,
+        dataplane,
+        upstreams,
+        settings,
+        client,
+        (parts, body),
+        &request_id,
+        &mut trace,
     ));
     let mut response = match forwarded.await {
         Ok(response) => response,
@@ -260,8 +265,8 @@ async fn forward(
     upstreams: &Upstreams,
     settings: &ProxySettings,
     client: ClientSide,
-    mut parts: Parts,
-    body: Incoming,
+    (mut parts, body): (Parts, Incoming),
+    request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let header_bytes = check_sizes(&parts, settings)?;
@@ -335,7 +340,14 @@ async fn forward(
     // The client's `100-continue` was answered here, when its body was first read; the
     // upstream gets the body without being asked.
     parts.headers.remove(http::header::EXPECT);
-    add_forwarded(&mut parts.headers, &client, &host_value, trusted, client_ip);
+    let forwarded = Forwarded::new(
+        &parts.headers,
+        &client,
+        &host_value,
+        trusted,
+        client_ip,
+        request_id,
+    );
     let grpc_trailers = parts
         .headers
         .get(CONTENT_TYPE)
@@ -493,6 +505,7 @@ async fn forward(
                         &upstream_target,
                         &host_value,
                         &parts.headers,
+                        &forwarded,
                         framing,
                         header_bytes,
                     )
@@ -508,6 +521,7 @@ async fn forward(
                 parts: &parts,
                 path_and_query: &upstream_target,
                 host: &host_value,
+                forwarded: &forwarded,
                 protocol,
                 upgrade: upgrade.as_ref(),
                 grpc_trailers,
@@ -897,6 +911,7 @@ struct Outgoing<'a> {
     /// The normalised path, and the query as sent.
     path_and_query: &'a str,
     host: &'a HeaderValue,
+    forwarded: &'a Forwarded,
     protocol: UpstreamProtocol,
     upgrade: Option<&'a Upgrade>,
     grpc_trailers: bool,
@@ -911,6 +926,7 @@ fn upstream_request(
         parts,
         path_and_query,
         host,
+        forwarded,
         protocol,
         upgrade,
         grpc_trailers,
@@ -918,6 +934,7 @@ fn upstream_request(
     let invalid = |_| ProxyError::BadRequest("the request target is not valid");
     let mut builder = Request::builder().method(parts.method.clone());
     let mut headers = parts.headers.clone();
+    forwarded.apply(&mut headers);
     if upgrade.is_some_and(|u| u.extended_connect) {
         if protocol.is_http2() {
             return Err(ProxyError::BadRequest(

@@ -20,7 +20,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::body::UpstreamBody;
-use crate::headers::{connection_listed, is_hop_by_hop, tokens};
+use crate::headers::{Forwarded, connection_listed, is_hop_by_hop, tokens};
 use crate::upstream::Return;
 
 /// The most a response head (status line and header fields) may take: past it the upstream
@@ -86,14 +86,16 @@ pub(crate) enum BodyFraming {
 }
 
 /// The request for the upstream, as HTTP/1.1 bytes: the method and target, `Host` first,
-/// then the client's remaining fields as they are (hop-by-hop ones already removed).
-/// `client_fields` is the size of the client's header block (as the size check measured
-/// it), so the buffer is made once at about the right size.
+/// then the client's remaining fields as they are (hop-by-hop ones already removed) but for
+/// those `forwarded` replaces, then `forwarded`'s. `client_fields` is the size of the
+/// client's header block (as the size check measured it), so the buffer is made once at
+/// about the right size.
 pub(crate) fn request_head(
     method: &Method,
     target: &str,
     host: &HeaderValue,
     headers: &HeaderMap,
+    forwarded: &Forwarded,
     body: BodyFraming,
     client_fields: usize,
 ) -> Result<RequestHead, &'static str> {
@@ -116,14 +118,17 @@ pub(crate) fn request_head(
     for (name, value) in headers {
         // A chunked body's length is its chunks': a length field beside them is how
         // requests are smuggled.
-        if *name == HOST || (*name == CONTENT_LENGTH && body == BodyFraming::Chunked) {
+        if *name == HOST
+            || (*name == CONTENT_LENGTH && body == BodyFraming::Chunked)
+            || forwarded.replaces(name)
+        {
             continue;
         }
         has_length |= *name == CONTENT_LENGTH;
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        put_field(&mut out, name, value);
+    }
+    for (name, value) in forwarded.fields() {
+        put_field(&mut out, name, value);
     }
     if body == BodyFraming::Chunked {
         out.put_slice(b"transfer-encoding: chunked\r\n");
@@ -143,6 +148,13 @@ pub(crate) fn request_head(
         head_method: *method == Method::HEAD,
         body,
     })
+}
+
+fn put_field(out: &mut BytesMut, name: &HeaderName, value: &HeaderValue) {
+    out.put_slice(name.as_str().as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
 }
 
 /// How a failed exchange ended, for the decision to send it again on a new connection.
@@ -421,12 +433,18 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ParsedHead)>, H1Error> {
     };
     // Where each field lies in the head, so the values can be shared with the head's
     // bytes rather than copied once the buffer is split.
+    // Kept in u32s, which a head of at most MAX_HEAD bytes (and the read after it) fits:
+    // the list is half the size to move around.
     let base = buf.as_ptr() as usize;
+    let offset = |at: usize| u32::try_from(at).map_err(|_| H1Error::HeadTooLarge);
     let mut at = FieldsAt::with_capacity(response.headers.len());
     for field in response.headers.iter() {
-        let name = field.name.as_ptr() as usize - base;
-        let value = field.value.as_ptr() as usize - base;
-        at.push([name, field.name.len(), value, field.value.len()]);
+        at.push([
+            offset(field.name.as_ptr() as usize - base)?,
+            offset(field.name.len())?,
+            offset(field.value.as_ptr() as usize - base)?,
+            offset(field.value.len())?,
+        ]);
     }
     Ok(Some((
         len,
@@ -439,7 +457,7 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ParsedHead)>, H1Error> {
 }
 
 /// Where each field's name and value start in a head, and their lengths.
-type FieldsAt = smallvec::SmallVec<[[usize; 4]; 16]>;
+type FieldsAt = smallvec::SmallVec<[[u32; 4]; 16]>;
 
 /// The last chunk of a chunked request body, with the client's trailer fields.
 fn last_chunk(trailers: &HeaderMap) -> Bytes {
@@ -476,6 +494,8 @@ impl ParsedHead {
         let mut delimiting = Delimiting::default();
         let mut listed = Vec::new();
         for &[name, name_len, value, value_len] in &self.at {
+            let [name, name_len, value, value_len] =
+                [name, name_len, value, value_len].map(|n| n as usize);
             let name = HeaderName::from_bytes(&head[name..name + name_len])
                 .map_err(|_| H1Error::Invalid("a header field name"))?;
             let bytes = &head[value..value + value_len];
@@ -946,33 +966,45 @@ mod tests {
     #[test]
     fn request_heads_carry_host_first_and_refuse_unsafe_targets() {
         let host = HeaderValue::from_static("example.com");
-        let fields = headers(&[("host", "other"), ("accept", "*/*")]);
-        let head =
-            request_head(&Method::GET, "/a?b=c", &host, &fields, BodyFraming::None, 0).unwrap();
-        assert_eq!(
-            &head.bytes[..],
-            b"GET /a?b=c HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\n\r\n"
-        );
+        let client = crate::headers::ClientSide::new([192, 0, 2, 7].into(), 80, false);
+        let id = HeaderValue::from_static("id-1");
+        let head = |method: &Method, target: &str, fields: &HeaderMap, framing| {
+            let forwarded = Forwarded::new(fields, &client, &host, false, client.peer, &id);
+            request_head(method, target, &host, fields, &forwarded, framing, 0)
+        };
+        let fields = headers(&[
+            ("host", "other"),
+            ("x-forwarded-for", "198.51.100.1"),
+            ("accept", "*/*"),
+            ("x-request-id", "from-client"),
+        ]);
         let none = BodyFraming::None;
-        let post = request_head(&Method::POST, "/", &host, &HeaderMap::new(), none, 0).unwrap();
+        let get = head(&Method::GET, "/a?b=c", &fields, none).unwrap();
+        assert_eq!(
+            std::str::from_utf8(&get.bytes).unwrap(),
+            "GET /a?b=c HTTP/1.1\r\nhost: example.com\r\naccept: */*\r\n\
+             x-forwarded-for: 192.0.2.7\r\nx-real-ip: 192.0.2.7\r\n\
+             x-forwarded-proto: http\r\nx-forwarded-host: example.com\r\n\
+             x-forwarded-port: 80\r\nx-request-id: id-1\r\n\r\n",
+            "the client's claims give way to what this hop saw"
+        );
+        let post = head(&Method::POST, "/", &HeaderMap::new(), none).unwrap();
         assert!(post.bytes.ends_with(b"content-length: 0\r\n\r\n"));
         let sized = headers(&[("content-length", "5")]);
-        let chunked = request_head(&Method::POST, "/", &host, &sized, BodyFraming::Chunked, 0);
+        let chunked = head(&Method::POST, "/", &sized, BodyFraming::Chunked);
         let chunked = chunked.unwrap().bytes;
         assert!(chunked.ends_with(b"\r\ntransfer-encoding: chunked\r\n\r\n"));
         assert!(!chunked.windows(14).any(|w| w == b"content-length"));
-        let length = request_head(&Method::PUT, "/", &host, &sized, BodyFraming::Length, 0);
+        let length = head(&Method::PUT, "/", &sized, BodyFraming::Length).unwrap();
         assert!(
             length
-                .unwrap()
                 .bytes
-                .ends_with(b"\r\ncontent-length: 5\r\n\r\n")
+                .starts_with(b"PUT / HTTP/1.1\r\nhost: example.com\r\ncontent-length: 5\r\n")
         );
-        assert!(request_head(&Method::GET, "/a b", &host, &fields, none, 0).is_err());
-        assert!(request_head(&Method::GET, "/a\tb", &host, &fields, none, 0).is_err());
-        assert!(request_head(&Method::GET, "/caf\u{e9}", &host, &fields, none, 0).is_ok());
-        assert!(request_head(&Method::GET, "/a\r\nx", &host, &fields, none, 0).is_err());
-        let head = request_head(&Method::HEAD, "/", &host, &fields, none, 0).unwrap();
-        assert!(head.head_method);
+        assert!(head(&Method::GET, "/a b", &fields, none).is_err());
+        assert!(head(&Method::GET, "/a\tb", &fields, none).is_err());
+        assert!(head(&Method::GET, "/caf\u{e9}", &fields, none).is_ok());
+        assert!(head(&Method::GET, "/a\r\nx", &fields, none).is_err());
+        assert!(head(&Method::HEAD, "/", &fields, none).unwrap().head_method);
     }
 }

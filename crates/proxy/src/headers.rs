@@ -193,61 +193,85 @@ impl std::fmt::Debug for IpText {
     }
 }
 
-/// Adds the forwarding headers. From a trusted proxy, `X-Forwarded-For` is appended to and
-/// the proxy's `X-Forwarded-Proto`, `-Host` and `-Port` are kept; from anyone else they are
-/// claims anyone could make, and are replaced by what this hop saw. `X-Real-IP` is the
-/// client as [`crate::client_ip::client_ip`] found it.
-pub(crate) fn add_forwarded(
-    headers: &mut HeaderMap,
-    client: &ClientSide,
-    host: &HeaderValue,
-    trusted: bool,
-    client_ip: IpAddr,
-) {
-    let peer = client.peer_text.header_value();
-    let mut previous = Vec::new();
-    if trusted {
-        for value in headers.get_all(&X_FORWARDED_FOR) {
-            let value = value.to_str().map_or("", str::trim);
-            if !value.is_empty() {
-                previous.extend_from_slice(value.as_bytes());
-                previous.extend_from_slice(b", ");
+/// The fields Vestibule sets on every request it forwards. From a trusted proxy,
+/// `X-Forwarded-For` is appended to and the proxy's `X-Forwarded-Proto`, `-Host` and `-Port`
+/// are kept; from anyone else they are claims anyone could make, and are replaced by what
+/// this hop saw. `X-Real-IP` is the client as [`crate::client_ip::client_ip`] found it, and
+/// `X-Request-ID` the request's ID. Worked out once per request; written into a header map for hyper's client
+/// ([`Forwarded::apply`]), or straight into the request head by `proxy::h1`, which skips the
+/// client's fields these replace ([`Forwarded::replaces`]) instead of going through a map.
+pub(crate) struct Forwarded {
+    fields: smallvec::SmallVec<[(&'static HeaderName, HeaderValue); 6]>,
+}
+
+impl Forwarded {
+    pub(crate) fn new(
+        headers: &HeaderMap,
+        client: &ClientSide,
+        host: &HeaderValue,
+        trusted: bool,
+        client_ip: IpAddr,
+        request_id: &HeaderValue,
+    ) -> Forwarded {
+        let mut fields = smallvec::SmallVec::new();
+        let peer = client.peer_text.header_value();
+        let mut previous = Vec::new();
+        if trusted {
+            for value in headers.get_all(&X_FORWARDED_FOR) {
+                let value = value.to_str().map_or("", str::trim);
+                if !value.is_empty() {
+                    previous.extend_from_slice(value.as_bytes());
+                    previous.extend_from_slice(b", ");
+                }
             }
         }
+        let forwarded_for = if previous.is_empty() {
+            peer.clone()
+        } else {
+            previous.extend_from_slice(client.peer_text.as_bytes());
+            // Header-safe bytes only: an address, and values that were valid headers.
+            HeaderValue::from_maybe_shared(bytes::Bytes::from(previous)).ok()
+        };
+        let real_ip = if client_ip == client.peer {
+            peer
+        } else {
+            IpText::new(client_ip).header_value()
+        };
+        if let Some(value) = forwarded_for {
+            fields.push((&X_FORWARDED_FOR, value));
+        }
+        if let Some(value) = real_ip {
+            fields.push((&X_REAL_IP, value));
+        }
+        let keep = |name: &HeaderName| trusted && headers.contains_key(name);
+        if !keep(&X_FORWARDED_PROTO) {
+            let proto = if client.https { "https" } else { "http" };
+            fields.push((&X_FORWARDED_PROTO, HeaderValue::from_static(proto)));
+        }
+        if !keep(&X_FORWARDED_HOST) {
+            fields.push((&X_FORWARDED_HOST, host.clone()));
+        }
+        if !keep(&X_FORWARDED_PORT) {
+            fields.push((&X_FORWARDED_PORT, port_value(client.local_port)));
+        }
+        fields.push((&X_REQUEST_ID, request_id.clone()));
+        Forwarded { fields }
     }
-    let forwarded_for = if previous.is_empty() {
-        peer.clone()
-    } else {
-        previous.extend_from_slice(client.peer_text.as_bytes());
-        // Header-safe bytes only: an address, and values that were valid headers.
-        HeaderValue::from_maybe_shared(bytes::Bytes::from(previous)).ok()
-    };
-    let real_ip = if client_ip == client.peer {
-        peer
-    } else {
-        IpText::new(client_ip).header_value()
-    };
-    if let Some(value) = forwarded_for {
-        headers.insert(&X_FORWARDED_FOR, value);
+
+    /// Sets the fields in `headers`, in place of the client's.
+    pub(crate) fn apply(&self, headers: &mut HeaderMap) {
+        for (name, value) in &self.fields {
+            headers.insert(*name, value.clone());
+        }
     }
-    if let Some(value) = real_ip {
-        headers.insert(&X_REAL_IP, value);
+
+    /// Whether a client's field of this name gives way to one of these.
+    pub(crate) fn replaces(&self, name: &HeaderName) -> bool {
+        self.fields.iter().any(|(ours, _)| *ours == name)
     }
-    let keep = |headers: &HeaderMap, name: &HeaderName| trusted && headers.contains_key(name);
-    if !keep(headers, &X_FORWARDED_PROTO) {
-        headers.insert(
-            &X_FORWARDED_PROTO,
-            HeaderValue::from_static(if client.https { "https" } else { "http" }),
-        );
-    }
-    if !keep(headers, &X_FORWARDED_HOST) {
-        headers.insert(&X_FORWARDED_HOST, host.clone());
-    }
-    if !keep(headers, &X_FORWARDED_PORT) {
-        headers.insert(&X_FORWARDED_PORT, port_value(client.local_port));
-    }
-    if !headers.contains_key(&X_REQUEST_ID) {
-        headers.insert(&X_REQUEST_ID, new_request_id());
+
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.fields.iter().map(|(name, value)| (*name, value))
     }
 }
 
@@ -326,40 +350,44 @@ mod tests {
             ("x-real-ip", "1.2.3.4"),
         ]);
         let host = HeaderValue::from_static("a.com");
+        let id = HeaderValue::from_static("0123456789abcdef0123456789abcdef");
         let untrusted = {
             let mut headers = headers.clone();
-            add_forwarded(&mut headers, &client, &host, false, client.peer);
+            Forwarded::new(&headers, &client, &host, false, client.peer, &id).apply(&mut headers);
             headers
         };
         assert_eq!(untrusted["x-forwarded-for"], "192.0.2.7");
         assert_eq!(untrusted["x-real-ip"], "192.0.2.7");
         assert_eq!(untrusted["x-forwarded-proto"], "http");
         let real: IpAddr = "203.0.113.1".parse().unwrap();
-        add_forwarded(&mut headers, &client, &host, true, real);
+        Forwarded::new(&headers, &client, &host, true, real, &id).apply(&mut headers);
         assert_eq!(headers["x-forwarded-for"], "203.0.113.1, 192.0.2.7");
         assert_eq!(headers["x-real-ip"], "203.0.113.1");
         assert_eq!(headers["x-forwarded-proto"], "https");
         assert_eq!(headers["x-forwarded-host"], "a.com");
         assert_eq!(headers["x-forwarded-port"], "8080");
-        let id = headers["x-request-id"].to_str().unwrap();
-        assert_eq!(id.len(), 32);
-        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(headers["x-request-id"], id);
     }
 
     #[test]
-    fn an_existing_request_id_is_kept() {
+    fn a_usable_request_id_is_kept_and_forwarded() {
+        let kept = request_id(&map(&[("x-request-id", "abc")]));
+        assert_eq!(kept, "abc");
+        for unusable in ["", &"x".repeat(257)] {
+            let replaced = request_id(&map(&[("x-request-id", unusable)]));
+            assert_eq!(replaced.len(), 32, "{unusable:?}");
+        }
         let client = ClientSide::new("::1".parse().unwrap(), 443, true);
-        let mut headers = map(&[("x-request-id", "abc")]);
-        add_forwarded(
-            &mut headers,
-            &client,
-            &HeaderValue::from_static("a.com"),
-            false,
-            client.peer,
-        );
+        let mut headers = map(&[("x-request-id", "")]);
+        let host = HeaderValue::from_static("a.com");
+        let forwarded = Forwarded::new(&headers, &client, &host, false, client.peer, &kept);
+        assert!(forwarded.replaces(&X_REQUEST_ID));
+        assert!(!forwarded.replaces(&header::HOST));
+        forwarded.apply(&mut headers);
         assert_eq!(headers["x-request-id"], "abc");
         assert_eq!(headers["x-forwarded-for"], "::1");
         assert_eq!(headers["x-forwarded-proto"], "https");
+        assert_eq!(headers["x-forwarded-port"], "443");
     }
 
     #[test]
@@ -395,13 +423,9 @@ mod tests {
         let mut client = ClientSide::new("10.0.0.1".parse().unwrap(), 80, false);
         client.set_peer("198.51.100.4".parse().unwrap());
         let mut headers = HeaderMap::new();
-        add_forwarded(
-            &mut headers,
-            &client,
-            &HeaderValue::from_static("a.com"),
-            false,
-            client.peer,
-        );
+        let host = HeaderValue::from_static("a.com");
+        let id = HeaderValue::from_static("id");
+        Forwarded::new(&headers, &client, &host, false, client.peer, &id).apply(&mut headers);
         assert_eq!(headers["x-forwarded-for"], "198.51.100.4");
         assert_eq!(headers["x-real-ip"], "198.51.100.4");
         assert_eq!(headers["x-forwarded-port"], "80");
