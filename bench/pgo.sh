@@ -1,20 +1,22 @@
 #!/usr/bin/env bash
-# Builds target/release/vestibule with profile-guided optimisation (PGO), in three steps:
+# Builds Vestibule with profile-guided optimisation (PGO), in three steps:
 #
 #   1. an instrumented release build (in target/pgo/instrumented), which counts the branches
 #      and calls it takes;
 #   2. a short training run: bench/compare.py's HTTP/1.1, HTTPS, HTTP/2 and handshake
 #      scenarios through that build alone, with the access log and metrics on as always.
 #      Each Vestibule process writes its counts when it exits;
-#   3. target/release built again with those counts: the compiler inlines and lays out code
-#      by what the request path really does, and keeps cold paths out of its way. On this
-#      path most of the time lost is instruction-cache misses, which this layout reduces.
+#   3. a release build with those counts, in target/pgo/optimized: the compiler inlines and
+#      lays out code by what the request path really does, and keeps cold paths out of its
+#      way. On this path much of the time lost is instruction-cache misses, which this
+#      layout reduces.
+#
+# Then measure that binary with
+#   bench/compare.py --vestibule target/pgo/optimized/release/vestibule
+# target/release is left alone: a plain release build stays what it is.
 #
 # The profile goes stale as the code changes (a changed function loses its counts, nothing
 # worse): run this again before measuring.
-#
-# Then measure with `bench/compare.py --no-build`. Without --no-build, compare.py builds
-# target/release again without the profile. A later plain `cargo build --release` does too.
 #
 # Needs rustup's llvm-tools component (llvm-profdata matching rustc's LLVM; added if missing)
 # and what bench/compare.py needs. Takes about two release builds and a minute of training.
@@ -29,7 +31,6 @@ case "$TRAIN" in
 esac
 WORK=$ROOT/target/pgo
 PROFILES=$WORK/profiles
-MERGED=$WORK/vestibule.profdata
 
 sysroot=$(rustc --print sysroot)
 host=$(rustc -vV | sed -n 's/^host: //p')
@@ -40,7 +41,7 @@ if [ ! -x "$PROFDATA" ]; then
 fi
 [ -x "$PROFDATA" ] || { echo "no llvm-profdata at $PROFDATA" >&2; exit 2; }
 
-rm -rf "$PROFILES" "$MERGED"
+rm -rf "$PROFILES"
 mkdir -p "$PROFILES"
 
 echo "1/3 instrumented build (target/pgo/instrumented)..." >&2
@@ -60,10 +61,16 @@ if [ "${#counts[@]}" -eq 0 ]; then
   echo "the training wrote no counts (did Vestibule exit cleanly? see $WORK/training/work)" >&2
   exit 1
 fi
-"$PROFDATA" merge -o "$MERGED" "${counts[@]}"
+"$PROFDATA" merge -o "$WORK/merged.profdata" "${counts[@]}"
+# Named by its content: cargo rebuilds what a changed RUSTFLAGS touches, and the path is
+# how a new profile reaches the dependencies too, not only the crates that changed.
+MERGED=$WORK/vestibule-$(sha256sum "$WORK/merged.profdata" | cut -c1-16).profdata
+mv "$WORK/merged.profdata" "$MERGED"
+find "$WORK" -maxdepth 1 -name 'vestibule-*.profdata' ! -path "$MERGED" -delete
 
-echo "3/3 release build with the profile (target/release)..." >&2
-RUSTFLAGS="-Cprofile-use=$MERGED" \
-  cargo build --release --locked --quiet -p vestibule -p vestibule-testkit --bins
+echo "3/3 release build with the profile (target/pgo/optimized)..." >&2
+RUSTFLAGS="-Cprofile-use=$MERGED" CARGO_TARGET_DIR=$WORK/optimized \
+  cargo build --release --locked --quiet -p vestibule
 
-echo "target/release/vestibule is built with $MERGED; measure with bench/compare.py --no-build" >&2
+echo "built target/pgo/optimized/release/vestibule; measure it with" >&2
+echo "  bench/compare.py --vestibule target/pgo/optimized/release/vestibule" >&2
