@@ -277,6 +277,51 @@ async fn hashing_by_header_and_by_cookie() {
 }
 
 #[tokio::test]
+async fn hashing_by_the_request_id_header_uses_the_clients_own() {
+    let backends = echoes("r", 4).await;
+    let refs: Vec<&Echo> = backends.iter().collect();
+    let proxy = Proxy::start(world(
+        vec![route(
+            "rid.example",
+            "web",
+            &[("upstream-hash-by", "$http_x_request_id")],
+        )],
+        &[("web", &refs)],
+    ))
+    .await;
+    let client = proxy.http1(&["rid.example"]);
+    let url = proxy.url_for("rid.example", "/");
+    // Without a header of its own, every request hashes the same empty value, as with
+    // nginx's `$http_x_request_id`: the ID made up for each request is not the client's.
+    let mut without = BTreeSet::new();
+    for _ in 0..20 {
+        without.insert(answered_by(&client, &url).await);
+    }
+    assert_eq!(without.len(), 1, "{without:?}");
+    // With one, each ID keeps to its backend, and the IDs spread.
+    let mut owner: HashMap<String, String> = HashMap::new();
+    for _ in 0..2 {
+        for k in 0..30 {
+            let id = format!("req-{k}");
+            let response = client
+                .get(&url)
+                .header("x-request-id", &id)
+                .send()
+                .await
+                .unwrap();
+            let name = echo_of(response).await.name;
+            assert_eq!(
+                *owner.entry(id.clone()).or_insert(name.clone()),
+                name,
+                "{id}"
+            );
+        }
+    }
+    let used: BTreeSet<&String> = owner.values().collect();
+    assert!(used.len() >= 3, "30 IDs over 4 backends landed on {used:?}");
+}
+
+#[tokio::test]
 async fn cookie_affinity_sets_a_session_cookie_and_keeps_the_session_on_its_backend() {
     let backends = echoes("s", 3).await;
     let refs: Vec<&Echo> = backends.iter().collect();
