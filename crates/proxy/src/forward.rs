@@ -47,14 +47,13 @@ pub(crate) async fn handle(
 ) -> Response<ProxyBody> {
     let started = Instant::now();
     let style = Style::of(request.headers());
-    let (parts, body) = request.into_parts();
-    let request_id = request_id(&parts.headers);
+    let request_id = request_id(request.headers());
     // What the access log needs of the request, taken before it is rewritten.
     let logged = observe
         .access_log
         .as_ref()
-        .map(|_| LoggedRequest::of(&parts, &request_id));
-    let method = MethodClass::of(&parts.method);
+        .map(|_| LoggedRequest::of(&request, &request_id));
+    let method = MethodClass::of(request.method());
     let mut trace = Trace {
         logging: observe.access_log.is_some(),
         ..Trace::default()
@@ -66,7 +65,7 @@ pub(crate) async fn handle(
         upstreams,
         settings,
         client,
-        (parts, body),
+        request,
         &request_id,
         &mut trace,
     ));
@@ -162,7 +161,8 @@ impl crate::body::Done for Completion {
             let upstreams: smallvec::SmallVec<[(&str, Option<u16>); 2]> = match &self.origin {
                 Some(origin) => {
                     let balancer = &origin.runtime.balancers[origin.cluster.0 as usize];
-                    (self.upstreams.iter())
+                    self.upstreams
+                        .iter()
                         .map(|&(i, status)| (balancer.address_text(i), status))
                         .collect()
                 }
@@ -265,10 +265,11 @@ async fn forward(
     upstreams: &Upstreams,
     settings: &ProxySettings,
     client: ClientSide,
-    (mut parts, body): (Parts, Incoming),
+    request: Request<Incoming>,
     request_id: &HeaderValue,
     trace: &mut Trace,
 ) -> Result<Response<ProxyBody>, ProxyError> {
+    let (mut parts, body) = request.into_parts();
     let header_bytes = check_sizes(&parts, settings)?;
     let host_value = request_authority(&parts)?;
     let host_str = host_value
@@ -713,11 +714,11 @@ struct LoggedRequest {
 }
 
 impl LoggedRequest {
-    fn of(parts: &Parts, request_id: &HeaderValue) -> LoggedRequest {
+    fn of(request: &Request<Incoming>, request_id: &HeaderValue) -> LoggedRequest {
         // One pass over the names, which compare as cheaply as integers, where three
         // lookups would hash a name each.
         let (mut host, mut user_agent, mut referer) = (None, None, None);
-        for (name, value) in &parts.headers {
+        for (name, value) in request.headers() {
             let slot = if *name == HOST {
                 &mut host
             } else if *name == http::header::USER_AGENT {
@@ -733,10 +734,10 @@ impl LoggedRequest {
         }
         LoggedRequest {
             time: std::time::SystemTime::now(),
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            host: host.filter(|_| parts.uri.authority().is_none()),
-            version: parts.version,
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            host: host.filter(|_| request.uri().authority().is_none()),
+            version: request.version(),
             request_id: request_id.clone(),
             user_agent,
             referer,

@@ -397,7 +397,6 @@ impl Connection {
         }
     }
 
-    /// The response head, when the buffer holds all of it.
     /// Reads what the socket has into the buffer: the count, 0 at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.buf.capacity() - self.buf.len() < READ_SIZE / 4 {
@@ -432,9 +431,8 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, ParsedHead)>, H1Error> {
         Version::HTTP_11
     };
     // Where each field lies in the head, so the values can be shared with the head's
-    // bytes rather than copied once the buffer is split.
-    // Kept in u32s, which a head of at most MAX_HEAD bytes (and the read after it) fits:
-    // the list is half the size to move around.
+    // bytes rather than copied once the buffer is split. In u32s, which a head of at most
+    // MAX_HEAD bytes (and the read after it) fits: the list is half the size to move.
     let base = buf.as_ptr() as usize;
     let offset = |at: usize| u32::try_from(at).map_err(|_| H1Error::HeadTooLarge);
     let mut at = FieldsAt::with_capacity(response.headers.len());
@@ -500,9 +498,7 @@ impl ParsedHead {
                 .map_err(|_| H1Error::Invalid("a header field name"))?;
             let bytes = &head[value..value + value_len];
             if name == CONNECTION {
-                for token in tokens(bytes) {
-                    delimiting.close |= token.eq_ignore_ascii_case(b"close");
-                }
+                delimiting.close |= tokens(bytes).any(|t| t.eq_ignore_ascii_case(b"close"));
                 listed.extend(connection_listed(bytes));
                 continue;
             }

@@ -197,9 +197,10 @@ impl std::fmt::Debug for IpText {
 /// `X-Forwarded-For` is appended to and the proxy's `X-Forwarded-Proto`, `-Host` and `-Port`
 /// are kept; from anyone else they are claims anyone could make, and are replaced by what
 /// this hop saw. `X-Real-IP` is the client as [`crate::client_ip::client_ip`] found it, and
-/// `X-Request-ID` the request's ID. Worked out once per request; written into a header map for hyper's client
-/// ([`Forwarded::apply`]), or straight into the request head by `proxy::h1`, which skips the
-/// client's fields these replace ([`Forwarded::replaces`]) instead of going through a map.
+/// `X-Request-ID` the request's ID. Worked out once per request; written into a header map
+/// for hyper's client ([`Forwarded::apply`]), or straight into the request head by
+/// `proxy::h1`, which skips the client's fields these replace ([`Forwarded::replaces`])
+/// instead of going through a map.
 pub(crate) struct Forwarded {
     fields: smallvec::SmallVec<[(&'static HeaderName, HeaderValue); 6]>,
 }
@@ -376,6 +377,7 @@ mod tests {
         for unusable in ["", &"x".repeat(257)] {
             let replaced = request_id(&map(&[("x-request-id", unusable)]));
             assert_eq!(replaced.len(), 32, "{unusable:?}");
+            assert!(replaced.as_bytes().iter().all(u8::is_ascii_hexdigit));
         }
         let client = ClientSide::new("::1".parse().unwrap(), 443, true);
         let mut headers = map(&[("x-request-id", "")]);

@@ -187,7 +187,7 @@ impl Return {
 }
 
 /// Closes idle direct connections that timed out or that the upstream closed, for as long as
-/// the pool lives. Hyper's connections do this in their own tasks.
+/// the pool lives: they have no task of their own to notice (HTTP/2 connections do).
 async fn sweep(pool: std::sync::Weak<Pool>) {
     let Some(idle_timeout) = pool.upgrade().map(|p| p.settings.idle_timeout) else {
         return;
