@@ -187,60 +187,75 @@ async fn ewma_sends_most_traffic_to_the_fast_endpoint() {
     assert!(slow.requests() >= 1, "the unmeasured endpoint was tried");
 }
 
+/// Four echo backends behind one Service per host, each host balanced by its
+/// `upstream-hash-by` key. The backends are returned so that they live as long as the proxy.
+async fn hashed(prefix: &str, hosts: &[(&str, &str)]) -> (Vec<Echo>, Proxy) {
+    let backends = echoes(prefix, 4).await;
+    let refs: Vec<&Echo> = backends.iter().collect();
+    let services: Vec<String> = (0..hosts.len()).map(|i| format!("web{i}")).collect();
+    let routes = hosts
+        .iter()
+        .zip(&services)
+        .map(|((host, key), service)| route(host, service, &[("upstream-hash-by", key)]))
+        .collect();
+    let backing: Vec<(&str, &[&Echo])> = services
+        .iter()
+        .map(|service| (service.as_str(), refs.as_slice()))
+        .collect();
+    let proxy = Proxy::start(world(routes, &backing)).await;
+    (backends, proxy)
+}
+
+/// Which backend answered each hash key.
+#[derive(Default)]
+struct Owners(HashMap<String, String>);
+
+impl Owners {
+    /// Notes that `name` answered for `key`, which must be where `key` went before.
+    fn answered(&mut self, key: &str, name: String) {
+        let first = self.0.entry(key.to_owned()).or_insert_with(|| name.clone());
+        assert_eq!(*first, name, "{key} moved");
+    }
+
+    /// The keys went to at least `backends` different backends.
+    fn assert_spread_over(&self, backends: usize) {
+        let used: BTreeSet<&String> = self.0.values().collect();
+        assert!(
+            used.len() >= backends,
+            "{} keys landed on {used:?}",
+            self.0.len()
+        );
+    }
+}
+
 #[tokio::test]
 async fn hashing_by_request_uri_keeps_each_uri_on_one_backend_and_spreads_uris() {
-    let backends = echoes("h", 4).await;
-    let refs: Vec<&Echo> = backends.iter().collect();
-    let proxy = Proxy::start(world(
-        vec![route(
-            "hash.example",
-            "web",
-            &[("upstream-hash-by", "$request_uri")],
-        )],
-        &[("web", &refs)],
-    ))
-    .await;
+    let (_backends, proxy) = hashed("h", &[("hash.example", "$request_uri")]).await;
     let client = proxy.http1(&["hash.example"]);
-    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut owners = Owners::default();
     // The query is part of `$request_uri`.
-    for round in 0..3 {
+    for _ in 0..3 {
         for k in 0..40 {
             let uri = format!("/item?id={k}");
             let name = answered_by(&client, &proxy.url_for("hash.example", &uri)).await;
-            let first = owner.entry(uri.clone()).or_insert_with(|| name.clone());
-            assert_eq!(*first, name, "{uri} moved in round {round}");
+            owners.answered(&uri, name);
         }
     }
-    let used: BTreeSet<&String> = owner.values().collect();
-    assert!(
-        used.len() >= 3,
-        "40 URIs over 4 backends landed on {used:?}"
-    );
+    owners.assert_spread_over(3);
 }
 
 #[tokio::test]
 async fn hashing_by_header_and_by_cookie() {
-    let backends = echoes("u", 4).await;
-    let refs: Vec<&Echo> = backends.iter().collect();
-    let proxy = Proxy::start(world(
-        vec![
-            route(
-                "user.example",
-                "web",
-                &[("upstream-hash-by", "$http_x_user")],
-            ),
-            route(
-                "cart.example",
-                "web2",
-                &[("upstream-hash-by", "$cookie_cart")],
-            ),
+    let (_backends, proxy) = hashed(
+        "u",
+        &[
+            ("user.example", "$http_x_user"),
+            ("cart.example", "$cookie_cart"),
         ],
-        &[("web", &refs), ("web2", &refs)],
-    ))
+    )
     .await;
     let client = proxy.http1(&["user.example", "cart.example"]);
-    let mut by_user: HashMap<String, String> = HashMap::new();
-    let mut by_cart: HashMap<String, String> = HashMap::new();
+    let (mut by_user, mut by_cart) = (Owners::default(), Owners::default());
     for _ in 0..3 {
         for k in 0..30 {
             let user = format!("user-{k}");
@@ -250,45 +265,23 @@ async fn hashing_by_header_and_by_cookie() {
                 .send()
                 .await
                 .unwrap();
-            let name = echo_of(response).await.name;
-            assert_eq!(
-                *by_user.entry(user.clone()).or_insert(name.clone()),
-                name,
-                "{user}"
-            );
+            by_user.answered(&user, echo_of(response).await.name);
             let response = client
                 .get(proxy.url_for("cart.example", "/"))
                 .header("cookie", format!("other=1; cart=c{k}; x=y"))
                 .send()
                 .await
                 .unwrap();
-            let name = echo_of(response).await.name;
-            assert_eq!(
-                *by_cart.entry(k.to_string()).or_insert(name.clone()),
-                name,
-                "cart {k}"
-            );
+            by_cart.answered(&format!("cart {k}"), echo_of(response).await.name);
         }
     }
-    for (what, owners) in [("x-user", &by_user), ("cart", &by_cart)] {
-        let used: BTreeSet<&String> = owners.values().collect();
-        assert!(used.len() >= 3, "30 {what} values landed on {used:?}");
-    }
+    by_user.assert_spread_over(3);
+    by_cart.assert_spread_over(3);
 }
 
 #[tokio::test]
 async fn hashing_by_the_request_id_header_uses_the_clients_own() {
-    let backends = echoes("r", 4).await;
-    let refs: Vec<&Echo> = backends.iter().collect();
-    let proxy = Proxy::start(world(
-        vec![route(
-            "rid.example",
-            "web",
-            &[("upstream-hash-by", "$http_x_request_id")],
-        )],
-        &[("web", &refs)],
-    ))
-    .await;
+    let (_backends, proxy) = hashed("r", &[("rid.example", "$http_x_request_id")]).await;
     let client = proxy.http1(&["rid.example"]);
     let url = proxy.url_for("rid.example", "/");
     // Without a header of its own, every request hashes the same empty value, as with
@@ -299,7 +292,7 @@ async fn hashing_by_the_request_id_header_uses_the_clients_own() {
     }
     assert_eq!(without.len(), 1, "{without:?}");
     // With one, each ID keeps to its backend, and the IDs spread.
-    let mut owner: HashMap<String, String> = HashMap::new();
+    let mut owners = Owners::default();
     for _ in 0..2 {
         for k in 0..30 {
             let id = format!("req-{k}");
@@ -309,16 +302,10 @@ async fn hashing_by_the_request_id_header_uses_the_clients_own() {
                 .send()
                 .await
                 .unwrap();
-            let name = echo_of(response).await.name;
-            assert_eq!(
-                *owner.entry(id.clone()).or_insert(name.clone()),
-                name,
-                "{id}"
-            );
+            owners.answered(&id, echo_of(response).await.name);
         }
     }
-    let used: BTreeSet<&String> = owner.values().collect();
-    assert!(used.len() >= 3, "30 IDs over 4 backends landed on {used:?}");
+    owners.assert_spread_over(3);
 }
 
 #[tokio::test]
