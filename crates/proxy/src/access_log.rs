@@ -2,13 +2,13 @@
 //! a buffer of the serving thread's own, and written by a thread of its own so that a slow or
 //! stalled output never holds up a request.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use http::{Method, Version};
 use time::OffsetDateTime;
@@ -259,41 +259,71 @@ fn protocol(version: Version) -> &'static str {
     }
 }
 
+/// The wall-clock time at `at`, an instant near now: worked out from a reading of both clocks
+/// that this thread took within a second of it, so that a line costs no clock call of its
+/// own (the request's start is already an `Instant`). A clock stepped by an operator or NTP
+/// shows in the log within a second.
+pub(crate) fn wall_time(at: Instant) -> SystemTime {
+    thread_local! {
+        static READING: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
+    }
+    const FRESH: Duration = Duration::from_secs(1);
+    READING.with(|reading| {
+        if let Some((instant, wall)) = reading.get() {
+            // Requests end out of order, so `at` may come before the reading as well as after.
+            if let Some(after) = at.checked_duration_since(instant) {
+                if after < FRESH {
+                    return wall + after;
+                }
+            } else if let Some(before) = instant.checked_duration_since(at)
+                && before < FRESH
+            {
+                return wall.checked_sub(before).unwrap_or(wall);
+            }
+        }
+        let (instant, wall) = (Instant::now(), SystemTime::now());
+        reading.set(Some((instant, wall)));
+        wall.checked_sub(instant.saturating_duration_since(at))
+            .unwrap_or(wall)
+    })
+}
+
 /// RFC 3339 in UTC with milliseconds: `2026-11-30T08:40:01.123Z`.
 fn write_time(out: &mut Vec<u8>, time: SystemTime) {
     thread_local! {
         // Lines come in time order, many within one second: the date and time of day are
-        // formatted once per second.
-        static SECOND: RefCell<(u64, Vec<u8>)> = const { RefCell::new((u64::MAX, Vec::new())) };
+        // worked out once per second.
+        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
     }
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs();
-    SECOND.with(|cached| {
-        let mut cached = cached.borrow_mut();
-        if cached.0 != seconds {
-            let at = i64::try_from(seconds)
-                .ok()
-                .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-            cached.1.clear();
-            // Writing to a Vec cannot fail.
-            let _ = write!(
-                cached.1,
-                "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-                at.year(),
-                u8::from(at.month()),
-                at.day(),
-                at.hour(),
-                at.minute(),
-                at.second(),
-            );
-            cached.0 = seconds;
-        }
-        out.extend_from_slice(&cached.1);
-    });
-    out.push(b'.');
+    let (cached, mut text) = SECOND.get();
+    if cached != seconds {
+        // Years past 9999 do not fit RFC 3339's four digits; the epoch stands in for them.
+        let at = i64::try_from(seconds)
+            .ok()
+            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+            .filter(|at| at.year() <= 9999)
+            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+        let year = at.year().unsigned_abs();
+        let two = |n: u8| [b'0' + n / 10, b'0' + n % 10];
+        let [y1, y2] = two(u8::try_from(year / 100).unwrap_or(0));
+        let [y3, y4] = two(u8::try_from(year % 100).unwrap_or(0));
+        let [mo1, mo2] = two(u8::from(at.month()));
+        let [d1, d2] = two(at.day());
+        let [h1, h2] = two(at.hour());
+        let [mi1, mi2] = two(at.minute());
+        let [s1, s2] = two(at.second());
+        text = [
+            y1, y2, y3, y4, b'-', mo1, mo2, b'-', d1, d2, b'T', h1, h2, b':', mi1, mi2, b':', s1,
+            s2,
+        ];
+        SECOND.set((seconds, text));
+    }
+    out.extend_from_slice(&text);
     let millis = since.subsec_millis();
     out.extend_from_slice(&[
+        b'.',
         b'0' + (millis / 100) as u8,
         b'0' + (millis / 10 % 10) as u8,
         b'0' + (millis % 10) as u8,
@@ -308,6 +338,17 @@ fn write_time(out: &mut Vec<u8>, time: SystemTime) {
 #[inline(always)]
 fn number(out: &mut Vec<u8>, n: impl itoa::Integer) {
     out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+}
+
+/// A response status: three digits, as every status `http` takes has.
+#[inline(always)]
+fn status_code(out: &mut Vec<u8>, status: u16) {
+    if (100..1000).contains(&status) {
+        let digit = |d: u16| b'0' + (d % 10) as u8;
+        out.extend_from_slice(&[digit(status / 100), digit(status / 10), digit(status)]);
+    } else {
+        number(out, status);
+    }
 }
 
 /// A count of thousandths written as a decimal with three places (`1234` → `1.234`).
@@ -339,61 +380,69 @@ fn upstream_statuses(out: &mut Vec<u8>, upstreams: &[(&str, Option<u16>)]) {
             out.extend_from_slice(b", ");
         }
         match status {
-            Some(status) => number(out, *status),
+            Some(status) => status_code(out, *status),
             None => out.push(b'-'),
         }
     }
 }
 
-/// `value` as a JSON string: valid UTF-8 is kept, with quotes, backslashes and control
-/// characters escaped; bytes that are not UTF-8 become U+FFFD.
-fn json_string(out: &mut Vec<u8>, value: &[u8]) {
-    out.push(b'"');
-    if plain_ascii(value) {
+/// The inside of a JSON string holding `value`: valid UTF-8 is kept, with quotes,
+/// backslashes and control characters escaped; bytes that are not UTF-8 become U+FFFD.
+fn json_text(out: &mut Vec<u8>, value: &[u8]) {
+    if plain(value, b'"') {
         out.extend_from_slice(value);
-        out.push(b'"');
         return;
     }
     match std::str::from_utf8(value) {
         Ok(text) => escape_all(out, text),
         Err(_) => escape_all(out, &String::from_utf8_lossy(value)),
     }
-    out.push(b'"');
 }
 
-/// Whether `bytes` are ASCII that JSON takes as it is: nearly every value is. Short values
-/// (most fields) are looked up byte by byte; long ones (user agents) are checked without
-/// early exit, which compiles to vector instructions but costs a fixed start-up.
-fn plain_ascii(bytes: &[u8]) -> bool {
-    if bytes.len() < 32 {
-        return bytes.iter().all(|&b| PLAIN[usize::from(b)]);
+/// Whether every byte of `bytes` is printable ASCII other than `"`, `\` and `also`: what
+/// both formats copy as it is, and nearly every value is. Eight bytes are checked at a time
+/// with word arithmetic, so that a long user agent costs little more than a short path.
+fn plain(bytes: &[u8], also: u8) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    for word in &mut words {
+        let mut eight = [0; 8];
+        eight.copy_from_slice(word);
+        if odd_bytes(u64::from_le_bytes(eight), also) != 0 {
+            return false;
+        }
     }
-    !bytes.iter().fold(false, |any, &b| {
-        // One compare covers both "control character" and "not ASCII".
-        any | (b.wrapping_sub(0x20) >= 0x60) | (b == b'"') | (b == b'\\')
-    })
+    words
+        .remainder()
+        .iter()
+        .all(|&b| PRINTABLE[usize::from(b)] && b != also)
 }
 
-/// The bytes JSON strings hold unescaped and unchanged: printable ASCII but `"` and `\`.
-static PLAIN: [bool; 256] = {
+/// Nonzero when some byte of `x` is below `0x20`, above `0x7e`, or `"`, `\` or `also`. Each
+/// test is exact for the word as a whole, though a borrow or carry may mark the wrong byte,
+/// which does not matter here.
+#[inline(always)]
+fn odd_bytes(x: u64, also: u8) -> u64 {
+    const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    const HIGH: u64 = u64::from_le_bytes([0x80; 8]);
+    // High bit set in some byte when a byte of `x` is below `n` (for `n` up to 0x80).
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let above = (x.wrapping_add(ONES) | x) & HIGH;
+    let equal = |b: u8| below(x ^ (ONES * u64::from(b)), 1);
+    below(x, 0x20) | above | equal(b'"') | equal(b'\\') | equal(also)
+}
+
+/// Printable ASCII but `"` and `\`, for the few bytes after the last whole word.
+static PRINTABLE: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0x20;
-    while b < 0x80 {
+    while b < 0x7f {
         table[b] = b != b'"' as usize && b != b'\\' as usize;
         b += 1;
     }
     table
 };
 
-fn json_escape(out: &mut Vec<u8>, text: &str) {
-    if plain_ascii(text.as_bytes()) {
-        out.extend_from_slice(text.as_bytes());
-    } else {
-        escape_all(out, text);
-    }
-}
-
-/// [`json_escape`] for text known to hold something to escape (or non-ASCII, which valid
+/// [`json_text`] for text known to hold something to escape (or non-ASCII, which valid
 /// UTF-8 keeps as it is).
 fn escape_all(out: &mut Vec<u8>, text: &str) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -423,32 +472,29 @@ fn escape_all(out: &mut Vec<u8>, text: &str) {
     out.extend_from_slice(&bytes[clean..]);
 }
 
+/// `value` as a JSON string, or `null` when the header was absent; `key` ends with the
+/// opening quote, which `null` must not have.
 #[inline(always)]
-fn json_key(out: &mut Vec<u8>, key: &str) {
-    out.extend_from_slice(b",\"");
-    out.extend_from_slice(key.as_bytes());
-    out.extend_from_slice(b"\":");
-}
-
-/// A field whose value is already text (from the table or the parsed request).
-#[inline(always)]
-fn json_str(out: &mut Vec<u8>, key: &str, value: &str) {
-    json_key(out, key);
-    out.push(b'"');
-    json_escape(out, value);
-    out.push(b'"');
-}
-
-/// A field from a header's bytes, `null` when the header was absent.
-#[inline(always)]
-fn json_bytes(out: &mut Vec<u8>, key: &str, value: Option<&[u8]>) {
-    json_key(out, key);
+fn json_optional(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
     match value {
-        Some(value) => json_string(out, value),
-        None => out.extend_from_slice(b"null"),
+        Some(value) => {
+            out.extend_from_slice(key);
+            json_text(out, value);
+            out.push(b'"');
+        }
+        None => {
+            out.extend_from_slice(&key[..key.len() - 1]);
+            out.extend_from_slice(b"null");
+        }
     }
 }
 
+// Each constant piece below runs from the end of one value to the start of the next, so that
+// a line is about one copy per field: a copy is a length check and an update of the Vec's
+// length, which cost more than the bytes they copy.
+// Each constant piece below runs from the end of one value to the start of the next, so that
+// a line is about one copy per field: a copy is a length check and an update of the Vec's
+// length, which cost more than the bytes they copy.
 fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
     // Room for a typical line at once rather than growth checks failing along the way.
     out.reserve(1024);
@@ -456,13 +502,17 @@ fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
     write_time(out, r.time);
     out.extend_from_slice(b"\",\"client_ip\":\"");
     out.extend_from_slice(r.client_ip.as_bytes());
-    out.push(b'"');
-    json_str(out, "method", r.method.as_str());
-    json_bytes(out, "host", Some(r.host));
-    json_str(out, "path", r.path);
-    json_str(out, "protocol", protocol(r.protocol));
-    out.extend_from_slice(b",\"status\":");
-    number(out, r.status);
+    // A method is a token and the protocol one of a few names: nothing in them to escape.
+    out.extend_from_slice(b"\",\"method\":\"");
+    out.extend_from_slice(r.method.as_str().as_bytes());
+    out.extend_from_slice(b"\",\"host\":\"");
+    json_text(out, r.host);
+    out.extend_from_slice(b"\",\"path\":\"");
+    json_text(out, r.path.as_bytes());
+    out.extend_from_slice(b"\",\"protocol\":\"");
+    out.extend_from_slice(protocol(r.protocol).as_bytes());
+    out.extend_from_slice(b"\",\"status\":");
+    status_code(out, r.status);
     out.extend_from_slice(b",\"bytes_sent\":");
     number(out, r.bytes_sent);
     out.extend_from_slice(b",\"bytes_received\":");
@@ -483,12 +533,17 @@ fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
         Some(d) => thousandths(out, d.as_micros()),
         None => out.extend_from_slice(b"null"),
     }
-    json_str(out, "namespace", r.namespace);
-    json_str(out, "ingress", r.ingress);
-    json_str(out, "service", r.service);
-    json_bytes(out, "request_id", Some(r.request_id));
-    json_bytes(out, "user_agent", r.user_agent);
-    json_bytes(out, "referer", r.referer);
+    out.extend_from_slice(b",\"namespace\":\"");
+    json_text(out, r.namespace.as_bytes());
+    out.extend_from_slice(b"\",\"ingress\":\"");
+    json_text(out, r.ingress.as_bytes());
+    out.extend_from_slice(b"\",\"service\":\"");
+    json_text(out, r.service.as_bytes());
+    out.extend_from_slice(b"\",\"request_id\":\"");
+    json_text(out, r.request_id);
+    out.push(b'"');
+    json_optional(out, b",\"user_agent\":\"", r.user_agent);
+    json_optional(out, b",\"referer\":\"", r.referer);
     out.extend_from_slice(b"}\n");
 }
 
@@ -498,54 +553,57 @@ fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
 /// format and the next ones follow ingress-nginx's `upstreaminfo`, so existing parsers need
 /// little change.
 fn text_line(r: &Line<'_>, out: &mut Vec<u8>) {
+    // As in `json_line`, separators are copied together where they meet.
+    out.reserve(512);
     out.extend_from_slice(r.client_ip.as_bytes());
     out.extend_from_slice(b" - - [");
     write_time(out, r.time);
     out.extend_from_slice(b"] \"");
-    escape(out, r.method.as_str().as_bytes(), false);
+    // A method is a token (hyper takes no other): nothing in it to escape.
+    out.extend_from_slice(r.method.as_str().as_bytes());
     out.push(b' ');
     escape(out, r.path.as_bytes(), false);
     out.push(b' ');
     out.extend_from_slice(protocol(r.protocol).as_bytes());
     out.extend_from_slice(b"\" ");
-    number(out, r.status);
+    status_code(out, r.status);
     out.push(b' ');
     number(out, r.bytes_sent);
-    out.push(b' ');
-    quoted(out, r.referer);
-    out.push(b' ');
-    quoted(out, r.user_agent);
-    out.push(b' ');
+    out.extend_from_slice(b" \"");
+    escape(out, r.referer.unwrap_or(b"-"), false);
+    out.extend_from_slice(b"\" \"");
+    escape(out, r.user_agent.unwrap_or(b"-"), false);
+    out.extend_from_slice(b"\" ");
     number(out, r.bytes_received);
     out.push(b' ');
     thousandths(out, r.duration.as_millis());
-    out.push(b' ');
     // Vestibule's own values, in nginx's own form ("a, b" for several tries): not escaped.
     if r.upstreams.is_empty() {
-        out.extend_from_slice(b"- -");
+        out.extend_from_slice(b" - - ");
     } else {
+        out.push(b' ');
         upstream_addrs(out, r.upstreams);
         out.push(b' ');
         upstream_statuses(out, r.upstreams);
+        out.push(b' ');
     }
-    out.push(b' ');
     match r.upstream_duration {
         Some(d) => thousandths(out, d.as_millis()),
         None => out.push(b'-'),
     }
-    out.push(b' ');
     if r.namespace.is_empty() {
-        out.push(b'-');
+        out.extend_from_slice(b" - \"");
     } else {
+        out.push(b' ');
         escape(out, r.namespace.as_bytes(), true);
         out.push(b'/');
         escape(out, r.ingress.as_bytes(), true);
         out.push(b'/');
         escape(out, r.service.as_bytes(), true);
+        out.extend_from_slice(b" \"");
     }
-    out.push(b' ');
-    quoted(out, Some(r.host));
-    out.push(b' ');
+    escape(out, r.host, false);
+    out.extend_from_slice(b"\" ");
     // The client may have chosen the ID (`X-Request-ID`), so it is escaped like the rest.
     if r.request_id.is_empty() {
         out.push(b'-');
@@ -555,17 +613,15 @@ fn text_line(r: &Line<'_>, out: &mut Vec<u8>) {
     out.push(b'\n');
 }
 
-fn quoted(out: &mut Vec<u8>, value: Option<&[u8]>) {
-    out.push(b'"');
-    escape(out, value.unwrap_or(b"-"), false);
-    out.push(b'"');
-}
-
 /// Writes `value` with `"`, `\`, control characters and every byte outside ASCII as `\xHH`, as
 /// nginx does, so that no client-sent string can end a field or a line early or forge one;
 /// `bare` also escapes spaces, for fields that are not quoted.
 fn escape(out: &mut Vec<u8>, value: &[u8], bare: bool) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    if plain(value, if bare { b' ' } else { b'"' }) {
+        out.extend_from_slice(value);
+        return;
+    }
     let mut clean = 0;
     for (i, &b) in value.iter().enumerate() {
         if !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\' || (bare && b == b' ') {
@@ -830,13 +886,45 @@ mod tests {
     }
 
     #[test]
-    fn short_and_long_values_agree_on_what_needs_escaping() {
-        for b in 0..=255u8 {
-            let expected = (0x20..0x80).contains(&b) && b != b'"' && b != b'\\';
-            assert_eq!(plain_ascii(&[b]), expected, "{b:#x}");
-            let mut long = vec![b'a'; 40];
-            long[37] = b;
-            assert_eq!(plain_ascii(&long), expected, "{b:#x} in a long value");
+    fn every_byte_is_judged_alike_wherever_it_stands() {
+        // Places 0 to 7 fall in a whole word, 8 to 10 after it; the fillers sit next to the
+        // edges of what is plain, where a borrow or carry would show.
+        for also in [b'"', b' '] {
+            for b in 0..=255u8 {
+                let expected = (0x20..0x7f).contains(&b) && b != b'"' && b != b'\\' && b != also;
+                for filler in [b'a', 0x21, 0x7e, 0x5d] {
+                    for at in 0..11 {
+                        let mut value = [filler; 11];
+                        value[at] = b;
+                        assert_eq!(
+                            plain(&value, also),
+                            expected,
+                            "{b:#x} at {at} among {filler:#x}, also {also:#x}"
+                        );
+                    }
+                }
+            }
+        }
+        assert!(plain(b"", b' '));
+    }
+
+    #[test]
+    fn wall_times_follow_the_system_clock() {
+        let now = SystemTime::now();
+        for ago in [0, 200, 999, 1_500, 5_000] {
+            let ago = Duration::from_millis(ago);
+            let Some(at) = Instant::now().checked_sub(ago) else {
+                continue;
+            };
+            let wall = wall_time(at);
+            let expected = now.checked_sub(ago).unwrap();
+            let off = wall
+                .duration_since(expected)
+                .unwrap_or_else(|e| e.duration());
+            assert!(
+                off < Duration::from_millis(100),
+                "{ago:?} ago: off by {off:?}"
+            );
         }
     }
 
@@ -1010,6 +1098,27 @@ mod tests {
             ),
             (
                 UNIX_EPOCH - Duration::from_secs(1),
+                "1970-01-01T00:00:00.000Z",
+            ),
+            // The same second again, then the next: the cached date must follow.
+            (
+                UNIX_EPOCH + Duration::from_millis(1_796_028_001_123),
+                "2026-11-30T08:40:01.123Z",
+            ),
+            (
+                UNIX_EPOCH + Duration::from_millis(1_796_028_001_007),
+                "2026-11-30T08:40:01.007Z",
+            ),
+            (
+                UNIX_EPOCH + Duration::from_millis(1_796_028_002_000),
+                "2026-11-30T08:40:02.000Z",
+            ),
+            (
+                UNIX_EPOCH + Duration::from_secs(253_402_300_799),
+                "9999-12-31T23:59:59.000Z",
+            ),
+            (
+                UNIX_EPOCH + Duration::from_secs(253_402_300_800),
                 "1970-01-01T00:00:00.000Z",
             ),
         ] {

@@ -169,7 +169,7 @@ impl crate::body::Done for Completion {
                 None => smallvec::SmallVec::new(),
             };
             log.log(&Line {
-                time: request.time,
+                time: crate::access_log::wall_time(self.started.into_std()),
                 client_ip: self.client_ip,
                 method: &request.method,
                 host: request.host(),
@@ -703,7 +703,6 @@ impl Default for Trace {
 /// The request as the client sent it, for its log line. Header values and the target are
 /// kept as they are (reference counts, no copies).
 struct LoggedRequest {
-    time: std::time::SystemTime,
     method: Method,
     uri: http::Uri,
     host: Option<HeaderValue>,
@@ -733,7 +732,6 @@ impl LoggedRequest {
             }
         }
         LoggedRequest {
-            time: std::time::SystemTime::now(),
             method: request.method().clone(),
             uri: request.uri().clone(),
             host: host.filter(|_| request.uri().authority().is_none()),

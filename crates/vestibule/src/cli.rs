@@ -102,9 +102,10 @@ pub struct RunArgs {
     #[command(flatten)]
     pub proxy: ProxyArgs,
 
-    /// Access log: one line per request on standard output, readable text or JSON, or off.
-    #[arg(long, value_enum, env = "VESTIBULE_ACCESS_LOG", default_value = "text")]
-    pub access_log: AccessLogArg,
+    /// Access log: one line per request on standard output, readable text or JSON, or off
+    /// [default: the --log-format's format]
+    #[arg(long, value_enum, env = "VESTIBULE_ACCESS_LOG")]
+    pub access_log: Option<AccessLogArg>,
 
     /// Record request metrics for /metrics (configuration metrics are always there).
     #[arg(long, value_name = "BOOL", env = "VESTIBULE_METRICS", default_value_t = true, action = clap::ArgAction::Set)]
@@ -466,6 +467,15 @@ impl CompileArgs {
 }
 
 impl RunArgs {
+    /// The access log as asked for: `--log-format json` alone makes every log JSON, which is
+    /// what a log pipeline wants, while `--access-log` still decides on its own.
+    pub fn access_log(&self) -> AccessLogArg {
+        self.access_log.unwrap_or(match self.log_format {
+            LogFormat::Text => AccessLogArg::Text,
+            LogFormat::Json => AccessLogArg::Json,
+        })
+    }
+
     /// The data plane's settings from the flags.
     pub fn proxy_settings(&self) -> vestibule_proxy::ProxySettings {
         vestibule_proxy::ProxySettings {
@@ -560,6 +570,30 @@ mod tests {
         for bad in ["x", "/x", "x/", "a/b/c"] {
             assert!(parse_namespaced(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn the_access_log_follows_the_log_format_unless_set() {
+        let access_log = |flags: &[&str]| {
+            let cli =
+                Cli::try_parse_from(["vestibule", "run", "--manifests", "m"].iter().chain(flags))
+                    .unwrap();
+            let Command::Run(args) = cli.command else {
+                panic!("not run");
+            };
+            args.access_log()
+        };
+        assert_eq!(access_log(&[]), AccessLogArg::Text);
+        assert_eq!(access_log(&["--log-format", "json"]), AccessLogArg::Json);
+        assert_eq!(
+            access_log(&["--log-format", "json", "--access-log", "text"]),
+            AccessLogArg::Text
+        );
+        assert_eq!(
+            access_log(&["--log-format", "json", "--access-log", "off"]),
+            AccessLogArg::Off
+        );
+        assert_eq!(access_log(&["--access-log", "json"]), AccessLogArg::Json);
     }
 
     #[test]

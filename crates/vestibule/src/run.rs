@@ -75,7 +75,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
             per_host: args.metrics_per_host,
         })
     });
-    let access_log = match args.access_log {
+    let access_log = match args.access_log() {
         AccessLogArg::Off => None,
         AccessLogArg::Text => Some(AccessLog::start(
             AccessLogFormat::Text,

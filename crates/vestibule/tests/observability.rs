@@ -388,7 +388,8 @@ async fn request_ids_are_kept_generated_and_echoed_and_traceparent_passes() {
         ],
         &[("web", &[&web])],
     );
-    let v = Vestibule::start(dir.path(), &["--access-log", "json"]);
+    // No --access-log: the harness's `--log-format json` makes the access log JSON too.
+    let v = Vestibule::start(dir.path(), &[]);
     let client = v.client(&["web.example", "nowhere.example"]);
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
@@ -460,7 +461,8 @@ async fn the_access_log_can_be_text_or_off() {
         ],
         &[("web", &[&web])],
     );
-    let text = Vestibule::start(dir.path(), &[]);
+    // Text, though `--log-format json` alone would make it JSON.
+    let text = Vestibule::start(dir.path(), &["--access-log", "text"]);
     let client = text.client(&["web.example"]);
     let response = client
         .get(text.url("web.example", "/a\"b"))
