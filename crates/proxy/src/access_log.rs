@@ -84,16 +84,62 @@ pub(crate) struct Line<'a> {
     /// `$upstream_addr` and `$upstream_status` (`10.0.0.1:8080, 10.0.0.2:8080`, `502, 200`).
     pub(crate) upstreams: &'a [(&'a str, Option<u16>)],
     pub(crate) upstream_duration: Option<Duration>,
-    /// Empty when no route matched.
-    pub(crate) namespace: &'a str,
-    pub(crate) ingress: &'a str,
-    pub(crate) service: &'a str,
+    pub(crate) names: Names<'a>,
     pub(crate) request_id: &'a [u8],
     pub(crate) user_agent: Option<&'a [u8]>,
     pub(crate) referer: Option<&'a [u8]>,
 }
 
+/// Where a request went, as its line names it: the route's namespace and Ingress and the
+/// Service that answered, all empty when no route matched.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Names<'a> {
+    pub(crate) namespace: &'a str,
+    pub(crate) ingress: &'a str,
+    pub(crate) service: &'a str,
+    /// The same names as a line writes them, when the table has them ready.
+    pub(crate) rendered: Option<&'a RenderedNames>,
+}
+
+/// A route's names written out for one format when its table is installed, so that each
+/// line copies them whole instead of checking and copying three values.
+#[derive(Debug)]
+pub(crate) struct RenderedNames {
+    format: AccessLogFormat,
+    bytes: Box<[u8]>,
+}
+
+impl RenderedNames {
+    pub(crate) fn new(
+        format: AccessLogFormat,
+        namespace: &str,
+        ingress: &str,
+        service: &str,
+    ) -> RenderedNames {
+        let mut bytes = Vec::new();
+        let names = Names {
+            namespace,
+            ingress,
+            service,
+            rendered: None,
+        };
+        match format {
+            AccessLogFormat::Json => json_names(&mut bytes, &names),
+            AccessLogFormat::Text => text_names(&mut bytes, &names),
+        }
+        RenderedNames {
+            format,
+            bytes: bytes.into(),
+        }
+    }
+}
+
 impl AccessLog {
+    /// The format lines are written in.
+    pub fn format(&self) -> AccessLogFormat {
+        self.inner.shared.format
+    }
+
     /// Starts the writer thread, which writes to `out` (standard output in production).
     pub fn start(format: AccessLogFormat, out: Box<dyn Write + Send>) -> AccessLog {
         Self::with_limit(format, out, PENDING_LIMIT)
@@ -533,18 +579,40 @@ fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
         Some(d) => thousandths(out, d.as_micros()),
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(b",\"namespace\":\"");
-    json_text(out, r.namespace.as_bytes());
-    out.extend_from_slice(b"\",\"ingress\":\"");
-    json_text(out, r.ingress.as_bytes());
-    out.extend_from_slice(b"\",\"service\":\"");
-    json_text(out, r.service.as_bytes());
-    out.extend_from_slice(b"\",\"request_id\":\"");
+    match r.names.rendered {
+        Some(names) if names.format == AccessLogFormat::Json => out.extend_from_slice(&names.bytes),
+        _ => json_names(out, &r.names),
+    }
+    out.extend_from_slice(b",\"request_id\":\"");
     json_text(out, r.request_id);
     out.push(b'"');
     json_optional(out, b",\"user_agent\":\"", r.user_agent);
     json_optional(out, b",\"referer\":\"", r.referer);
     out.extend_from_slice(b"}\n");
+}
+
+/// `,"namespace":"…","ingress":"…","service":"…"`.
+fn json_names(out: &mut Vec<u8>, names: &Names<'_>) {
+    out.extend_from_slice(b",\"namespace\":\"");
+    json_text(out, names.namespace.as_bytes());
+    out.extend_from_slice(b"\",\"ingress\":\"");
+    json_text(out, names.ingress.as_bytes());
+    out.extend_from_slice(b"\",\"service\":\"");
+    json_text(out, names.service.as_bytes());
+    out.push(b'"');
+}
+
+/// `namespace/ingress/service`, or `-` for a request no Ingress routed.
+fn text_names(out: &mut Vec<u8>, names: &Names<'_>) {
+    if names.namespace.is_empty() {
+        out.push(b'-');
+        return;
+    }
+    escape(out, names.namespace.as_bytes(), true);
+    out.push(b'/');
+    escape(out, names.ingress.as_bytes(), true);
+    out.push(b'/');
+    escape(out, names.service.as_bytes(), true);
 }
 
 /// `client - - [time] "METHOD path PROTOCOL" status bytes_sent "referer" "user agent"
@@ -591,17 +659,12 @@ fn text_line(r: &Line<'_>, out: &mut Vec<u8>) {
         Some(d) => thousandths(out, d.as_millis()),
         None => out.push(b'-'),
     }
-    if r.namespace.is_empty() {
-        out.extend_from_slice(b" - \"");
-    } else {
-        out.push(b' ');
-        escape(out, r.namespace.as_bytes(), true);
-        out.push(b'/');
-        escape(out, r.ingress.as_bytes(), true);
-        out.push(b'/');
-        escape(out, r.service.as_bytes(), true);
-        out.extend_from_slice(b" \"");
+    out.push(b' ');
+    match r.names.rendered {
+        Some(names) if names.format == AccessLogFormat::Text => out.extend_from_slice(&names.bytes),
+        _ => text_names(out, &r.names),
     }
+    out.extend_from_slice(b" \"");
     escape(out, r.host, false);
     out.extend_from_slice(b"\" ");
     // The client may have chosen the ID (`X-Request-ID`), so it is escaped like the rest.
@@ -730,9 +793,12 @@ mod tests {
                 duration: self.duration,
                 upstreams: &self.upstreams,
                 upstream_duration: self.upstream_duration,
-                namespace: &self.namespace,
-                ingress: &self.ingress,
-                service: &self.service,
+                names: Names {
+                    namespace: &self.namespace,
+                    ingress: &self.ingress,
+                    service: &self.service,
+                    rendered: None,
+                },
                 request_id: self.request_id.as_bytes(),
                 user_agent: self.user_agent.as_deref().map(str::as_bytes),
                 referer: self.referer.as_deref().map(str::as_bytes),
@@ -925,6 +991,48 @@ mod tests {
                 off < Duration::from_millis(100),
                 "{ago:?} ago: off by {off:?}"
             );
+        }
+    }
+
+    #[test]
+    fn names_written_with_the_table_match_names_written_per_line() {
+        use AccessLogFormat::{Json, Text};
+        let write = |format, line: &Line<'_>| {
+            let mut out = Vec::new();
+            match format {
+                Json => json_line(line, &mut out),
+                Text => text_line(line, &mut out),
+            }
+            String::from_utf8(out).unwrap()
+        };
+        let names = [
+            ("shop", "web", "web-svc"),
+            ("", "", "fallback"),
+            ("odd ns", "in\"g", "s\\vc\u{7}é"),
+        ];
+        for (format, other) in [(Json, Text), (Text, Json)] {
+            for (namespace, ingress, service) in names {
+                let record = Record {
+                    namespace: namespace.into(),
+                    ingress: ingress.into(),
+                    service: service.into(),
+                    ..record("/")
+                };
+                let per_line = write(format, &record.line());
+                // A table made for the other format is not used: the names are written anew.
+                for rendered in [format, other] {
+                    let rendered = RenderedNames::new(rendered, namespace, ingress, service);
+                    let mut line = record.line();
+                    line.names.rendered = Some(&rendered);
+                    assert_eq!(write(format, &line), per_line);
+                }
+                if format == Json {
+                    let v: serde_json::Value = serde_json::from_str(&per_line).unwrap();
+                    assert_eq!(v["namespace"], namespace);
+                    assert_eq!(v["ingress"], ingress);
+                    assert_eq!(v["service"], service);
+                }
+            }
         }
     }
 

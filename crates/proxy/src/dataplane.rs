@@ -12,6 +12,8 @@ use vestibule_model::{
     Backend, Certificate, ClusterId, ClusterKey, ProxyPolicy, RouteId, RouteTable,
 };
 
+use crate::AccessLogFormat;
+use crate::access_log::RenderedNames;
 use crate::metrics::{Metrics, RouteLabels, RouteStats};
 
 use crate::balance::ClusterBalancer;
@@ -29,6 +31,10 @@ pub(crate) struct Runtime {
     /// Metrics of each route, by route id, when metrics are on.
     route_stats: Vec<Arc<RouteStats>>,
     pub(crate) default_stats: Option<Arc<RouteStats>>,
+    /// Each route's names as the access log writes them, with its backend's Service, by
+    /// route id, when the log is on.
+    log_names: Vec<RenderedNames>,
+    default_log_names: Option<RenderedNames>,
 }
 
 impl Runtime {
@@ -37,6 +43,7 @@ impl Runtime {
         previous: Option<&Runtime>,
         default_policy: Arc<ProxyPolicy>,
         metrics: Option<&Metrics>,
+        log_format: Option<AccessLogFormat>,
     ) -> Runtime {
         // Rotation, response-time averages and ejections carry over by cluster key and
         // endpoint address, so an endpoint change elsewhere resets nothing here.
@@ -97,6 +104,28 @@ impl Runtime {
             }
             None => (Vec::new(), None),
         };
+        let (log_names, default_log_names) = match log_format {
+            Some(format) => {
+                let routes = table
+                    .routes()
+                    .iter()
+                    .map(|route| {
+                        let origin = &route.origin;
+                        let service = service(&route.backend);
+                        RenderedNames::new(format, &origin.namespace, &origin.name, &service)
+                    })
+                    .collect();
+                let default = table.default_backend().map(|default| {
+                    let (namespace, ingress) = default
+                        .origin
+                        .as_ref()
+                        .map_or(("", ""), |o| (&*o.namespace, &*o.name));
+                    RenderedNames::new(format, namespace, ingress, &service(&default.backend))
+                });
+                (routes, default)
+            }
+            None => (Vec::new(), None),
+        };
         Runtime {
             table,
             balancers,
@@ -104,6 +133,16 @@ impl Runtime {
             default_policy,
             route_stats,
             default_stats,
+            log_names,
+            default_log_names,
+        }
+    }
+
+    /// A route's names as the access log writes them, for the route's own backend.
+    pub(crate) fn log_names(&self, route: Option<RouteId>) -> Option<&RenderedNames> {
+        match route {
+            Some(id) => self.log_names.get(id.0 as usize),
+            None => self.default_log_names.as_ref(),
         }
     }
 
@@ -155,6 +194,7 @@ pub struct DataPlane {
     runtime: ArcSwap<Runtime>,
     default_policy: Arc<ProxyPolicy>,
     metrics: Option<Arc<Metrics>>,
+    log_format: Option<AccessLogFormat>,
     /// Requests that matched nothing, counted under empty labels.
     unrouted: Option<Arc<RouteStats>>,
 }
@@ -173,11 +213,16 @@ impl DataPlane {
     /// A data plane whose flag-configured default backend is proxied with `policy` (the
     /// controller-wide defaults; Ingresses carry their own).
     pub fn with_default_policy(policy: Arc<ProxyPolicy>) -> DataPlane {
-        DataPlane::with_metrics(policy, None)
+        DataPlane::with_observability(policy, None, None)
     }
 
-    /// As [`DataPlane::with_default_policy`], recording request metrics into `metrics`.
-    pub fn with_metrics(policy: Arc<ProxyPolicy>, metrics: Option<Arc<Metrics>>) -> DataPlane {
+    /// As [`DataPlane::with_default_policy`], recording request metrics into `metrics`, and
+    /// keeping each table's names ready for an access log in `log_format`.
+    pub fn with_observability(
+        policy: Arc<ProxyPolicy>,
+        metrics: Option<Arc<Metrics>>,
+        log_format: Option<AccessLogFormat>,
+    ) -> DataPlane {
         let unrouted = metrics.as_ref().map(|m| {
             m.route_stats(RouteLabels {
                 namespace: Box::from(""),
@@ -192,9 +237,11 @@ impl DataPlane {
                 None,
                 policy.clone(),
                 metrics.as_deref(),
+                log_format,
             )),
             default_policy: policy,
             metrics,
+            log_format,
             unrouted,
         }
     }
@@ -212,6 +259,7 @@ impl DataPlane {
             Some(&previous),
             self.default_policy.clone(),
             self.metrics.as_deref(),
+            self.log_format,
         );
         drop(previous);
         self.runtime.store(Arc::new(next));

@@ -22,7 +22,7 @@ use vestibule_model::{
     normalize_request_path, request_host,
 };
 
-use crate::access_log::Line;
+use crate::access_log::{Line, Names};
 use crate::balance::{self, PickInput};
 use crate::body::{Limited, Progress, ProxyBody, ResponseBody, Timed, UpstreamBody, empty};
 use crate::dataplane::{DataPlane, Runtime};
@@ -155,8 +155,6 @@ impl crate::body::Done for Completion {
             stats.bytes(received, sent);
         }
         if let Some((log, request)) = &self.log {
-            let (namespace, ingress, service) =
-                self.origin.as_ref().map_or(("", "", ""), Origin::labels);
             // The endpoints tried are in the table the request was routed by.
             let upstreams: smallvec::SmallVec<[(&str, Option<u16>); 2]> = match &self.origin {
                 Some(origin) => {
@@ -181,9 +179,10 @@ impl crate::body::Done for Completion {
                 duration,
                 upstreams: &upstreams,
                 upstream_duration: self.upstream_time,
-                namespace,
-                ingress,
-                service,
+                names: self
+                    .origin
+                    .as_ref()
+                    .map_or_else(Names::default, Origin::names),
                 request_id: request.request_id.as_bytes(),
                 user_agent: request.user_agent.as_ref().map(HeaderValue::as_bytes),
                 referer: request.referer.as_ref().map(HeaderValue::as_bytes),
@@ -257,6 +256,24 @@ impl Origin {
         };
         let (namespace, ingress) = origin.map_or(("", ""), |o| (&*o.namespace, &*o.name));
         (namespace, ingress, &table.cluster(self.cluster).key.service)
+    }
+
+    /// The names for the log line, ready-written when the request went to its route's
+    /// backend, the one cluster the table wrote them for.
+    fn names(&self) -> Names<'_> {
+        let (namespace, ingress, service) = self.labels();
+        let table = &self.runtime.table;
+        let (route, backend) = match self.at {
+            OriginAt::Route(id) => (Some(id), Some(&table.route(id).backend)),
+            OriginAt::Default => (None, table.default_backend().map(|d| &d.backend)),
+        };
+        let own = matches!(backend, Some(Backend::Cluster(id)) if id.0 == self.cluster.0);
+        Names {
+            namespace,
+            ingress,
+            service,
+            rendered: own.then(|| self.runtime.log_names(route)).flatten(),
+        }
     }
 }
 

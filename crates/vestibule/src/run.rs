@@ -86,7 +86,11 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
             Box::new(std::io::stdout()),
         )),
     };
-    let dataplane = Arc::new(DataPlane::with_metrics(default_policy, metrics.clone()));
+    let dataplane = Arc::new(DataPlane::with_observability(
+        default_policy,
+        metrics.clone(),
+        access_log.as_ref().map(AccessLog::format),
+    ));
     let fallback = self_signed_certificate().context("making the default TLS certificate")?;
     if args.compile.default_ssl_certificate.is_none() {
         info!(
