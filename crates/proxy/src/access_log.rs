@@ -334,39 +334,20 @@ pub(crate) fn wall_time(at: Instant) -> SystemTime {
     })
 }
 
+thread_local! {
+    /// Lines come in time order, many within one second: the date and time of day are
+    /// worked out once per second.
+    static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
+}
+
 /// RFC 3339 in UTC with milliseconds: `2026-11-30T08:40:01.123Z`.
 fn write_time(out: &mut Vec<u8>, time: SystemTime) {
-    thread_local! {
-        // Lines come in time order, many within one second: the date and time of day are
-        // worked out once per second.
-        static SECOND: Cell<(u64, [u8; 19])> = const { Cell::new((u64::MAX, [0; 19])) };
-    }
     let since = time.duration_since(UNIX_EPOCH).unwrap_or_default();
     let seconds = since.as_secs();
-    let (cached, mut text) = SECOND.get();
-    if cached != seconds {
-        // Years past 9999 do not fit RFC 3339's four digits; the epoch stands in for them.
-        let at = i64::try_from(seconds)
-            .ok()
-            .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
-            .filter(|at| at.year() <= 9999)
-            .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-        let year = at.year().unsigned_abs();
-        let two = |n: u8| [b'0' + n / 10, b'0' + n % 10];
-        let [y1, y2] = two(u8::try_from(year / 100).unwrap_or(0));
-        let [y3, y4] = two(u8::try_from(year % 100).unwrap_or(0));
-        let [mo1, mo2] = two(u8::from(at.month()));
-        let [d1, d2] = two(at.day());
-        let [h1, h2] = two(at.hour());
-        let [mi1, mi2] = two(at.minute());
-        let [s1, s2] = two(at.second());
-        text = [
-            y1, y2, y3, y4, b'-', mo1, mo2, b'-', d1, d2, b'T', h1, h2, b':', mi1, mi2, b':', s1,
-            s2,
-        ];
-        SECOND.set((seconds, text));
+    if SECOND.get().0 != seconds {
+        SECOND.set((seconds, date_and_time(seconds)));
     }
-    out.extend_from_slice(&text);
+    out.extend_from_slice(&SECOND.get().1);
     let millis = since.subsec_millis();
     out.extend_from_slice(&[
         b'.',
@@ -375,6 +356,31 @@ fn write_time(out: &mut Vec<u8>, time: SystemTime) {
         b'0' + (millis % 10) as u8,
         b'Z',
     ]);
+}
+
+/// `2026-11-30T08:40:01` for `seconds` after the epoch. Kept out of line: once a second, it
+/// need not crowd the path every line takes.
+#[cold]
+#[inline(never)]
+fn date_and_time(seconds: u64) -> [u8; 19] {
+    // Years past 9999 do not fit RFC 3339's four digits; the epoch stands in for them.
+    let at = i64::try_from(seconds)
+        .ok()
+        .and_then(|s| OffsetDateTime::from_unix_timestamp(s).ok())
+        .filter(|at| at.year() <= 9999)
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    let year = at.year().unsigned_abs();
+    let two = |n: u8| [b'0' + n / 10, b'0' + n % 10];
+    let [y1, y2] = two(u8::try_from(year / 100).unwrap_or(0));
+    let [y3, y4] = two(u8::try_from(year % 100).unwrap_or(0));
+    let [mo1, mo2] = two(u8::from(at.month()));
+    let [d1, d2] = two(at.day());
+    let [h1, h2] = two(at.hour());
+    let [mi1, mi2] = two(at.minute());
+    let [s1, s2] = two(at.second());
+    [
+        y1, y2, y3, y4, b'-', mo1, mo2, b'-', d1, d2, b'T', h1, h2, b':', mi1, mi2, b':', s1, s2,
+    ]
 }
 
 // The small helpers below are inlined into the line formatters so that their constant keys
@@ -949,6 +955,22 @@ mod tests {
             "{}",
             json[0]
         );
+    }
+
+    #[test]
+    fn thousandths_keep_three_places_up_to_the_largest() {
+        for (n, want) in [
+            (0, "0.000"),
+            (7, "0.007"),
+            (1_000, "1.000"),
+            (123_456_789, "123456.789"),
+            (u128::from(u64::MAX), "18446744073709551.615"),
+            (u128::MAX, "18446744073709551.615"),
+        ] {
+            let mut out = Vec::new();
+            thousandths(&mut out, n);
+            assert_eq!(String::from_utf8(out).unwrap(), want, "{n}");
+        }
     }
 
     #[test]
