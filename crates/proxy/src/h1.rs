@@ -8,6 +8,7 @@
 //! Upgrades still go through hyper's client (`upstream`), which hands the connection over to
 //! the tunnel.
 
+use std::fmt::Write as _;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -364,7 +365,8 @@ impl Connection {
                         Ok(data) if !chunked => pending = data,
                         Ok(data) => {
                             let mut out = BytesMut::with_capacity(data.len() + 20);
-                            out.put_slice(format!("{:x}\r\n", data.len()).as_bytes());
+                            // Writing to a BytesMut cannot fail.
+                            let _ = write!(out, "{:x}\r\n", data.len());
                             out.put_slice(&data);
                             out.put_slice(b"\r\n");
                             pending = out.freeze();
