@@ -123,10 +123,7 @@ impl RenderedNames {
             service,
             rendered: None,
         };
-        match format {
-            AccessLogFormat::Json => json_names(&mut bytes, &names),
-            AccessLogFormat::Text => text_names(&mut bytes, &names),
-        }
+        write_names(&mut bytes, &names, format);
         RenderedNames {
             format,
             bytes: bytes.into(),
@@ -314,24 +311,27 @@ pub(crate) fn wall_time(at: Instant) -> SystemTime {
         static READING: Cell<Option<(Instant, SystemTime)>> = const { Cell::new(None) };
     }
     const FRESH: Duration = Duration::from_secs(1);
-    READING.with(|reading| {
-        if let Some((instant, wall)) = reading.get() {
-            // Requests end out of order, so `at` may come before the reading as well as after.
-            if let Some(after) = at.checked_duration_since(instant) {
-                if after < FRESH {
-                    return wall + after;
-                }
-            } else if let Some(before) = instant.checked_duration_since(at)
-                && before < FRESH
-            {
-                return wall.checked_sub(before).unwrap_or(wall);
-            }
+    if let Some(reading) = READING.get() {
+        let (wall, apart) = by_reading(at, reading);
+        if apart < FRESH {
+            return wall;
         }
-        let (instant, wall) = (Instant::now(), SystemTime::now());
-        reading.set(Some((instant, wall)));
-        wall.checked_sub(instant.saturating_duration_since(at))
-            .unwrap_or(wall)
-    })
+    }
+    let reading = (Instant::now(), SystemTime::now());
+    READING.set(Some(reading));
+    by_reading(at, reading).0
+}
+
+/// `at` on the wall clock by a reading of both clocks, and how far apart `at` and the reading
+/// are: requests end out of order, so `at` may come before the reading as well as after.
+fn by_reading(at: Instant, (instant, wall): (Instant, SystemTime)) -> (SystemTime, Duration) {
+    match at.checked_duration_since(instant) {
+        Some(after) => (wall.checked_add(after).unwrap_or(wall), after),
+        None => {
+            let before = instant.saturating_duration_since(at);
+            (wall.checked_sub(before).unwrap_or(wall), before)
+        }
+    }
 }
 
 thread_local! {
@@ -463,10 +463,13 @@ fn plain(bytes: &[u8], also: u8) -> bool {
             return false;
         }
     }
-    words
-        .remainder()
-        .iter()
-        .all(|&b| PRINTABLE[usize::from(b)] && b != also)
+    words.remainder().iter().all(|&b| plain_byte(b, also))
+}
+
+/// [`plain`] for one byte: for the few after the last whole word, and for escaping.
+#[inline(always)]
+fn plain_byte(b: u8, also: u8) -> bool {
+    PRINTABLE[usize::from(b)] && b != also
 }
 
 /// Nonzero when some byte of `x` is below `0x20`, above `0x7e`, or `"`, `\` or `also`. Each
@@ -483,7 +486,7 @@ fn odd_bytes(x: u64, also: u8) -> u64 {
     below(x, 0x20) | above | equal(b'"') | equal(b'\\') | equal(also)
 }
 
-/// Printable ASCII but `"` and `\`, for the few bytes after the last whole word.
+/// Printable ASCII but `"` and `\`.
 static PRINTABLE: [bool; 256] = {
     let mut table = [false; 256];
     let mut b = 0x20;
@@ -544,9 +547,6 @@ fn json_optional(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
 // Each constant piece below runs from the end of one value to the start of the next, so that
 // a line is about one copy per field: a copy is a length check and an update of the Vec's
 // length, which cost more than the bytes they copy.
-// Each constant piece below runs from the end of one value to the start of the next, so that
-// a line is about one copy per field: a copy is a length check and an update of the Vec's
-// length, which cost more than the bytes they copy.
 fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
     // Room for a typical line at once rather than growth checks failing along the way.
     out.reserve(1024);
@@ -585,16 +585,22 @@ fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
         Some(d) => thousandths(out, d.as_micros()),
         None => out.extend_from_slice(b"null"),
     }
-    match r.names.rendered {
-        Some(names) if names.format == AccessLogFormat::Json => out.extend_from_slice(&names.bytes),
-        _ => json_names(out, &r.names),
-    }
+    write_names(out, &r.names, AccessLogFormat::Json);
     out.extend_from_slice(b",\"request_id\":\"");
     json_text(out, r.request_id);
     out.push(b'"');
     json_optional(out, b",\"user_agent\":\"", r.user_agent);
     json_optional(out, b",\"referer\":\"", r.referer);
     out.extend_from_slice(b"}\n");
+}
+
+/// The request's names in `format`: copied whole when the table has them written for it.
+fn write_names(out: &mut Vec<u8>, names: &Names<'_>, format: AccessLogFormat) {
+    match (names.rendered, format) {
+        (Some(rendered), _) if rendered.format == format => out.extend_from_slice(&rendered.bytes),
+        (_, AccessLogFormat::Json) => json_names(out, names),
+        (_, AccessLogFormat::Text) => text_names(out, names),
+    }
 }
 
 /// `,"namespace":"…","ingress":"…","service":"…"`.
@@ -666,10 +672,7 @@ fn text_line(r: &Line<'_>, out: &mut Vec<u8>) {
         None => out.push(b'-'),
     }
     out.push(b' ');
-    match r.names.rendered {
-        Some(names) if names.format == AccessLogFormat::Text => out.extend_from_slice(&names.bytes),
-        _ => text_names(out, &r.names),
-    }
+    write_names(out, &r.names, AccessLogFormat::Text);
     out.extend_from_slice(b" \"");
     escape(out, r.host, false);
     out.extend_from_slice(b"\" ");
@@ -687,13 +690,14 @@ fn text_line(r: &Line<'_>, out: &mut Vec<u8>) {
 /// `bare` also escapes spaces, for fields that are not quoted.
 fn escape(out: &mut Vec<u8>, value: &[u8], bare: bool) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
-    if plain(value, if bare { b' ' } else { b'"' }) {
+    let also = if bare { b' ' } else { b'"' };
+    if plain(value, also) {
         out.extend_from_slice(value);
         return;
     }
     let mut clean = 0;
     for (i, &b) in value.iter().enumerate() {
-        if !(0x20..0x7f).contains(&b) || b == b'"' || b == b'\\' || (bare && b == b' ') {
+        if !plain_byte(b, also) {
             out.extend_from_slice(&value[clean..i]);
             out.extend_from_slice(&[
                 b'\\',
@@ -1014,6 +1018,12 @@ mod tests {
                 "{ago:?} ago: off by {off:?}"
             );
         }
+        // An instant after the last reading, as a request that started after it has.
+        let wall = wall_time(Instant::now());
+        let off = wall
+            .duration_since(SystemTime::now())
+            .unwrap_or_else(|e| e.duration());
+        assert!(off < Duration::from_millis(100), "now: off by {off:?}");
     }
 
     #[test]

@@ -8,9 +8,7 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use tracing::error;
-use vestibule_model::{
-    Backend, Certificate, ClusterId, ClusterKey, ProxyPolicy, RouteId, RouteTable,
-};
+use vestibule_model::{Backend, Certificate, ClusterKey, ProxyPolicy, RouteId, RouteTable};
 
 use crate::AccessLogFormat;
 use crate::access_log::RenderedNames;
@@ -69,36 +67,36 @@ impl Runtime {
             })
             .collect();
         let keys = signing_keys(&table, previous);
-        let service = |backend: &Backend| match backend {
-            Backend::Cluster(id) => table.cluster(ClusterId(id.0)).key.service.clone(),
-            Backend::Unavailable { .. } => Box::from(""),
-        };
+        // What both the metrics and the access log name the default backend's requests by.
+        let default_names = table.default_backend().map(|default| {
+            let (namespace, ingress) = default
+                .origin
+                .as_ref()
+                .map_or(("", ""), |o| (&*o.namespace, &*o.name));
+            (namespace, ingress, service_of(&table, &default.backend))
+        });
         let (route_stats, default_stats) = match metrics {
             Some(metrics) => {
+                let labels = |namespace: &str, ingress: &str, service: &str, host| RouteLabels {
+                    namespace: namespace.into(),
+                    ingress: ingress.into(),
+                    service: service.into(),
+                    host,
+                };
                 let routes = table
                     .routes()
                     .iter()
                     .map(|route| {
-                        metrics.route_stats(RouteLabels {
-                            namespace: route.origin.namespace.clone(),
-                            ingress: route.origin.name.clone(),
-                            service: service(&route.backend),
-                            host: Some(route.host.to_string().into()),
-                        })
+                        metrics.route_stats(labels(
+                            &route.origin.namespace,
+                            &route.origin.name,
+                            service_of(&table, &route.backend),
+                            Some(route.host.to_string().into()),
+                        ))
                     })
                     .collect();
-                let default = table.default_backend().map(|default| {
-                    let (namespace, ingress) = default
-                        .origin
-                        .as_ref()
-                        .map(|o| (o.namespace.clone(), o.name.clone()))
-                        .unwrap_or_default();
-                    metrics.route_stats(RouteLabels {
-                        namespace,
-                        ingress,
-                        service: service(&default.backend),
-                        host: None,
-                    })
+                let default = default_names.map(|(namespace, ingress, service)| {
+                    metrics.route_stats(labels(namespace, ingress, service, None))
                 });
                 (routes, default)
             }
@@ -111,16 +109,12 @@ impl Runtime {
                     .iter()
                     .map(|route| {
                         let origin = &route.origin;
-                        let service = service(&route.backend);
-                        RenderedNames::new(format, &origin.namespace, &origin.name, &service)
+                        let service = service_of(&table, &route.backend);
+                        RenderedNames::new(format, &origin.namespace, &origin.name, service)
                     })
                     .collect();
-                let default = table.default_backend().map(|default| {
-                    let (namespace, ingress) = default
-                        .origin
-                        .as_ref()
-                        .map_or(("", ""), |o| (&*o.namespace, &*o.name));
-                    RenderedNames::new(format, namespace, ingress, &service(&default.backend))
+                let default = default_names.map(|(namespace, ingress, service)| {
+                    RenderedNames::new(format, namespace, ingress, service)
                 });
                 (routes, default)
             }
@@ -149,6 +143,14 @@ impl Runtime {
     /// The metrics of a route, when metrics are on.
     pub(crate) fn route_stats(&self, id: RouteId) -> Option<Arc<RouteStats>> {
         self.route_stats.get(id.0 as usize).cloned()
+    }
+}
+
+/// The Service a backend names, empty for one that cannot be served.
+fn service_of<'t>(table: &'t RouteTable, backend: &Backend) -> &'t str {
+    match backend {
+        Backend::Cluster(id) => &table.cluster(*id).key.service,
+        Backend::Unavailable { .. } => "",
     }
 }
 

@@ -247,31 +247,27 @@ impl Plan {
 }
 
 impl Origin {
-    /// Namespace, Ingress and Service.
-    fn labels(&self) -> (&str, &str, &str) {
+    /// Namespace, Ingress and Service for the log line, ready-written when the request went
+    /// to its route's backend, the one cluster the table wrote them for.
+    fn names(&self) -> Names<'_> {
         let table = &self.runtime.table;
-        let origin = match self.at {
-            OriginAt::Route(id) => Some(&table.route(id).origin),
-            OriginAt::Default => table.default_backend().and_then(|d| d.origin.as_ref()),
+        let (route, origin, backend) = match self.at {
+            OriginAt::Route(id) => {
+                let route = table.route(id);
+                (Some(id), Some(&route.origin), Some(&route.backend))
+            }
+            OriginAt::Default => {
+                let default = table.default_backend();
+                let origin = default.and_then(|d| d.origin.as_ref());
+                (None, origin, default.map(|d| &d.backend))
+            }
         };
         let (namespace, ingress) = origin.map_or(("", ""), |o| (&*o.namespace, &*o.name));
-        (namespace, ingress, &table.cluster(self.cluster).key.service)
-    }
-
-    /// The names for the log line, ready-written when the request went to its route's
-    /// backend, the one cluster the table wrote them for.
-    fn names(&self) -> Names<'_> {
-        let (namespace, ingress, service) = self.labels();
-        let table = &self.runtime.table;
-        let (route, backend) = match self.at {
-            OriginAt::Route(id) => (Some(id), Some(&table.route(id).backend)),
-            OriginAt::Default => (None, table.default_backend().map(|d| &d.backend)),
-        };
-        let own = matches!(backend, Some(Backend::Cluster(id)) if id.0 == self.cluster.0);
+        let own = matches!(backend, Some(Backend::Cluster(id)) if *id == self.cluster);
         Names {
             namespace,
             ingress,
-            service,
+            service: &table.cluster(self.cluster).key.service,
             rendered: own.then(|| self.runtime.log_names(route)).flatten(),
         }
     }

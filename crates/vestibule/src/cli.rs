@@ -467,13 +467,16 @@ impl CompileArgs {
 }
 
 impl RunArgs {
-    /// The access log as asked for: `--log-format json` alone makes every log JSON, which is
-    /// what a log pipeline wants, while `--access-log` still decides on its own.
-    pub fn access_log(&self) -> AccessLogArg {
-        self.access_log.unwrap_or(match self.log_format {
-            LogFormat::Text => AccessLogArg::Text,
-            LogFormat::Json => AccessLogArg::Json,
-        })
+    /// The access log's format, `None` for no access log. `--log-format json` alone makes
+    /// every log JSON, which is what a log pipeline wants, while `--access-log` still decides
+    /// on its own.
+    pub fn access_log(&self) -> Option<vestibule_proxy::AccessLogFormat> {
+        use vestibule_proxy::AccessLogFormat;
+        match (self.access_log, self.log_format) {
+            (Some(AccessLogArg::Off), _) => None,
+            (Some(AccessLogArg::Text), _) | (None, LogFormat::Text) => Some(AccessLogFormat::Text),
+            (Some(AccessLogArg::Json), _) | (None, LogFormat::Json) => Some(AccessLogFormat::Json),
+        }
     }
 
     /// The data plane's settings from the flags.
@@ -583,17 +586,18 @@ mod tests {
             };
             args.access_log()
         };
-        assert_eq!(access_log(&[]), AccessLogArg::Text);
-        assert_eq!(access_log(&["--log-format", "json"]), AccessLogArg::Json);
+        use vestibule_proxy::AccessLogFormat::{Json, Text};
+        assert_eq!(access_log(&[]), Some(Text));
+        assert_eq!(access_log(&["--log-format", "json"]), Some(Json));
         assert_eq!(
             access_log(&["--log-format", "json", "--access-log", "text"]),
-            AccessLogArg::Text
+            Some(Text)
         );
         assert_eq!(
             access_log(&["--log-format", "json", "--access-log", "off"]),
-            AccessLogArg::Off
+            None
         );
-        assert_eq!(access_log(&["--access-log", "json"]), AccessLogArg::Json);
+        assert_eq!(access_log(&["--access-log", "json"]), Some(Json));
     }
 
     #[test]

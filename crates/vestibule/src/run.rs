@@ -13,12 +13,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 use vestibule_controller::{Debounce, ManifestSource, Publisher, run_pipeline};
 use vestibule_proxy::{
-    AccessLog, AccessLogFormat, DataPlane, Listener, Metrics, MetricsOptions, Observability,
-    Server, self_signed_certificate, server_config,
+    AccessLog, DataPlane, Listener, Metrics, MetricsOptions, Observability, Server,
+    self_signed_certificate, server_config,
 };
 
 use crate::admin::{self, AdminState};
-use crate::cli::{AccessLogArg, RunArgs};
+use crate::cli::RunArgs;
 use crate::cluster;
 use crate::metrics::{AccessLogCollector, ConfigCollector};
 
@@ -75,17 +75,9 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
             per_host: args.metrics_per_host,
         })
     });
-    let access_log = match args.access_log() {
-        AccessLogArg::Off => None,
-        AccessLogArg::Text => Some(AccessLog::start(
-            AccessLogFormat::Text,
-            Box::new(std::io::stdout()),
-        )),
-        AccessLogArg::Json => Some(AccessLog::start(
-            AccessLogFormat::Json,
-            Box::new(std::io::stdout()),
-        )),
-    };
+    let access_log = args
+        .access_log()
+        .map(|format| AccessLog::start(format, Box::new(std::io::stdout())));
     let dataplane = Arc::new(DataPlane::with_observability(
         default_policy,
         metrics.clone(),
