@@ -9,6 +9,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
+use vestibule_testkit::misbehave::Refused;
 use vestibule_testkit::{Echo, ingress, raw, svc};
 
 #[tokio::test]
@@ -269,11 +270,8 @@ async fn paths_are_normalised_before_matching_and_forwarding() {
 #[tokio::test]
 async fn vestibule_answers_404_503_502_and_504_itself() {
     let slow = Echo::start("slow").await.unwrap();
-    // A port that refuses connections: bind it, then close it.
-    let dead_addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap()
-    };
+    let dead = Refused::new().unwrap();
+    let dead_addr = dead.addr();
     let mut objects = world(
         vec![
             ingress("default", "a")

@@ -31,7 +31,7 @@ use vestibule_testkit::certs::cert;
 use vestibule_testkit::fixtures::IngressBuilder;
 use vestibule_testkit::grpc::tonic::{self, Code};
 use vestibule_testkit::grpc::{EchoClient, EchoRequest, GrpcEcho, chat_channel};
-use vestibule_testkit::misbehave::{TlsEcho, refused_addr};
+use vestibule_testkit::misbehave::{Refused, TlsEcho};
 use vestibule_testkit::websocket::{WsEcho, WsMessage, ws_connect};
 use vestibule_testkit::{Echo, EchoReply, endpoint_slice, ingress, raw, service, svc};
 use vestibule_translate::Object;
@@ -268,7 +268,8 @@ async fn a_grpc_deadline_reaches_the_backend_and_ends_the_call() {
 #[tokio::test]
 async fn grpc_requests_vestibule_fails_itself_get_grpc_status_codes() {
     let slow = GrpcEcho::start("slow").await.unwrap();
-    let refused = refused_addr();
+    let refused = Refused::new().unwrap();
+    let refused = refused.addr();
     let proxy = Proxy::start(site(
         vec![
             ingress("default", "empty")

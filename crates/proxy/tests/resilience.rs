@@ -22,7 +22,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use vestibule_proxy::{ProxySettings, TrustedProxies};
 use vestibule_testkit::fixtures::IngressBuilder;
-use vestibule_testkit::misbehave::{Flaky, Hang, ResetMidResponse, Slow, refused_addr};
+use vestibule_testkit::misbehave::{Flaky, Hang, Refused, ResetMidResponse, Slow};
 use vestibule_testkit::raw::RawResponse;
 use vestibule_testkit::{Echo, EchoReply, ingress, proxy_protocol, svc};
 
@@ -541,8 +541,9 @@ async fn balanced_affinity_moves_some_sessions_to_new_endpoints_only() {
 #[tokio::test]
 async fn a_refused_endpoint_is_skipped_for_every_method() {
     let echo = Echo::start("alive").await.unwrap();
+    let refused = Refused::new().unwrap();
     let mut objects = world(vec![route("retry.example", "half", &[])], &[]);
-    objects.extend(service_at("half", &[refused_addr(), echo.addr()]));
+    objects.extend(service_at("half", &[refused.addr(), echo.addr()]));
     let proxy = Proxy::start(objects).await;
     let client = proxy.http1(&["retry.example"]);
     let url = proxy.url_for("retry.example", "/");
@@ -653,6 +654,7 @@ async fn without_retries_the_client_gets_the_failure() {
             .into_iter()
             .map(Result::unwrap)
             .collect();
+    let refused = [Refused::new().unwrap(), Refused::new().unwrap()];
     let annotations: [(&str, &[(&str, &str)]); 2] = [
         ("off", &[("proxy-next-upstream", "off")]),
         ("tries", &[("proxy-next-upstream-tries", "1")]),
@@ -672,7 +674,7 @@ async fn without_retries_the_client_gets_the_failure() {
         ));
         objects.extend(service_at(
             &format!("{name}-refused"),
-            &[refused_addr(), echo.addr()],
+            &[refused[i].addr(), echo.addr()],
         ));
         objects.extend(service_at(
             &format!("{name}-broken"),
@@ -1144,7 +1146,8 @@ async fn two_refusals_eject_an_endpoint_without_waiting_for_anything() {
         )],
         &[],
     );
-    objects.extend(service_at("half", &[refused_addr(), echo.addr()]));
+    let refused = Refused::new().unwrap();
+    objects.extend(service_at("half", &[refused.addr(), echo.addr()]));
     let proxy = Proxy::start(objects).await;
     let client = proxy.http1(&["health.example"]);
     let url = proxy.url_for("health.example", "/");
@@ -1167,7 +1170,8 @@ async fn two_refusals_eject_an_endpoint_without_waiting_for_anything() {
 
 #[tokio::test]
 async fn an_ejected_endpoint_is_still_tried_when_it_is_the_only_one() {
-    let addr = refused_addr();
+    let refused = Refused::new().unwrap();
+    let addr = refused.addr();
     let mut objects = world(
         vec![route(
             "lonely.example",

@@ -55,6 +55,10 @@ struct Shared {
     requests: Mutex<Vec<RecordedRequest>>,
     open_watches: AtomicUsize,
     accept: Mutex<Option<JoinHandle<()>>>,
+    /// While stopped, a bound socket that does not listen: connections are refused, and no
+    /// other socket (another test's listener, an outgoing connection's ephemeral port) can
+    /// take the port before `resume`.
+    held: Mutex<Option<TcpSocket>>,
 }
 
 impl Shared {
@@ -105,13 +109,24 @@ impl std::fmt::Debug for ApiServer {
     }
 }
 
-/// Binds with `SO_REUSEADDR` so `resume` gets the same port back while old connections linger
-/// in TIME_WAIT.
+/// Binds with `SO_REUSEADDR`, so `resume` gets the same port back while old connections linger
+/// in TIME_WAIT, and `SO_REUSEPORT`, so it can share the port with the socket that held it.
 fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = TcpSocket::new_v4()?;
     socket.set_reuseaddr(true)?;
+    socket.set_reuseport(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
+}
+
+/// Binds beside the listener without listening. `SO_REUSEPORT` lets it share the port with
+/// our own listeners only; without `SO_REUSEADDR`, a socket that asks for `SO_REUSEADDR` alone
+/// (as std's listeners do) cannot bind next to it.
+fn hold(addr: SocketAddr) -> std::io::Result<TcpSocket> {
+    let socket = TcpSocket::new_v4()?;
+    socket.set_reuseport(true)?;
+    socket.bind(addr)?;
+    Ok(socket)
 }
 
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
@@ -155,6 +170,7 @@ impl ApiServer {
             requests: Mutex::new(Vec::new()),
             open_watches: AtomicUsize::new(0),
             accept: Mutex::new(None),
+            held: Mutex::new(None),
         });
         *lock(&shared.accept) = Some(tokio::spawn(accept_loop(shared.clone(), listener)));
         Ok(ApiServer {
@@ -317,14 +333,21 @@ impl ApiServer {
     }
 
     /// Stops listening and drops every connection: the address refuses connections until
-    /// [`resume`](Self::resume).
-    pub async fn stop(&self) {
+    /// [`resume`](Self::resume), and the port stays reserved for it.
+    pub async fn stop(&self) -> std::io::Result<()> {
+        {
+            let mut held = lock(&self.shared.held);
+            if held.is_none() {
+                *held = Some(hold(self.shared.addr)?);
+            }
+        }
         if let Some(task) = self.shared.take_accept() {
             task.abort();
             // Awaiting the aborted task is what guarantees the listener is closed.
             let _ = task.await;
         }
         self.shared.drop_connections();
+        Ok(())
     }
 
     /// Listens again on the same port, with the same state.
@@ -335,6 +358,7 @@ impl ApiServer {
         }
         let listener = bind(self.shared.addr)?;
         *accept = Some(tokio::spawn(accept_loop(self.shared.clone(), listener)));
+        lock(&self.shared.held).take();
         Ok(())
     }
 

@@ -223,12 +223,30 @@ impl ResetMidResponse {
     }
 }
 
-/// An address on `127.0.0.1` where nothing listens (a port bound, then released), so
-/// connecting is refused.
-pub fn refused_addr() -> SocketAddr {
-    std::net::TcpListener::bind(localhost())
-        .and_then(|listener| listener.local_addr())
-        .unwrap_or_else(|_| SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 1))
+/// An address on `127.0.0.1` that refuses connections for as long as this lives: a port bound
+/// and never listened on. A port bound and then released would refuse too, but any socket in
+/// the machine (another test's listener, an outgoing connection) may take it meanwhile.
+/// `SO_REUSEADDR` still lets a test listen there on purpose, as an endpoint coming back.
+#[derive(Debug)]
+pub struct Refused {
+    addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl Refused {
+    pub fn new() -> std::io::Result<Refused> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        socket.set_reuseaddr(true)?;
+        socket.bind(localhost())?;
+        Ok(Refused {
+            addr: socket.local_addr()?,
+            _socket: socket,
+        })
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
 }
 
 /// Answers every request (HTTP/1.1 or h2c) with `200` and body `slow` after a delay.

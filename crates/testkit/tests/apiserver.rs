@@ -337,10 +337,14 @@ async fn watcher_recovers_after_stop_and_resume() {
         .await;
     wait_for("the watch", || server.open_watches() == 1).await;
 
-    server.stop().await;
+    server.stop().await.unwrap();
     assert!(
         tokio::net::TcpStream::connect(server.addr()).await.is_err(),
         "a stopped server refuses connections"
+    );
+    assert!(
+        std::net::TcpListener::bind(server.addr()).is_err(),
+        "the port stays reserved for resume, so no other test's listener can take it"
     );
     assert!(api.get("a").await.is_err());
     // Changes while the watcher is away are replayed from history when it comes back.

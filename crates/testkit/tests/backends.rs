@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
 use vestibule_testkit::grpc::{EchoClient, EchoRequest, GrpcEcho, chat_channel};
-use vestibule_testkit::misbehave::{Flaky, Hang, ResetMidResponse, Slow, TlsEcho, refused_addr};
+use vestibule_testkit::misbehave::{Flaky, Hang, Refused, ResetMidResponse, Slow, TlsEcho};
 use vestibule_testkit::websocket::{WsEcho, WsMessage, ws_connect};
 use vestibule_testkit::{EchoReply, certs, tls};
 
@@ -236,8 +236,9 @@ async fn reset_mid_response_sends_headers_then_fails_the_body() {
 }
 
 #[tokio::test]
-async fn refused_addr_refuses() {
-    let error = TcpStream::connect(refused_addr()).await.unwrap_err();
+async fn refused_refuses() {
+    let refused = Refused::new().unwrap();
+    let error = TcpStream::connect(refused.addr()).await.unwrap_err();
     assert_eq!(error.kind(), std::io::ErrorKind::ConnectionRefused);
 }
 

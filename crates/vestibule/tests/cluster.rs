@@ -448,7 +448,7 @@ async fn api_server_outages_keep_the_last_table_and_recover() {
     until_answer(&client, &web, Ok("b")).await;
 
     // Unreachable: traffic goes on with the last table.
-    world.api.stop().await;
+    world.api.stop().await.unwrap();
     for _ in 0..20 {
         assert_eq!(answer(&client, &web).await, Ok("b".into()));
     }
@@ -493,7 +493,7 @@ async fn readiness_waits_for_the_first_lists() {
             .host("web.test")
             .prefix("/", svc("a", 80)),
     );
-    world.api.stop().await;
+    world.api.stop().await.unwrap();
     let mut v = Vestibule::spawn_unready(Vestibule::cluster_command(
         &world.kubeconfig,
         "vestibule-0",

@@ -14,7 +14,7 @@ use common::*;
 use serde_json::Value;
 use vestibule_testkit::fixtures::{endpoint_slice, service};
 use vestibule_testkit::manifests::Manifest;
-use vestibule_testkit::misbehave::{Hang, refused_addr};
+use vestibule_testkit::misbehave::{Hang, Refused};
 use vestibule_testkit::{Echo, EchoReply, ManifestDir, ingress, svc};
 
 /// One sample of the exposition: name, labels, value.
@@ -101,7 +101,7 @@ fn service_at(dir: &ManifestDir, name: &str, addrs: &[SocketAddr]) {
 async fn metrics_and_access_log_after_a_known_sequence_of_requests() {
     let web = Echo::start("web").await.unwrap();
     let hang = Hang::start().await.unwrap();
-    let dead = refused_addr();
+    let dead = Refused::new().unwrap();
     let dir = ManifestDir::new().unwrap();
     write_world(
         &dir,
@@ -127,10 +127,10 @@ async fn metrics_and_access_log_after_a_known_sequence_of_requests() {
         ],
         &[("web", &[&web])],
     );
-    service_at(&dir, "dead", &[dead]);
+    service_at(&dir, "dead", &[dead.addr()]);
     service_at(&dir, "slow", &[hang.addr()]);
-    let refused = refused_addr();
-    service_at(&dir, "retry", &[refused, web.addr()]);
+    let refused = Refused::new().unwrap();
+    service_at(&dir, "retry", &[refused.addr(), web.addr()]);
     let v = Vestibule::start(dir.path(), &["--access-log", "json"]);
     let client = v.client(&[
         "web.example",
@@ -202,7 +202,7 @@ async fn metrics_and_access_log_after_a_known_sequence_of_requests() {
     assert_eq!(records.len(), expected_lines, "{lines:#?}");
     assert!(records.iter().all(|r| r["host"] != "quiet.example"));
     // Both endpoints tried, in order: the refusing one, then the one that answered.
-    let both = format!("{refused}, {}", web.addr());
+    let both = format!("{}, {}", refused.addr(), web.addr());
     let retried = records
         .iter()
         .filter(|r| r["upstream_status"] == "-, 200")
