@@ -957,6 +957,14 @@ backend svc_notfound
             time.sleep(0.05)
 
 
+# Vestibule's IngressClass; bench/observability-pair.py uses it and `Vestibule.route_yaml` too.
+INGRESS_CLASS_YAML = """apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata: {name: vestibule}
+spec: {controller: vestibule.dev/ingress-controller}
+"""
+
+
 class Vestibule(Proxy):
     name = "vestibule"
     label = "Vestibule"
@@ -1011,11 +1019,7 @@ endpoints:
 """
 
     def render(self, table):
-        files = {"class.yaml": """apiVersion: networking.k8s.io/v1
-kind: IngressClass
-metadata: {name: vestibule}
-spec: {controller: vestibule.dev/ingress-controller}
-"""}
+        files = {"class.yaml": INGRESS_CLASS_YAML}
         with open(table.cert.crt) as c, open(table.cert.key) as k:
             crt, key = c.read(), k.read()
         indent = lambda text: "".join(f"    {line}\n" for line in text.splitlines())

@@ -12,7 +12,9 @@
 # lost, and Vestibule's CPU time per request gained (the one to trust when the clients, not
 # Vestibule, are the bottleneck: the script says so). Each is given twice: from the median of
 # each configuration, and as the median of the rounds' own ratios (the COST lines), which
-# cancels the drift of a shared machine's speed over the run and is the figure to quote.
+# cancels part of the drift of a shared machine's speed over the run. On a shared VM that
+# drift still moves the result by several points: bench/observability-pair.py runs both
+# configurations at once, and its figure is the one to quote.
 # Every figure, every round's included, goes to target/observability-bench.json.
 #
 # Needs wrk, taskset and curl (Debian: apt-get install wrk util-linux curl), and 2 CPUs or more.

@@ -156,23 +156,26 @@ impl crate::body::Done for Completion {
         }
         if let Some((log, request)) = &self.log {
             // The endpoints tried are in the table the request was routed by.
-            let upstreams: smallvec::SmallVec<[(&str, Option<u16>); 2]> = match &self.origin {
+            let upstreams: smallvec::SmallVec<[(&[u8], Option<u16>); 2]> = match &self.origin {
                 Some(origin) => {
                     let balancer = &origin.runtime.balancers[origin.cluster.0 as usize];
                     self.upstreams
                         .iter()
-                        .map(|&(i, status)| (balancer.address_text(i), status))
+                        .map(|&(i, status)| (balancer.address_text(i).as_bytes(), status))
                         .collect()
                 }
                 None => smallvec::SmallVec::new(),
             };
             log.log(&Line {
                 time: crate::access_log::wall_time(self.started.into_std()),
-                client_ip: self.client_ip,
-                method: &request.method,
+                client_ip: self.client_ip.as_bytes(),
+                method: request.method.as_str().as_bytes(),
                 host: request.host(),
-                path: request.uri.path_and_query().map_or("/", |pq| pq.as_str()),
-                protocol: request.version,
+                path: request
+                    .uri
+                    .path_and_query()
+                    .map_or(b"/", |pq| pq.as_str().as_bytes()),
+                protocol: crate::access_log::protocol_name(request.version).as_bytes(),
                 status: self.status,
                 bytes_sent: sent,
                 bytes_received: received,

@@ -1,0 +1,381 @@
+#!/usr/bin/env python3
+"""The cost of observability, measured with both configurations running at the same time.
+
+Two Vestibule processes share one core (CPU 0), each with one worker thread (the access log's
+writer thread there too), both under SCHED_BATCH so that the scheduler hands the core over in
+slices rather than at every wake-up, which would cost each a cold cache many times a second:
+
+  observed   --access-log json (to a file), metrics on, /metrics scraped once a second
+  bare       --access-log off --metrics false
+
+Each gets its own wrk (keep-alive, 50 connections) for the same seconds, and both forward to
+the same echo backend; wrk, the backend and the scraper run on the other CPU(s). Because the
+two run in the same instants, whatever the machine does meanwhile (a neighbour's burst, a
+frequency change, steal time) falls on both alike, where measurements taken one after the
+other see the machine at different speeds: on a shared VM, a bare run 10 s after another can
+be 25% faster or slower, which swamps a cost of a few percent.
+
+Each round gives, per process, requests served and CPU time used (utime + stime of all its
+threads, /proc), so:
+
+  CPU per request added   observed's CPU µs per request over bare's, minus one: the figure
+                          to quote, the median over rounds (their spread is printed too)
+  requests/s lost         one minus observed's requests over bare's. The scheduler shares
+                          the core by thread, and the observed process has one more (the
+                          log's writer), so it gets a little more than half the core, and
+                          this figure understates the cost; it is printed as a check
+`--control` runs bare against bare: the figures should then be near zero, and their spread is
+what the method can resolve.
+
+`--observed`, `--bare` and `--log-to` change what is compared (one feature alone; the log
+written to /dev/null), and `--observed-binary` with `--bare-binary` compare two builds.
+
+Usage: bench/observability-pair.py [--duration 10] [--rounds 10] [--control] [--no-build]
+Results: target/observability-pair.json; logs in target/observability-pair/.
+Needs wrk, taskset and curl (Debian: apt-get install wrk util-linux curl), and 2 CPUs or more.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import compare  # noqa: E402  (the manifests, written as compare.py writes them)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+WORK = os.path.join(ROOT, "target", "observability-pair")
+RESULTS = os.path.join(ROOT, "target", "observability-pair.json")
+VESTIBULE = os.path.join(ROOT, "target", "release", "vestibule")
+ECHO = os.path.join(ROOT, "target", "release", "vestibule-echo")
+HOST = "bench.local"
+BACKEND = ("127.0.0.1", 19300)
+# (http, https, admin) per process; a range the other bench scripts do not use.
+PORTS = {"a": (19380, 19743, 19354), "b": (19381, 19744, 19355)}
+PROXY_CPU = "0"
+CONNECTIONS = 50
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+FLAGS = {
+    "observed": ["--access-log", "json", "--metrics", "true"],
+    "bare": ["--access-log", "off", "--metrics", "false"],
+}
+
+PROCS = []
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def fail(msg):
+    log(msg)
+    sys.exit(1)
+
+
+def stop(proc, grace=5.0):
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def stop_all():
+    for proc in reversed(PROCS):
+        stop(proc)
+
+
+def manifests(directory):
+    """One Ingress for HOST to the backend, as bench/compare.py writes them for Vestibule."""
+    os.makedirs(directory, exist_ok=True)
+    route = compare.Route(HOST, "backend", (BACKEND,), "bench")
+    with open(os.path.join(directory, "bench.yaml"), "w") as f:
+        f.write(compare.INGRESS_CLASS_YAML + "---\n" + compare.Vestibule.route_yaml(route))
+
+
+def http_status(url, host=None, timeout=1.0):
+    request = urllib.request.Request(url, headers={"Host": host} if host else {})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            response.read()
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except OSError:
+        return None
+
+
+class Proxy:
+    """One Vestibule process on CPU 0 in a configuration, on the ports of slot `a` or `b`."""
+
+    def __init__(self, slot, config, binary, log_to, client_cpus):
+        self.slot, self.config = slot, config
+        self.http, https, self.admin = PORTS[slot]
+        self.log_path = os.path.join(WORK, f"access-{slot}.log")
+        if log_to == "null":
+            self.log_path = os.devnull
+        self.stderr_path = os.path.join(WORK, f"vestibule-{slot}.stderr")
+        # Opened for appending, so the file can be emptied between rounds while it is written.
+        logs = "--access-log off" not in " ".join(FLAGS[config])
+        out = open(self.log_path if logs else os.devnull, "ab")
+        self.logs = logs
+        if logs and log_to == "pipe":
+            # As in Kubernetes: standard output is a pipe, and the container runtime, another
+            # process, writes the lines to a file.
+            runtime = subprocess.Popen(["taskset", "-c", client_cpus, "cat"],
+                                       stdin=subprocess.PIPE, stdout=out)
+            PROCS.append(runtime)
+            out = runtime.stdin
+        self.proc = subprocess.Popen(
+            ["chrt", "--batch", "0", "taskset", "-c", PROXY_CPU, binary, "run",
+             "--manifests", os.path.join(WORK, "manifests"),
+             "--worker-threads", "1", "--log-level", "warn",
+             "--http-addr", f"127.0.0.1:{self.http}",
+             "--https-addr", f"127.0.0.1:{https}",
+             "--admin-addr", f"127.0.0.1:{self.admin}"] + FLAGS[config],
+            stdout=out, stderr=open(self.stderr_path, "wb"), stdin=subprocess.DEVNULL)
+        PROCS.append(self.proc)
+        # Vestibule holds the pipe now; the runtime sees the end of it when Vestibule exits.
+        out.close()
+        deadline = time.monotonic() + 60
+        while http_status(f"http://127.0.0.1:{self.admin}/readyz") != 200:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                with open(self.stderr_path) as f:
+                    fail(f"vestibule ({slot}, {config}) did not become ready:\n{f.read()[-2000:]}")
+            time.sleep(0.05)
+        status = http_status(f"http://127.0.0.1:{self.http}/", HOST)
+        if status != 200:
+            fail(f"vestibule ({slot}, {config}): GET http://{HOST}/ answered {status}")
+
+    def cpu_seconds(self):
+        """User and system CPU seconds so far."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        # utime and stime, fields 14 and 15, count every thread, those gone included.
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+
+    def wrk(self, seconds, client_cpus):
+        return subprocess.Popen(
+            ["taskset", "-c", client_cpus, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s",
+             "-H", f"Host: {HOST}", f"http://127.0.0.1:{self.http}/"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def empty_log(self):
+        if self.logs and os.path.isfile(self.log_path):
+            open(self.log_path, "w").close()
+
+    def log_lines(self):
+        if not self.logs or not os.path.isfile(self.log_path):
+            return 0
+        with open(self.log_path, "rb") as f:
+            return sum(1 for _ in f)
+
+
+def requests_of(wrk_output):
+    for line in wrk_output.splitlines():
+        if "requests in" in line:
+            return int(line.split()[0])
+    fail(f"could not read wrk's output:\n{wrk_output}")
+
+
+def errors_of(wrk_output):
+    count = 0
+    for line in wrk_output.splitlines():
+        if line.strip().startswith(("Non-2xx", "Socket errors")):
+            count += sum(int(x.rstrip(",")) for x in line.split() if x.rstrip(",").isdigit())
+    return count
+
+
+def scrape(proxies, stop_event, counts):
+    """Scrapes /metrics of every observed process once a second until told to stop."""
+    while not stop_event.wait(1.0):
+        for proxy in proxies:
+            if proxy.config == "observed":
+                ok = http_status(f"http://127.0.0.1:{proxy.admin}/metrics") == 200
+                counts[ok] += 1
+
+
+def round_once(proxies, seconds, client_cpus, flip):
+    """Loads both processes for the same `seconds`; returns per process (requests, cpu s).
+    Which load starts first alternates with `flip`, and each process's CPU time is read the
+    moment its own load ends, so neither is favoured by the instants it runs alone."""
+    for proxy in proxies:
+        proxy.empty_log()
+    results = [None, None]
+
+    def one(i, load, before):
+        out = load.communicate()[0]
+        user, system = proxies[i].cpu_seconds()
+        results[i] = (out, user - before[0], system - before[1])
+
+    order = [1, 0] if flip else [0, 1]
+    threads = []
+    for i in order:
+        before = proxies[i].cpu_seconds()
+        thread = threading.Thread(target=one, args=(i, proxies[i].wrk(seconds, client_cpus), before))
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+    measured = []
+    for proxy, (out, user_s, system_s) in zip(proxies, results):
+        errors = errors_of(out)
+        if errors:
+            fail(f"vestibule ({proxy.config}) answered {errors} requests with errors:\n{out}")
+        measured.append({"requests": requests_of(out), "cpu_s": user_s + system_s,
+                         "user_s": user_s, "system_s": system_s})
+    return measured
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--duration", type=int, default=10, help="seconds per round")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--warmup", type=int, default=2, help="seconds before the first round")
+    parser.add_argument("--control", action="store_true",
+                        help="bare against bare: what the method reads when there is no cost")
+    parser.add_argument("--observed", metavar="FLAGS",
+                        help="the observed process's flags instead of the default "
+                             f"'{' '.join(FLAGS['observed'])}', to cost one feature alone")
+    parser.add_argument("--bare", metavar="FLAGS",
+                        help="the bare process's flags instead of the default "
+                             f"'{' '.join(FLAGS['bare'])}'")
+    parser.add_argument("--observed-binary", metavar="PATH", default=VESTIBULE,
+                        help="the observed process's binary (default: the release build)")
+    parser.add_argument("--bare-binary", metavar="PATH", default=VESTIBULE,
+                        help="the bare process's binary: with --bare set to the observed "
+                             "flags, compares two builds' cost of observability directly")
+    parser.add_argument("--log-to", choices=("pipe", "file", "null"), default="pipe",
+                        help="where access log lines go: a pipe to another process that writes "
+                             "them to a file, as a container runtime does with standard output "
+                             "(the default); a file Vestibule writes itself; /dev/null")
+    parser.add_argument("--no-build", action="store_true")
+    args = parser.parse_args()
+    if args.observed is not None:
+        FLAGS["observed"] = args.observed.split()
+    if args.bare is not None:
+        FLAGS["bare"] = args.bare.split()
+    if args.duration < 1 or args.rounds < 1:
+        fail("--duration and --rounds must be at least 1")
+    for tool in ("wrk", "taskset"):
+        if shutil.which(tool) is None:
+            fail(f"bench/observability-pair.py needs {tool} (Debian: apt-get install wrk util-linux)")
+    cpus = os.cpu_count() or 1
+    if cpus < 2:
+        fail("bench/observability-pair.py needs at least 2 CPUs")
+    client_cpus = "1" if cpus == 2 else f"1-{cpus - 1}"
+    # This script's own work (the scraper) stays off the measured core.
+    os.sched_setaffinity(0, set(range(1, cpus)))
+
+    if not args.no_build:
+        log("building vestibule and vestibule-echo (release)...")
+        subprocess.run(["cargo", "build", "--release", "--locked", "--quiet",
+                        "-p", "vestibule", "-p", "vestibule-testkit", "--bins"],
+                       cwd=ROOT, check=True)
+    shutil.rmtree(WORK, ignore_errors=True)
+    manifests(os.path.join(WORK, "manifests"))
+
+    try:
+        backend = subprocess.Popen(
+            ["taskset", "-c", client_cpus, ECHO, "backend", f"{BACKEND[0]}:{BACKEND[1]}"],
+            stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, "echo.log"), "wb"))
+        PROCS.append(backend)
+        deadline = time.monotonic() + 10
+        while http_status(f"http://{BACKEND[0]}:{BACKEND[1]}/") != 200:
+            if time.monotonic() > deadline:
+                fail("the echo backend did not come up")
+            time.sleep(0.05)
+
+        configs = ("bare", "bare") if args.control else ("observed", "bare")
+        # Slot a serves the first configuration: under --control, the one counted as "observed".
+        binaries = (args.observed_binary, args.bare_binary)
+        if args.control:
+            binaries = (args.bare_binary, args.bare_binary)
+        proxies = [Proxy("a", configs[0], binaries[0], args.log_to, client_cpus),
+                   Proxy("b", configs[1], binaries[1], args.log_to, client_cpus)]
+        stop_event, scraped = threading.Event(), {True: 0, False: 0}
+        scraper = threading.Thread(target=scrape, args=(proxies, stop_event, scraped))
+        scraper.start()
+        try:
+            log(f"warming up for {args.warmup} s...")
+            round_once(proxies, args.warmup, client_cpus, False)
+            log(f"{args.rounds} rounds of {args.duration} s, both configurations at once...")
+            rounds = []
+            for number in range(1, args.rounds + 1):
+                first, second = round_once(proxies, args.duration, client_cpus, number % 2 == 0)
+                lines = proxies[0].log_lines()
+                entry = {
+                    "first": dict(first, rps=first["requests"] / args.duration,
+                                  cpu_us=first["cpu_s"] / first["requests"] * 1e6,
+                                  user_us=first["user_s"] / first["requests"] * 1e6),
+                    "second": dict(second, rps=second["requests"] / args.duration,
+                                   cpu_us=second["cpu_s"] / second["requests"] * 1e6,
+                                   user_us=second["user_s"] / second["requests"] * 1e6),
+                    "log_lines": lines,
+                }
+                entry["cpu_cost"] = entry["first"]["cpu_us"] / entry["second"]["cpu_us"] - 1
+                entry["rps_lost"] = 1 - entry["first"]["rps"] / entry["second"]["rps"]
+                entry["core_used"] = (first["cpu_s"] + second["cpu_s"]) / args.duration
+                entry["user_added_us"] = entry["first"]["user_us"] - entry["second"]["user_us"]
+                entry["cpu_added_us"] = entry["first"]["cpu_us"] - entry["second"]["cpu_us"]
+                rounds.append(entry)
+                log(f"  round {number:2}  {configs[0]} {entry['first']['rps']:7.0f} req/s "
+                    f"{entry['first']['cpu_us']:6.2f} µs/req   {configs[1]} "
+                    f"{entry['second']['rps']:7.0f} req/s {entry['second']['cpu_us']:6.2f} µs/req"
+                    f"   CPU +{entry['cpu_cost'] * 100:5.1f}%  req/s -{entry['rps_lost'] * 100:5.1f}%"
+                    f"   core {entry['core_used']:.2f}")
+        finally:
+            stop_event.set()
+            scraper.join()
+    finally:
+        stop_all()
+
+    def summary(key):
+        values = sorted(r[key] * 100 for r in rounds)
+        return {"median": statistics.median(values), "min": values[0], "max": values[-1],
+                "mean": statistics.fmean(values),
+                "stdev": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+    cpu, rps = summary("cpu_cost"), summary("rps_lost")
+    core = statistics.median(r["core_used"] for r in rounds)
+    label = "bare vs bare (control)" if args.control else "observed vs bare"
+    print(f"\n{label}, at the same time on one core, {args.rounds} rounds of {args.duration} s")
+    print(f"{'':34} {'median':>7} {'min':>7} {'max':>7} {'stdev':>7}")
+    for name, s in (("CPU per request added", cpu), ("requests/s lost", rps)):
+        print(f"{name:34} {s['median']:6.1f}% {s['min']:6.1f}% {s['max']:6.1f}% {s['stdev']:6.1f}%")
+    added = statistics.median(r["cpu_added_us"] for r in rounds)
+    user = statistics.median(r["user_added_us"] for r in rounds)
+    print(f"CPU µs per request added (median): {added:.2f}, of which user space {user:.2f} "
+          f"and the kernel {added - user:.2f} (clock ticks: rough)")
+    print(f"core 0 used by the two together (median): {core:.2f}")
+    if core < 0.9:
+        print("  the core was not saturated: the load side limited the rate, so requests/s lost "
+              "understates the cost; CPU per request added still holds")
+    if not args.control:
+        served = sum(r["first"]["requests"] for r in rounds)
+        lines = sum(r["log_lines"] for r in rounds)
+        print(f"access log lines per request: {lines / served:.4f}; "
+              f"/metrics scrapes: {scraped[True]} answered, {scraped[False]} failed")
+    with open(RESULTS, "w") as f:
+        json.dump({"mode": "control" if args.control else "observed-vs-bare",
+                   "flags": [FLAGS[configs[0]], FLAGS[configs[1]]],
+                   "binaries": list(binaries), "log_to": args.log_to,
+                   "duration_s": args.duration, "configs": configs, "rounds": rounds,
+                   "cpu_per_request_added_pct": cpu, "requests_per_s_lost_pct": rps,
+                   "core_used": core, "scrapes": {"answered": scraped[True],
+                                                   "failed": scraped[False]}}, f, indent=1)
+    log(f"results: {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()
