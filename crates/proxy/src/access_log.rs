@@ -63,9 +63,9 @@ thread_local! {
 /// One request, as its log line shows it. A request's thread fills it in with values
 /// borrowed from the request, its response and the table, and packs it into the thread's
 /// buffer, so that logging a request allocates nothing; the writer unpacks it, borrowing
-/// from that buffer, with the names (`N`) already written in the log's format.
-#[derive(Debug, Clone)]
-pub(crate) struct Line<'a, N = Names<'a>> {
+/// from that buffer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Line<'a> {
     /// When the request started.
     pub(crate) time: SystemTime,
     pub(crate) client_ip: &'a [u8],
@@ -85,7 +85,7 @@ pub(crate) struct Line<'a, N = Names<'a>> {
     /// `$upstream_addr` and `$upstream_status` (`10.0.0.1:8080, 10.0.0.2:8080`, `502, 200`).
     pub(crate) upstreams: &'a [(&'a [u8], Option<u16>)],
     pub(crate) upstream_duration: Option<Duration>,
-    pub(crate) names: N,
+    pub(crate) names: Names<'a>,
     pub(crate) request_id: &'a [u8],
     pub(crate) user_agent: Option<&'a [u8]>,
     pub(crate) referer: Option<&'a [u8]>,
@@ -93,51 +93,14 @@ pub(crate) struct Line<'a, N = Names<'a>> {
 
 /// Where a request went, as its line names it: the route's namespace and Ingress and the
 /// Service that answered, all empty when no route matched.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Names<'a> {
-    pub(crate) namespace: &'a str,
-    pub(crate) ingress: &'a str,
-    pub(crate) service: &'a str,
-    /// The same names as a line writes them, when the table has them ready.
-    pub(crate) rendered: Option<&'a RenderedNames>,
-}
-
-/// A route's names written out for one format when its table is installed, so that each
-/// line copies them whole instead of checking and copying three values.
-#[derive(Debug)]
-pub(crate) struct RenderedNames {
-    format: AccessLogFormat,
-    bytes: Box<[u8]>,
-}
-
-impl RenderedNames {
-    pub(crate) fn new(
-        format: AccessLogFormat,
-        namespace: &str,
-        ingress: &str,
-        service: &str,
-    ) -> RenderedNames {
-        let mut bytes = Vec::new();
-        let names = Names {
-            namespace,
-            ingress,
-            service,
-            rendered: None,
-        };
-        write_names(&mut bytes, &names, format);
-        RenderedNames {
-            format,
-            bytes: bytes.into(),
-        }
-    }
+    pub(crate) namespace: &'a [u8],
+    pub(crate) ingress: &'a [u8],
+    pub(crate) service: &'a [u8],
 }
 
 impl AccessLog {
-    /// The format lines are written in.
-    pub fn format(&self) -> AccessLogFormat {
-        self.inner.shared.format
-    }
-
     /// Starts the writer thread, which writes to `out` (standard output in production).
     pub fn start(format: AccessLogFormat, out: Box<dyn Write + Send>) -> AccessLog {
         Self::with_limit(format, out, PENDING_LIMIT)
@@ -187,7 +150,7 @@ impl AccessLog {
                 shared.dropped.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            pack(line, shared.format, &mut pending);
+            pack(line, &mut pending);
         });
     }
 
@@ -311,8 +274,8 @@ fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>) {
 
 // A packed line: a `u32` length, then the values below in this order. Numbers are in the
 // machine's own byte order, as only this process reads them; each byte string is a `u32`
-// length and its bytes, an absent one the length `u32::MAX` alone. The names come last,
-// already written in the log's format.
+// length and its bytes, an absent one the length `u32::MAX` alone. An endpoint that gave no
+// status is packed with status 0.
 
 /// The fixed-size part: time (seconds, nanoseconds), duration (the same), upstream duration
 /// (the same; [`ABSENT`] nanoseconds, which no duration has, when there is none), bytes
@@ -320,8 +283,8 @@ fn write_lines(shared: &Shared, mut out: Box<dyn Write + Send>) {
 const FIXED: usize = 8 + 4 + 8 + 4 + 8 + 4 + 8 + 8 + 2;
 const ABSENT: u32 = u32::MAX;
 
-/// Appends `line` packed, its names written for `format`.
-fn pack(line: &Line<'_>, format: AccessLogFormat, out: &mut Vec<u8>) {
+/// Appends `line` packed.
+fn pack(line: &Line<'_>, out: &mut Vec<u8>) {
     // Room for a typical packed line at once rather than growth checks failing on the way.
     out.reserve(512);
     let start = out.len();
@@ -349,6 +312,9 @@ fn pack(line: &Line<'_>, format: AccessLogFormat, out: &mut Vec<u8>) {
         line.path,
         line.protocol,
         line.request_id,
+        line.names.namespace,
+        line.names.ingress,
+        line.names.service,
     ] {
         put_bytes(out, Some(bytes));
     }
@@ -360,7 +326,6 @@ fn pack(line: &Line<'_>, format: AccessLogFormat, out: &mut Vec<u8>) {
         put_bytes(out, Some(address));
         out.extend_from_slice(&status.unwrap_or(0).to_ne_bytes());
     }
-    write_names(out, &line.names, format);
     let length = u32::try_from(out.len() - start - 4).unwrap_or(ABSENT);
     out[start..start + 4].copy_from_slice(&length.to_ne_bytes());
 }
@@ -411,7 +376,7 @@ fn format_lines<'p>(
 fn unpack<'a, 's>(
     packed: &'a [u8],
     upstreams: &'s mut smallvec::SmallVec<[(&'a [u8], Option<u16>); 2]>,
-) -> Option<Line<'s, &'s [u8]>> {
+) -> Option<Line<'s>> {
     let mut r = Reader(packed);
     let mut duration = || {
         let seconds = r.u64()?;
@@ -429,6 +394,11 @@ fn unpack<'a, 's>(
     let (bytes_sent, bytes_received, status) = (r.u64()?, r.u64()?, r.u16()?);
     let (client_ip, method, host, path) = (r.bytes()?, r.bytes()?, r.bytes()?, r.bytes()?);
     let (protocol, request_id) = (r.bytes()?, r.bytes()?);
+    let names = Names {
+        namespace: r.bytes()?,
+        ingress: r.bytes()?,
+        service: r.bytes()?,
+    };
     let (user_agent, referer) = (r.optional()?, r.optional()?);
     for _ in 0..r.u32()? {
         let address = r.bytes()?;
@@ -449,8 +419,7 @@ fn unpack<'a, 's>(
         duration: took,
         upstreams,
         upstream_duration,
-        // The names end the packed line.
-        names: r.0,
+        names,
         request_id,
         user_agent,
         referer,
@@ -752,7 +721,7 @@ fn json_optional(out: &mut Vec<u8>, key: &[u8], value: Option<&[u8]>) {
 // Each constant piece below runs from the end of one value to the start of the next, so that
 // a line is about one copy per field: a copy is a length check and an update of the Vec's
 // length, which cost more than the bytes they copy.
-fn json_line(r: &Line<'_, &[u8]>, out: &mut Vec<u8>) {
+fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
     // Room for a typical line at once rather than growth checks failing along the way.
     out.reserve(1024);
     out.extend_from_slice(b"{\"time\":\"");
@@ -790,7 +759,7 @@ fn json_line(r: &Line<'_, &[u8]>, out: &mut Vec<u8>) {
         Some(d) => thousandths(out, d.as_micros()),
         None => out.extend_from_slice(b"null"),
     }
-    out.extend_from_slice(r.names);
+    json_names(out, &r.names);
     out.extend_from_slice(b",\"request_id\":\"");
     json_text(out, r.request_id);
     out.push(b'"');
@@ -799,23 +768,14 @@ fn json_line(r: &Line<'_, &[u8]>, out: &mut Vec<u8>) {
     out.extend_from_slice(b"}\n");
 }
 
-/// The request's names in `format`: copied whole when the table has them written for it.
-fn write_names(out: &mut Vec<u8>, names: &Names<'_>, format: AccessLogFormat) {
-    match (names.rendered, format) {
-        (Some(rendered), _) if rendered.format == format => out.extend_from_slice(&rendered.bytes),
-        (_, AccessLogFormat::Json) => json_names(out, names),
-        (_, AccessLogFormat::Text) => text_names(out, names),
-    }
-}
-
 /// `,"namespace":"…","ingress":"…","service":"…"`.
 fn json_names(out: &mut Vec<u8>, names: &Names<'_>) {
     out.extend_from_slice(b",\"namespace\":\"");
-    json_text(out, names.namespace.as_bytes());
+    json_text(out, names.namespace);
     out.extend_from_slice(b"\",\"ingress\":\"");
-    json_text(out, names.ingress.as_bytes());
+    json_text(out, names.ingress);
     out.extend_from_slice(b"\",\"service\":\"");
-    json_text(out, names.service.as_bytes());
+    json_text(out, names.service);
     out.push(b'"');
 }
 
@@ -825,11 +785,11 @@ fn text_names(out: &mut Vec<u8>, names: &Names<'_>) {
         out.push(b'-');
         return;
     }
-    escape(out, names.namespace.as_bytes(), true);
+    escape(out, names.namespace, true);
     out.push(b'/');
-    escape(out, names.ingress.as_bytes(), true);
+    escape(out, names.ingress, true);
     out.push(b'/');
-    escape(out, names.service.as_bytes(), true);
+    escape(out, names.service, true);
 }
 
 /// `client - - [time] "METHOD path PROTOCOL" status bytes_sent "referer" "user agent"
@@ -837,7 +797,7 @@ fn text_names(out: &mut Vec<u8>, names: &Names<'_>) {
 /// "host" request_id`, `-` standing for what is absent. The first fields are nginx's combined
 /// format and the next ones follow ingress-nginx's `upstreaminfo`, so existing parsers need
 /// little change.
-fn text_line(r: &Line<'_, &[u8]>, out: &mut Vec<u8>) {
+fn text_line(r: &Line<'_>, out: &mut Vec<u8>) {
     // As in `json_line`, separators are copied together where they meet.
     out.reserve(512);
     out.extend_from_slice(r.client_ip);
@@ -877,7 +837,7 @@ fn text_line(r: &Line<'_, &[u8]>, out: &mut Vec<u8>) {
         None => out.push(b'-'),
     }
     out.push(b' ');
-    out.extend_from_slice(r.names);
+    text_names(out, &r.names);
     out.extend_from_slice(b" \"");
     escape(out, r.host, false);
     out.extend_from_slice(b"\" ");
@@ -1013,10 +973,9 @@ mod tests {
                 upstreams: &self.upstreams,
                 upstream_duration: self.upstream_duration,
                 names: Names {
-                    namespace: &self.namespace,
-                    ingress: &self.ingress,
-                    service: &self.service,
-                    rendered: None,
+                    namespace: self.namespace.as_bytes(),
+                    ingress: self.ingress.as_bytes(),
+                    service: self.service.as_bytes(),
                 },
                 request_id: self.request_id.as_bytes(),
                 user_agent: self.user_agent.as_deref().map(str::as_bytes),
@@ -1066,7 +1025,7 @@ mod tests {
     /// `line` packed as a request's thread does and formatted as the writer does.
     fn formatted(format: AccessLogFormat, line: &Line<'_>) -> Vec<u8> {
         let (mut packed, mut out) = (Vec::new(), Vec::new());
-        pack(line, format, &mut packed);
+        pack(line, &mut packed);
         assert_eq!(
             format_lines(format, &packed, &mut out, usize::MAX),
             (&[][..], 0)
@@ -1247,37 +1206,34 @@ mod tests {
     }
 
     #[test]
-    fn names_written_with_the_table_match_names_written_per_line() {
-        use AccessLogFormat::{Json, Text};
-        let write = |format, line: &Line<'_>| String::from_utf8(formatted(format, line)).unwrap();
+    fn names_are_escaped_in_both_formats() {
         let names = [
-            ("shop", "web", "web-svc"),
-            ("", "", "fallback"),
-            ("odd ns", "in\"g", "s\\vc\u{7}é"),
+            ("shop", "web", "web-svc", "shop/web/web-svc"),
+            ("", "", "fallback", "-"),
+            (
+                "odd ns",
+                "in\"g",
+                "s\\vc\u{7}é",
+                "odd\\x20ns/in\\x22g/s\\x5Cvc\\x07\\xC3\\xA9",
+            ),
         ];
-        for (format, other) in [(Json, Text), (Text, Json)] {
-            for (namespace, ingress, service) in names {
-                let record = Record {
-                    namespace: namespace.into(),
-                    ingress: ingress.into(),
-                    service: service.into(),
-                    ..record("/")
-                };
-                let per_line = write(format, &record.line());
-                // A table made for the other format is not used: the names are written anew.
-                for rendered in [format, other] {
-                    let rendered = RenderedNames::new(rendered, namespace, ingress, service);
-                    let mut line = record.line();
-                    line.names.rendered = Some(&rendered);
-                    assert_eq!(write(format, &line), per_line);
-                }
-                if format == Json {
-                    let v: serde_json::Value = serde_json::from_str(&per_line).unwrap();
-                    assert_eq!(v["namespace"], namespace);
-                    assert_eq!(v["ingress"], ingress);
-                    assert_eq!(v["service"], service);
-                }
-            }
+        for (namespace, ingress, service, text) in names {
+            let record = Record {
+                namespace: namespace.into(),
+                ingress: ingress.into(),
+                service: service.into(),
+                ..record("/")
+            };
+            let json = formatted(AccessLogFormat::Json, &record.line());
+            let v: serde_json::Value = serde_json::from_slice(&json).unwrap();
+            assert_eq!(v["namespace"], namespace);
+            assert_eq!(v["ingress"], ingress);
+            assert_eq!(v["service"], service);
+            let line = String::from_utf8(formatted(AccessLogFormat::Text, &record.line())).unwrap();
+            assert!(
+                line.ends_with(&format!(" {text} \"shop.example.com\" 3f2a9c\n")),
+                "{line}"
+            );
         }
     }
 
@@ -1309,32 +1265,18 @@ mod tests {
             request_id: String::new(),
             ..record("/\u{0}\u{7f}é")
         };
-        for r in [record("/a?b=1"), bare("/"), many] {
+        let odd_names = Record {
+            namespace: "".into(),
+            ingress: "in\"g".into(),
+            service: "s\\vc\u{7}é".into(),
+            ..record("/")
+        };
+        for r in [record("/a?b=1"), bare("/"), many, odd_names] {
             let line = r.line();
-            for format in [AccessLogFormat::Json, AccessLogFormat::Text] {
-                let mut packed = Vec::new();
-                pack(&line, format, &mut packed);
-                let mut upstreams = smallvec::SmallVec::new();
-                let back = unpack(&packed[4..], &mut upstreams).unwrap();
-                let mut names = Vec::new();
-                write_names(&mut names, &line.names, format);
-                assert_eq!(back.time, line.time);
-                assert_eq!(back.client_ip, line.client_ip);
-                assert_eq!(back.method, line.method);
-                assert_eq!(back.host, line.host);
-                assert_eq!(back.path, line.path);
-                assert_eq!(back.protocol, line.protocol);
-                assert_eq!(back.status, line.status);
-                assert_eq!(back.bytes_sent, line.bytes_sent);
-                assert_eq!(back.bytes_received, line.bytes_received);
-                assert_eq!(back.duration, line.duration);
-                assert_eq!(back.upstreams, line.upstreams);
-                assert_eq!(back.upstream_duration, line.upstream_duration);
-                assert_eq!(back.names, names);
-                assert_eq!(back.request_id, line.request_id);
-                assert_eq!(back.user_agent, line.user_agent);
-                assert_eq!(back.referer, line.referer);
-            }
+            let mut packed = Vec::new();
+            pack(&line, &mut packed);
+            let mut upstreams = smallvec::SmallVec::new();
+            assert_eq!(unpack(&packed[4..], &mut upstreams), Some(line));
         }
     }
 
@@ -1342,7 +1284,7 @@ mod tests {
     fn a_damaged_buffer_loses_lines_but_never_panics() {
         let mut packed = Vec::new();
         for r in [record("/first"), bare("/second")] {
-            pack(&r.line(), AccessLogFormat::Json, &mut packed);
+            pack(&r.line(), &mut packed);
         }
         let first = u32::from_ne_bytes(packed[..4].try_into().unwrap()) as usize + 4;
         for cut in 0..=packed.len() {
@@ -1380,7 +1322,7 @@ mod tests {
         let records: Vec<Record> = (0..5).map(|i| record(&format!("/{i}"))).collect();
         let mut packed = Vec::new();
         for r in &records {
-            pack(&r.line(), AccessLogFormat::Text, &mut packed);
+            pack(&r.line(), &mut packed);
         }
         let (mut rest, mut chunks, mut all) = (&packed[..], 0, Vec::new());
         while !rest.is_empty() {

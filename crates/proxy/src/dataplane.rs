@@ -10,8 +10,6 @@ use rustls::sign::CertifiedKey;
 use tracing::error;
 use vestibule_model::{Backend, Certificate, ClusterKey, ProxyPolicy, RouteId, RouteTable};
 
-use crate::AccessLogFormat;
-use crate::access_log::RenderedNames;
 use crate::metrics::{Metrics, RouteLabels, RouteStats};
 
 use crate::balance::ClusterBalancer;
@@ -29,10 +27,6 @@ pub(crate) struct Runtime {
     /// Metrics of each route, by route id, when metrics are on.
     route_stats: Vec<Arc<RouteStats>>,
     pub(crate) default_stats: Option<Arc<RouteStats>>,
-    /// Each route's names as the access log writes them, with its backend's Service, by
-    /// route id, when the log is on.
-    log_names: Vec<RenderedNames>,
-    default_log_names: Option<RenderedNames>,
 }
 
 impl Runtime {
@@ -41,7 +35,6 @@ impl Runtime {
         previous: Option<&Runtime>,
         default_policy: Arc<ProxyPolicy>,
         metrics: Option<&Metrics>,
-        log_format: Option<AccessLogFormat>,
     ) -> Runtime {
         // Rotation, response-time averages and ejections carry over by cluster key and
         // endpoint address, so an endpoint change elsewhere resets nothing here.
@@ -67,14 +60,6 @@ impl Runtime {
             })
             .collect();
         let keys = signing_keys(&table, previous);
-        // What both the metrics and the access log name the default backend's requests by.
-        let default_names = table.default_backend().map(|default| {
-            let (namespace, ingress) = default
-                .origin
-                .as_ref()
-                .map_or(("", ""), |o| (&*o.namespace, &*o.name));
-            (namespace, ingress, service_of(&table, &default.backend))
-        });
         let (route_stats, default_stats) = match metrics {
             Some(metrics) => {
                 let labels = |namespace: &str, ingress: &str, service: &str, host| RouteLabels {
@@ -95,26 +80,13 @@ impl Runtime {
                         ))
                     })
                     .collect();
-                let default = default_names.map(|(namespace, ingress, service)| {
+                let default = table.default_backend().map(|default| {
+                    let (namespace, ingress) = default
+                        .origin
+                        .as_ref()
+                        .map_or(("", ""), |o| (&*o.namespace, &*o.name));
+                    let service = service_of(&table, &default.backend);
                     metrics.route_stats(labels(namespace, ingress, service, None))
-                });
-                (routes, default)
-            }
-            None => (Vec::new(), None),
-        };
-        let (log_names, default_log_names) = match log_format {
-            Some(format) => {
-                let routes = table
-                    .routes()
-                    .iter()
-                    .map(|route| {
-                        let origin = &route.origin;
-                        let service = service_of(&table, &route.backend);
-                        RenderedNames::new(format, &origin.namespace, &origin.name, service)
-                    })
-                    .collect();
-                let default = default_names.map(|(namespace, ingress, service)| {
-                    RenderedNames::new(format, namespace, ingress, service)
                 });
                 (routes, default)
             }
@@ -127,16 +99,6 @@ impl Runtime {
             default_policy,
             route_stats,
             default_stats,
-            log_names,
-            default_log_names,
-        }
-    }
-
-    /// A route's names as the access log writes them, for the route's own backend.
-    pub(crate) fn log_names(&self, route: Option<RouteId>) -> Option<&RenderedNames> {
-        match route {
-            Some(id) => self.log_names.get(id.0 as usize),
-            None => self.default_log_names.as_ref(),
         }
     }
 
@@ -196,7 +158,6 @@ pub struct DataPlane {
     runtime: ArcSwap<Runtime>,
     default_policy: Arc<ProxyPolicy>,
     metrics: Option<Arc<Metrics>>,
-    log_format: Option<AccessLogFormat>,
     /// Requests that matched nothing, counted under empty labels.
     unrouted: Option<Arc<RouteStats>>,
 }
@@ -215,16 +176,11 @@ impl DataPlane {
     /// A data plane whose flag-configured default backend is proxied with `policy` (the
     /// controller-wide defaults; Ingresses carry their own).
     pub fn with_default_policy(policy: Arc<ProxyPolicy>) -> DataPlane {
-        DataPlane::with_observability(policy, None, None)
+        DataPlane::with_metrics(policy, None)
     }
 
-    /// As [`DataPlane::with_default_policy`], recording request metrics into `metrics`, and
-    /// keeping each table's names ready for an access log in `log_format`.
-    pub fn with_observability(
-        policy: Arc<ProxyPolicy>,
-        metrics: Option<Arc<Metrics>>,
-        log_format: Option<AccessLogFormat>,
-    ) -> DataPlane {
+    /// As [`DataPlane::with_default_policy`], recording request metrics into `metrics`.
+    pub fn with_metrics(policy: Arc<ProxyPolicy>, metrics: Option<Arc<Metrics>>) -> DataPlane {
         let unrouted = metrics.as_ref().map(|m| {
             m.route_stats(RouteLabels {
                 namespace: Box::from(""),
@@ -239,11 +195,9 @@ impl DataPlane {
                 None,
                 policy.clone(),
                 metrics.as_deref(),
-                log_format,
             )),
             default_policy: policy,
             metrics,
-            log_format,
             unrouted,
         }
     }
@@ -261,7 +215,6 @@ impl DataPlane {
             Some(&previous),
             self.default_policy.clone(),
             self.metrics.as_deref(),
-            self.log_format,
         );
         drop(previous);
         self.runtime.store(Arc::new(next));

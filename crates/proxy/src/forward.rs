@@ -250,28 +250,18 @@ impl Plan {
 }
 
 impl Origin {
-    /// Namespace, Ingress and Service for the log line, ready-written when the request went
-    /// to its route's backend, the one cluster the table wrote them for.
+    /// Namespace, Ingress and Service for the log line.
     fn names(&self) -> Names<'_> {
         let table = &self.runtime.table;
-        let (route, origin, backend) = match self.at {
-            OriginAt::Route(id) => {
-                let route = table.route(id);
-                (Some(id), Some(&route.origin), Some(&route.backend))
-            }
-            OriginAt::Default => {
-                let default = table.default_backend();
-                let origin = default.and_then(|d| d.origin.as_ref());
-                (None, origin, default.map(|d| &d.backend))
-            }
+        let origin = match self.at {
+            OriginAt::Route(id) => Some(&table.route(id).origin),
+            OriginAt::Default => table.default_backend().and_then(|d| d.origin.as_ref()),
         };
         let (namespace, ingress) = origin.map_or(("", ""), |o| (&*o.namespace, &*o.name));
-        let own = matches!(backend, Some(Backend::Cluster(id)) if *id == self.cluster);
         Names {
-            namespace,
-            ingress,
-            service: &table.cluster(self.cluster).key.service,
-            rendered: own.then(|| self.runtime.log_names(route)).flatten(),
+            namespace: namespace.as_bytes(),
+            ingress: ingress.as_bytes(),
+            service: table.cluster(self.cluster).key.service.as_bytes(),
         }
     }
 }

@@ -78,11 +78,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let access_log = args
         .access_log()
         .map(|format| AccessLog::start(format, Box::new(std::io::stdout())));
-    let dataplane = Arc::new(DataPlane::with_observability(
-        default_policy,
-        metrics.clone(),
-        access_log.as_ref().map(AccessLog::format),
-    ));
+    let dataplane = Arc::new(DataPlane::with_metrics(default_policy, metrics.clone()));
     let fallback = self_signed_certificate().context("making the default TLS certificate")?;
     if args.compile.default_ssl_certificate.is_none() {
         info!(
