@@ -39,7 +39,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -68,31 +67,22 @@ FLAGS = {
     "bare": ["--access-log", "off", "--metrics", "false"],
 }
 
-PROCS = []
-
-
-def log(msg):
-    print(msg, file=sys.stderr, flush=True)
+log = compare.log
 
 
 def fail(msg):
-    log(msg)
+    log(f"observability-pair.py: {msg}")
     sys.exit(1)
 
 
-def stop(proc, grace=5.0):
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(grace)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-def stop_all():
-    for proc in reversed(PROCS):
-        stop(proc)
+def flag(flags, name, default):
+    """The value `flags` give `name` (`--name value` or `--name=value`), else `default`."""
+    for i, arg in enumerate(flags):
+        if arg == name and i + 1 < len(flags):
+            return flags[i + 1]
+        if arg.startswith(name + "="):
+            return arg[len(name) + 1:]
+    return default
 
 
 def manifests(directory):
@@ -125,28 +115,29 @@ class Proxy:
         if log_to == "null":
             self.log_path = os.devnull
         self.stderr_path = os.path.join(WORK, f"vestibule-{slot}.stderr")
+        # Unset, the access log is on (in --log-format's format) and so are metrics.
+        self.logs = flag(FLAGS[config], "--access-log", "text") != "off"
+        self.metrics = flag(FLAGS[config], "--metrics", "true") != "false"
         # Opened for appending, so the file can be emptied between rounds while it is written.
-        logs = "--access-log off" not in " ".join(FLAGS[config])
-        out = open(self.log_path if logs else os.devnull, "ab")
-        self.logs = logs
-        if logs and log_to == "pipe":
+        out = open(self.log_path if self.logs else os.devnull, "ab")
+        if self.logs and log_to == "pipe":
             # As in Kubernetes: standard output is a pipe, and the container runtime, another
             # process, writes the lines to a file.
             runtime = subprocess.Popen(["taskset", "-c", client_cpus, "cat"],
                                        stdin=subprocess.PIPE, stdout=out)
-            PROCS.append(runtime)
+            compare.STARTED.append(runtime)
+            out.close()
             out = runtime.stdin
-        self.proc = subprocess.Popen(
-            ["chrt", "--batch", "0", "taskset", "-c", PROXY_CPU, binary, "run",
+        # spawn closes our copies of `out` and the stderr file: the runtime sees the end of
+        # the pipe when Vestibule exits.
+        self.proc = compare.spawn(
+            ["chrt", "--batch", "0", binary, "run",
              "--manifests", os.path.join(WORK, "manifests"),
              "--worker-threads", "1", "--log-level", "warn",
              "--http-addr", f"127.0.0.1:{self.http}",
              "--https-addr", f"127.0.0.1:{https}",
              "--admin-addr", f"127.0.0.1:{self.admin}"] + FLAGS[config],
-            stdout=out, stderr=open(self.stderr_path, "wb"), stdin=subprocess.DEVNULL)
-        PROCS.append(self.proc)
-        # Vestibule holds the pipe now; the runtime sees the end of it when Vestibule exits.
-        out.close()
+            PROXY_CPU, stdout=out, stderr=open(self.stderr_path, "wb"))
         deadline = time.monotonic() + 60
         while http_status(f"http://127.0.0.1:{self.admin}/readyz") != 200:
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -159,8 +150,7 @@ class Proxy:
 
     def cpu_seconds(self):
         """User and system CPU seconds so far."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
+        fields = compare._stat(self.proc.pid)
         # utime and stime, fields 14 and 15, count every thread, those gone included.
         return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
 
@@ -181,26 +171,11 @@ class Proxy:
             return sum(1 for _ in f)
 
 
-def requests_of(wrk_output):
-    for line in wrk_output.splitlines():
-        if "requests in" in line:
-            return int(line.split()[0])
-    fail(f"could not read wrk's output:\n{wrk_output}")
-
-
-def errors_of(wrk_output):
-    count = 0
-    for line in wrk_output.splitlines():
-        if line.strip().startswith(("Non-2xx", "Socket errors")):
-            count += sum(int(x.rstrip(",")) for x in line.split() if x.rstrip(",").isdigit())
-    return count
-
-
 def scrape(proxies, stop_event, counts):
-    """Scrapes /metrics of every observed process once a second until told to stop."""
+    """Scrapes /metrics of every process that has metrics once a second until told to stop."""
     while not stop_event.wait(1.0):
         for proxy in proxies:
-            if proxy.config == "observed":
+            if proxy.metrics:
                 ok = http_status(f"http://127.0.0.1:{proxy.admin}/metrics") == 200
                 counts[ok] += 1
 
@@ -229,10 +204,11 @@ def round_once(proxies, seconds, client_cpus, flip):
         thread.join()
     measured = []
     for proxy, (out, user_s, system_s) in zip(proxies, results):
-        errors = errors_of(out)
-        if errors:
-            fail(f"vestibule ({proxy.config}) answered {errors} requests with errors:\n{out}")
-        measured.append({"requests": requests_of(out), "cpu_s": user_s + system_s,
+        load = compare.parse_wrk(out)
+        if load["errors"]:
+            fail(f"vestibule ({proxy.config}) answered {load['errors']} requests with errors:"
+                 f"\n{out}")
+        measured.append({"requests": load["requests"], "cpu_s": user_s + system_s,
                          "user_s": user_s, "system_s": system_s})
     return measured
 
@@ -286,10 +262,8 @@ def main():
     manifests(os.path.join(WORK, "manifests"))
 
     try:
-        backend = subprocess.Popen(
-            ["taskset", "-c", client_cpus, ECHO, "backend", f"{BACKEND[0]}:{BACKEND[1]}"],
-            stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, "echo.log"), "wb"))
-        PROCS.append(backend)
+        compare.spawn([ECHO, "backend", f"{BACKEND[0]}:{BACKEND[1]}"], client_cpus,
+                      stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, "echo.log"), "wb"))
         deadline = time.monotonic() + 10
         while http_status(f"http://{BACKEND[0]}:{BACKEND[1]}/") != 200:
             if time.monotonic() > deadline:
@@ -338,7 +312,7 @@ def main():
             stop_event.set()
             scraper.join()
     finally:
-        stop_all()
+        compare.stop_all()
 
     def summary(key):
         values = sorted(r[key] * 100 for r in rounds)
