@@ -480,6 +480,9 @@ async fn the_access_log_can_be_text_or_off() {
     assert!(line.contains("default/web/web"), "{line}");
     // Quotes from the client are escaped, so fields cannot be forged.
     assert!(line.contains("evil\\x22agent"), "{line}");
+    // A pipe on standard output, as in a container, is widened to hold a batch of lines.
+    #[cfg(target_os = "linux")]
+    assert_eq!(text.stdout_pipe_size(), widened_pipe_size());
 
     let off = Vestibule::start(dir.path(), &["--access-log", "off"]);
     let client = off.client(&["web.example"]);
@@ -503,4 +506,25 @@ async fn the_access_log_can_be_text_or_off() {
         3.0
     );
     assert!(off.access_log().is_empty());
+    // With no access log, standard output is left as it was given.
+    #[cfg(target_os = "linux")]
+    assert_eq!(off.stdout_pipe_size(), default_pipe_size());
+}
+
+/// 1 MiB, or the system's limit when lower.
+#[cfg(target_os = "linux")]
+fn widened_pipe_size() -> usize {
+    let max: usize = std::fs::read_to_string("/proc/sys/fs/pipe-max-size")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    max.min(1 << 20).max(default_pipe_size())
+}
+
+/// What a new pipe holds on this system.
+#[cfg(target_os = "linux")]
+fn default_pipe_size() -> usize {
+    let (read, _write) = rustix::pipe::pipe().unwrap();
+    rustix::pipe::fcntl_getpipe_size(&read).unwrap()
 }

@@ -25,6 +25,9 @@ pub struct Vestibule {
     logs: Arc<Mutex<Vec<Value>>>,
     /// Lines on standard output: the access log.
     stdout: Arc<Mutex<Vec<String>>>,
+    /// The reading end of the pipe on the process's standard output, for its size.
+    #[cfg(target_os = "linux")]
+    stdout_pipe: std::os::fd::OwnedFd,
 }
 
 impl Vestibule {
@@ -91,6 +94,10 @@ impl Vestibule {
             .expect("starting vestibule");
         let stderr = child.stderr.take().expect("piped stderr");
         let stdout = child.stdout.take().expect("piped stdout");
+        #[cfg(target_os = "linux")]
+        let stdout_pipe = std::os::fd::AsFd::as_fd(&stdout)
+            .try_clone_to_owned()
+            .expect("duplicating the stdout pipe");
         let stdout_lines: Arc<Mutex<Vec<String>>> = Arc::default();
         let out_sink = stdout_lines.clone();
         std::thread::spawn(move || {
@@ -113,6 +120,8 @@ impl Vestibule {
             admin: "0.0.0.0:0".parse().unwrap(),
             logs,
             stdout: stdout_lines,
+            #[cfg(target_os = "linux")]
+            stdout_pipe,
         };
         vestibule.http = vestibule.wait_for_listener("http");
         vestibule.https = vestibule.wait_for_listener("https");
@@ -145,6 +154,12 @@ impl Vestibule {
             );
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// How many bytes the pipe on the process's standard output holds.
+    #[cfg(target_os = "linux")]
+    pub fn stdout_pipe_size(&self) -> usize {
+        rustix::pipe::fcntl_getpipe_size(&self.stdout_pipe).expect("F_GETPIPE_SZ")
     }
 
     /// The access log lines written so far.
