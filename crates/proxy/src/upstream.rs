@@ -430,17 +430,18 @@ impl Upstreams {
         h2: bool,
     ) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
         let mut configs = self.tls.lock().unwrap_or_else(|p| p.into_inner());
-        let wanted = tls.cloned();
+        // Compared in place: a copy of the settings (their CA certificates included) is made
+        // only for a configuration not seen before, not on every request.
         if let Some((_, _, config)) = configs
             .configs
             .iter()
-            .find(|(t, alpn, _)| *t == wanted && *alpn == h2)
+            .find(|(t, alpn, _)| t.as_ref() == tls && *alpn == h2)
         {
             return Ok(config.clone());
         }
         let config = client_config(tls, h2).map_err(|e| ConnectError::Tls(io::Error::other(e)))?;
         let config = Arc::new(config);
-        configs.configs.push((wanted, h2, config.clone()));
+        configs.configs.push((tls.cloned(), h2, config.clone()));
         Ok(config)
     }
 }
