@@ -235,9 +235,8 @@ fn access_log_output() -> Box<dyn std::io::Write + Send> {
     Box::new(std::io::stdout())
 }
 
-/// How much a pipe on standard output should hold: a whole batch of access log lines (about
-/// 20,000 requests/s of JSON lines per serving thread), where Linux's default of 64 KiB holds
-/// a fraction of one.
+/// How much a pipe on standard output should hold: the access log's 50 ms batch of JSON lines
+/// at 50,000 requests/s, where Linux's default of 64 KiB holds a fraction of one.
 #[cfg(target_os = "linux")]
 const STDOUT_PIPE_SIZE: usize = 1 << 20;
 
