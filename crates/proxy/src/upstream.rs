@@ -90,8 +90,8 @@ impl ConnectError {
 pub(crate) struct PoolKey {
     endpoint: EndpointAddress,
     protocol: UpstreamProtocol,
-    /// The TLS name and client configuration, when TLS.
-    tls: Option<(Box<str>, usize)>,
+    /// The TLS name and the id of the client configuration ([`TlsConfigs`]), when TLS.
+    tls: Option<(Box<str>, u64)>,
 }
 
 /// The pool's keys come from the configuration, never from a client, so they need no
@@ -122,11 +122,30 @@ struct PoolState {
     sweeping: bool,
 }
 
-/// TLS client configurations, one per distinct verification setting and ALPN.
+/// TLS client configurations, one per distinct verification setting and ALPN, the one used
+/// most recently last. Each has an id that is never given again, which pooled connections
+/// are keyed by: a configuration dropped and another made in its place can never be taken
+/// for it, as its address could. At most [`TLS_CONFIGS`] are kept, so that settings no
+/// route uses any more (every CA a `proxy-ssl-secret` has held, say) do not pile up for the
+/// life of the process; a connection made with a dropped one stays in the pool, unused,
+/// until it times out.
 #[derive(Debug, Default)]
 struct TlsConfigs {
-    configs: Vec<(Option<UpstreamTls>, bool, Arc<rustls::ClientConfig>)>,
+    configs: Vec<TlsConfig>,
+    next_id: u64,
 }
+
+#[derive(Debug)]
+struct TlsConfig {
+    tls: Option<UpstreamTls>,
+    h2: bool,
+    config: Arc<rustls::ClientConfig>,
+    id: u64,
+}
+
+/// Far more distinct upstream TLS settings than a cluster uses at once; past that, the one
+/// used least recently is made again when next needed.
+const TLS_CONFIGS: usize = 256;
 
 /// The upstream connection pool, shared by every listener.
 #[derive(Debug)]
@@ -264,14 +283,14 @@ impl Upstreams {
                 .tls
                 .and_then(|t| t.server_name.as_deref())
                 .unwrap_or(target.server_name);
-            let config = self.tls_config(target.tls, target.protocol.is_http2())?;
-            Some((Box::<str>::from(name), config))
+            let (config, id) = self.tls_config(target.tls, target.protocol.is_http2())?;
+            Some((Box::<str>::from(name), config, id))
         } else {
             None
         };
         // The key keeps the TLS name; the configuration goes on for a new connection.
-        let (tls_key, config) = tls.map_or((None, None), |(name, config)| {
-            (Some((name, Arc::as_ptr(&config) as usize)), Some(config))
+        let (tls_key, config) = tls.map_or((None, None), |(name, config, id)| {
+            (Some((name, id)), Some(config))
         });
         let key = PoolKey {
             endpoint: target.endpoint.clone(),
@@ -424,25 +443,39 @@ impl Upstreams {
         })
     }
 
+    /// The client configuration for `tls` and ALPN `h2`, and its id.
     fn tls_config(
         &self,
         tls: Option<&UpstreamTls>,
         h2: bool,
-    ) -> Result<Arc<rustls::ClientConfig>, ConnectError> {
+    ) -> Result<(Arc<rustls::ClientConfig>, u64), ConnectError> {
         let mut configs = self.tls.lock().unwrap_or_else(|p| p.into_inner());
+        let configs = &mut *configs;
         // Compared in place: a copy of the settings (their CA certificates included) is made
         // only for a configuration not seen before, not on every request.
-        if let Some((_, _, config)) = configs
+        if let Some(at) = configs
             .configs
             .iter()
-            .find(|(t, alpn, _)| t.as_ref() == tls && *alpn == h2)
+            .rposition(|c| c.tls.as_ref() == tls && c.h2 == h2)
         {
-            return Ok(config.clone());
+            configs.configs[at..].rotate_left(1);
+            let found = &configs.configs[configs.configs.len() - 1];
+            return Ok((found.config.clone(), found.id));
         }
         let config = client_config(tls, h2).map_err(|e| ConnectError::Tls(io::Error::other(e)))?;
         let config = Arc::new(config);
-        configs.configs.push((tls.cloned(), h2, config.clone()));
-        Ok(config)
+        if configs.configs.len() >= TLS_CONFIGS {
+            configs.configs.remove(0);
+        }
+        let id = configs.next_id;
+        configs.next_id += 1;
+        configs.configs.push(TlsConfig {
+            tls: tls.cloned(),
+            h2,
+            config: config.clone(),
+            id,
+        });
+        Ok((config, id))
     }
 }
 
@@ -642,5 +675,48 @@ impl rustls::client::danger::ServerCertVerifier for NoVerification {
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(name: &str) -> UpstreamTls {
+        UpstreamTls {
+            server_name: Some(name.into()),
+            ..UpstreamTls::default()
+        }
+    }
+
+    #[test]
+    fn tls_configurations_are_shared_kept_bounded_and_never_confused() {
+        let upstreams = Upstreams::new(&UpstreamSettings::default());
+        let lookup = |tls: Option<&UpstreamTls>, h2| upstreams.tls_config(tls, h2).unwrap();
+
+        // The same settings get the same configuration; ALPN or settings apart, another.
+        let (first, first_id) = lookup(Some(&settings("a.internal")), false);
+        let (again, again_id) = lookup(Some(&settings("a.internal")), false);
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(first_id, again_id);
+        let (_, h2_id) = lookup(Some(&settings("a.internal")), true);
+        let (_, none_id) = lookup(None, false);
+        assert_ne!(h2_id, first_id);
+        assert_ne!(none_id, first_id);
+
+        // Many more settings than are kept: the oldest unused go, the one in use stays.
+        for n in 0..TLS_CONFIGS * 2 {
+            lookup(Some(&settings(&format!("s{n}.internal"))), false);
+            let (kept, kept_id) = lookup(Some(&settings("a.internal")), false);
+            assert!(Arc::ptr_eq(&kept, &first));
+            assert_eq!(kept_id, first_id);
+        }
+        assert_eq!(upstreams.tls.lock().unwrap().configs.len(), TLS_CONFIGS);
+
+        // One that went is made again under an id never given before, so no connection
+        // pooled under the old one can be taken for it.
+        let (_, remade_id) = lookup(None, false);
+        assert!(remade_id > none_id);
+        assert!(remade_id >= (TLS_CONFIGS * 2) as u64);
     }
 }
