@@ -543,11 +543,15 @@ impl Conn {
                 Ok(response.map(ResponseBody::Hyper))
             }
             // The request path builds the request its connection asks for (`is_direct`).
-            (_, _) => Err(SendError {
-                error: "the request was built for the other kind of connection".into(),
-                unsent: None,
-                reused,
-            }),
+            // Spelled out rather than `_`, so that a new kind of either must be placed here.
+            (ConnKind::Direct(..), Outbound::Hyper(_))
+            | (ConnKind::Http2(_) | ConnKind::Http1 { .. }, Outbound::Direct(..)) => {
+                Err(SendError {
+                    error: "the request was built for the other kind of connection".into(),
+                    unsent: None,
+                    reused,
+                })
+            }
         }
     }
 }
