@@ -64,7 +64,7 @@ thread_local! {
 /// borrowed from the request, its response and the table, and packs it into the thread's
 /// buffer, so that logging a request allocates nothing; the writer unpacks it, borrowing
 /// from that buffer.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, PartialEq)]
 pub(crate) struct Line<'a> {
     /// When the request started.
     pub(crate) time: SystemTime,
