@@ -48,7 +48,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import compare  # noqa: E402  (the manifests, written as compare.py writes them)
@@ -58,7 +57,7 @@ WORK = os.path.join(ROOT, "target", "observability-pair")
 RESULTS = os.path.join(ROOT, "target", "observability-pair.json")
 VESTIBULE = os.path.join(ROOT, "target", "release", "vestibule")
 ECHO = os.path.join(ROOT, "target", "release", "vestibule-echo")
-HOST = "bench.local"
+HOST = compare.HOST
 BACKEND = ("127.0.0.1", 19300)
 # (http, https, admin) per process; a range the other bench scripts do not use.
 PORTS = {"a": (19380, 19743, 19354), "b": (19381, 19744, 19355)}
@@ -97,16 +96,9 @@ def manifests(directory):
         f.write(compare.INGRESS_CLASS_YAML + "---\n" + compare.Vestibule.route_yaml(route))
 
 
-def http_status(url, host=None, timeout=1.0):
-    request = urllib.request.Request(url, headers={"Host": host} if host else {})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:
-            response.read()
-            return response.status
-    except urllib.error.HTTPError as error:
-        return error.code
-    except OSError:
-        return None
+def status(port, path="/", host=compare.HOST):
+    """The status of GET `path` on 127.0.0.1:`port` (compare.get), or None."""
+    return (compare.get(port, host, path, timeout=1) or [None])[0]
 
 
 class Proxy:
@@ -145,14 +137,14 @@ class Proxy:
              "--admin-addr", f"127.0.0.1:{self.admin}"] + FLAGS[config],
             PROXY_CPU, stdout=out, stderr=open(self.stderr_path, "wb"))
         deadline = time.monotonic() + 60
-        while http_status(f"http://127.0.0.1:{self.admin}/readyz") != 200:
+        while status(self.admin, "/readyz", "admin") != 200:
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 with open(self.stderr_path) as f:
                     fail(f"vestibule ({slot}, {config}) did not become ready:\n{f.read()[-2000:]}")
             time.sleep(0.05)
-        status = http_status(f"http://127.0.0.1:{self.http}/", HOST)
-        if status != 200:
-            fail(f"vestibule ({slot}, {config}): GET http://{HOST}/ answered {status}")
+        answer = status(self.http)
+        if answer != 200:
+            fail(f"vestibule ({slot}, {config}): GET http://{HOST}/ answered {answer}")
 
     def stop(self):
         """Stops the process, then the runtime reading its output once that has drained."""
@@ -168,8 +160,8 @@ class Proxy:
 
     def wrk(self, seconds, client_cpus):
         return subprocess.Popen(
-            ["taskset", "-c", client_cpus, "wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds}s",
-             "-H", f"Host: {HOST}", f"http://127.0.0.1:{self.http}/"],
+            ["taskset", "-c", client_cpus]
+            + compare.wrk_cmd(f"http://127.0.0.1:{self.http}/", seconds, connections=CONNECTIONS),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def empty_log(self):
@@ -188,7 +180,7 @@ def scrape(proxies, stop_event, counts):
     while not stop_event.wait(1.0):
         for proxy in proxies:
             if proxy.metrics:
-                ok = http_status(f"http://127.0.0.1:{proxy.admin}/metrics") == 200
+                ok = status(proxy.admin, "/metrics", "admin") == 200
                 counts[ok] += 1
 
 
@@ -277,7 +269,7 @@ def main():
         compare.spawn([ECHO, "backend", f"{BACKEND[0]}:{BACKEND[1]}"], client_cpus,
                       stdout=subprocess.DEVNULL, stderr=open(os.path.join(WORK, "echo.log"), "wb"))
         deadline = time.monotonic() + 10
-        while http_status(f"http://{BACKEND[0]}:{BACKEND[1]}/") != 200:
+        while status(BACKEND[1]) != 200:
             if time.monotonic() > deadline:
                 fail("the echo backend did not come up")
             time.sleep(0.05)
