@@ -62,7 +62,6 @@ BACKEND = ("127.0.0.1", 19300)
 # (http, https, admin) per process; a range the other bench scripts do not use.
 PORTS = {"a": (19380, 19743, 19354), "b": (19381, 19744, 19355)}
 PROXY_CPU = "0"
-CONNECTIONS = 50
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 FLAGS = {
@@ -161,7 +160,7 @@ class Proxy:
     def wrk(self, seconds, client_cpus):
         return subprocess.Popen(
             ["taskset", "-c", client_cpus]
-            + compare.wrk_cmd(f"http://127.0.0.1:{self.http}/", seconds, connections=CONNECTIONS),
+            + compare.wrk_cmd(f"http://127.0.0.1:{self.http}/", seconds),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def empty_log(self):
