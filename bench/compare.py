@@ -648,6 +648,63 @@ events {{ worker_connections 8192; }}
 """, temp
 
 
+def nginx_conf(d, h, s, table, access_log):
+    """nginx.conf for `table`, one worker, on 127.0.0.1 ports `h` (HTTP) and `s` (HTTPS), with
+    `access_log` as the access_log directive's arguments (`off`, or a path, the format
+    `vestibule_like` and any parameters)."""
+    head, temp = nginx_common(d, 1)
+    upstreams, servers = [], []
+    for r in table.routes:
+        # keepalive is per upstream block; every backend gets the same pool, as every
+        # Service does in the other two.
+        eps = " ".join(f"server {ip}:{port};" for ip, port in r.endpoints)
+        upstreams.append(f"  upstream svc_{r.service} {{ {eps} keepalive 64; "
+                         "keepalive_requests 1000000; }")
+        servers.append(f"  server {{ listen 127.0.0.1:{h}; listen 127.0.0.1:{s} ssl http2; "
+                       f"server_name {r.host}; "
+                       f"location / {{ proxy_pass http://svc_{r.service}; }} }}")
+    # The access log carries what Vestibule's JSON line carries, in the same shape.
+    fmt = ('{"time":"$time_iso8601","client_ip":"$remote_addr","method":"$request_method",'
+           '"host":"$host","path":"$request_uri","protocol":"$server_protocol",'
+           '"status":$status,"bytes_sent":$bytes_sent,"bytes_received":$request_length,'
+           '"duration":$request_time,"upstream_addr":"$upstream_addr",'
+           '"upstream_status":"$upstream_status",'
+           '"upstream_duration":"$upstream_response_time","namespace":"bench",'
+           '"ingress":"$proxy_host","service":"$proxy_host","request_id":"$request_id",'
+           '"user_agent":"$http_user_agent","referer":"$http_referer"}')
+    return f"""{head}
+http {{
+{temp}
+  log_format vestibule_like escape=json '{fmt}';
+  access_log {access_log};
+  keepalive_requests 1000000;
+  keepalive_timeout 75s;
+  server_names_hash_max_size 65536;
+  server_names_hash_bucket_size 128;
+  ssl_certificate {table.cert.crt};
+  ssl_certificate_key {table.cert.key};
+  ssl_protocols TLSv1.2 TLSv1.3;
+  ssl_session_cache shared:SSL:10m;
+  ssl_session_tickets on;
+  map $http_upgrade $connection_upgrade {{ default upgrade; "" ""; }}
+  proxy_http_version 1.1;
+  proxy_set_header Host $host;
+  proxy_set_header Upgrade $http_upgrade;
+  proxy_set_header Connection $connection_upgrade;
+  proxy_set_header X-Request-ID $request_id;
+  proxy_set_header X-Real-IP $remote_addr;
+  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+  proxy_set_header X-Forwarded-Host $host;
+  proxy_set_header X-Forwarded-Port $server_port;
+  proxy_set_header X-Forwarded-Proto $scheme;
+  server {{ listen 127.0.0.1:{h} default_server; listen 127.0.0.1:{s} ssl http2 default_server;
+       return 404; }}
+{chr(10).join(upstreams)}
+{chr(10).join(servers)}
+}}
+"""
+
+
 # --- The proxies ----------------------------------------------------------------------------
 
 class Proxy:
@@ -756,58 +813,8 @@ class Nginx(Proxy):
         return [os.path.join(self.dir, "error.log"), os.path.join(self.dir, "stderr.log")]
 
     def render(self, table):
-        head, temp = nginx_common(self.dir, 1)
-        h, s = self.http_port, self.https_port
-        upstreams, servers = [], []
-        for r in table.routes:
-            # keepalive is per upstream block; every backend gets the same pool, as every
-            # Service does in the other two.
-            eps = " ".join(f"server {ip}:{port};" for ip, port in r.endpoints)
-            upstreams.append(f"  upstream svc_{r.service} {{ {eps} keepalive 64; "
-                             "keepalive_requests 1000000; }")
-            servers.append(f"  server {{ listen 127.0.0.1:{h}; listen 127.0.0.1:{s} ssl http2; "
-                           f"server_name {r.host}; "
-                           f"location / {{ proxy_pass http://svc_{r.service}; }} }}")
-        # The access log carries what Vestibule's JSON line carries, in the same shape.
-        fmt = ('{"time":"$time_iso8601","client_ip":"$remote_addr","method":"$request_method",'
-               '"host":"$host","path":"$request_uri","protocol":"$server_protocol",'
-               '"status":$status,"bytes_sent":$bytes_sent,"bytes_received":$request_length,'
-               '"duration":$request_time,"upstream_addr":"$upstream_addr",'
-               '"upstream_status":"$upstream_status",'
-               '"upstream_duration":"$upstream_response_time","namespace":"bench",'
-               '"ingress":"$proxy_host","service":"$proxy_host","request_id":"$request_id",'
-               '"user_agent":"$http_user_agent","referer":"$http_referer"}')
-        return f"""{head}
-http {{
-{temp}
-  log_format vestibule_like escape=json '{fmt}';
-  access_log {self.access_log} vestibule_like buffer=64k flush=1s;
-  keepalive_requests 1000000;
-  keepalive_timeout 75s;
-  server_names_hash_max_size 65536;
-  server_names_hash_bucket_size 128;
-  ssl_certificate {table.cert.crt};
-  ssl_certificate_key {table.cert.key};
-  ssl_protocols TLSv1.2 TLSv1.3;
-  ssl_session_cache shared:SSL:10m;
-  ssl_session_tickets on;
-  map $http_upgrade $connection_upgrade {{ default upgrade; "" ""; }}
-  proxy_http_version 1.1;
-  proxy_set_header Host $host;
-  proxy_set_header Upgrade $http_upgrade;
-  proxy_set_header Connection $connection_upgrade;
-  proxy_set_header X-Request-ID $request_id;
-  proxy_set_header X-Real-IP $remote_addr;
-  proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-  proxy_set_header X-Forwarded-Host $host;
-  proxy_set_header X-Forwarded-Port $server_port;
-  proxy_set_header X-Forwarded-Proto $scheme;
-  server {{ listen 127.0.0.1:{h} default_server; listen 127.0.0.1:{s} ssl http2 default_server;
-           return 404; }}
-{chr(10).join(upstreams)}
-{chr(10).join(servers)}
-}}
-"""
+        return nginx_conf(self.dir, self.http_port, self.https_port, table,
+                          f"{self.access_log} vestibule_like buffer=64k flush=1s")
 
     def write_config(self, table):
         write_atomic(self.conf, self.render(table))

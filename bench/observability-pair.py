@@ -64,6 +64,9 @@ PORTS = {"a": (19380, 19743, 19354), "b": (19381, 19744, 19355)}
 PROXY_CPU = "0"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
+# The arguments after the log format on nginx's access_log line (--nginx-log-params).
+NGINX_LOG_PARAMS = [""]
+
 FLAGS = {
     "observed": ["--access-log", "json", "--metrics", "true"],
     "bare": ["--access-log", "off", "--metrics", "false"],
@@ -114,19 +117,7 @@ class Proxy:
         # Unset, the access log is on (in --log-format's format) and so are metrics.
         self.logs = flag(FLAGS[config], "--access-log", "text") != "off"
         self.metrics = flag(FLAGS[config], "--metrics", "true") != "false"
-        # Opened for appending, so the file can be emptied between rounds while it is written.
-        out = open(self.log_path if self.logs else os.devnull, "ab")
-        if self.logs and log_to == "pipe":
-            # As in Kubernetes: standard output is a pipe, and the container runtime, another
-            # process, writes the lines to a file.
-            runtime = subprocess.Popen(["taskset", "-c", client_cpus, "cat"],
-                                       stdin=subprocess.PIPE, stdout=out)
-            compare.STARTED.append(runtime)
-            self.runtime = runtime
-            out.close()
-            out = runtime.stdin
-        # spawn closes our copies of `out` and the stderr file: the runtime sees the end of
-        # the pipe when Vestibule exits.
+        out = self.output(log_to, client_cpus)
         self.proc = compare.spawn(
             ["chrt", "--batch", "0", binary, "run",
              "--manifests", os.path.join(WORK, "manifests"),
@@ -144,6 +135,23 @@ class Proxy:
         answer = status(self.http)
         if answer != 200:
             fail(f"vestibule ({slot}, {config}): GET http://{HOST}/ answered {answer}")
+
+    def output(self, log_to, client_cpus):
+        """The process's standard output: the log file, or a pipe to a process writing it."""
+        # Opened for appending, so the file can be emptied between rounds while it is written.
+        out = open(self.log_path if self.logs else os.devnull, "ab")
+        if self.logs and log_to == "pipe":
+            # As in Kubernetes: standard output is a pipe, and the container runtime, another
+            # process, writes the lines to a file.
+            runtime = subprocess.Popen(["taskset", "-c", client_cpus, "cat"],
+                                       stdin=subprocess.PIPE, stdout=out)
+            compare.STARTED.append(runtime)
+            self.runtime = runtime
+            out.close()
+            out = runtime.stdin
+        # spawn closes our copies of `out`: the runtime sees the end of the pipe when the
+        # proxy exits.
+        return out
 
     def stop(self):
         """Stops the process, then the runtime reading its output once that has drained."""
@@ -172,6 +180,60 @@ class Proxy:
             return 0
         with open(self.log_path, "rb") as f:
             return sum(1 for _ in f)
+
+
+class NginxProxy(Proxy):
+    """nginx in Proxy's place (--nginx), for reference: one worker on CPU 0, proxying to the
+    same backend with bench/compare.py's configuration. Observed, it writes compare's JSON
+    line of the same fields to standard output, a pipe to another process as in a container
+    (ingress-nginx's default: its access log is a link to /dev/stdout, written once per
+    request); bare, `access_log off`. nginx-light has no metrics to compare."""
+
+    def __init__(self, slot, config, binary, log_to, client_cpus):
+        del binary  # nginx is nginx
+        self.slot, self.config = slot, config
+        self.runtime = None
+        self.http, https, self.admin = PORTS[slot]
+        self.metrics = False
+        self.logs = config == "observed"
+        self.log_path = os.devnull if log_to == "null" else os.path.join(WORK, f"access-{slot}.log")
+        d = os.path.join(WORK, f"nginx-{slot}")
+        os.makedirs(d, exist_ok=True)
+        if not self.logs:
+            access_log = "off"
+        elif log_to == "file":
+            access_log = f"{self.log_path} vestibule_like {NGINX_LOG_PARAMS[0]}".strip()
+        else:
+            access_log = f"/dev/stdout vestibule_like {NGINX_LOG_PARAMS[0]}".strip()
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(compare.nginx_conf(d, self.http, https, nginx_table(), access_log))
+        out = self.output(log_to, client_cpus)
+        self.proc = compare.spawn(
+            ["chrt", "--batch", "0", "nginx", "-e", os.path.join(d, "error.log"), "-p", d,
+             "-c", conf], PROXY_CPU, stdout=out, stderr=open(os.path.join(d, "stderr.log"), "wb"))
+        deadline = time.monotonic() + 30
+        while status(self.http) != 200:
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                fail(f"nginx ({slot}, {config}) did not answer; see {d}/error.log")
+            time.sleep(0.05)
+
+    def cpu_seconds(self):
+        """User and system CPU seconds so far of the master and its worker."""
+        user = system = 0
+        for pid in compare.tree(self.proc.pid):
+            try:
+                fields = compare._stat(pid)
+            except OSError:
+                continue
+            user, system = user + int(fields[11]), system + int(fields[12])
+        return user / CLK_TCK, system / CLK_TCK
+
+
+def nginx_table():
+    """The one route, to the backend, with a certificate for nginx's HTTPS listener."""
+    cert = compare.make_cert("pair", "ecdsa")
+    return compare.Table((compare.Route(HOST, "backend", (BACKEND,), "bench"),), cert)
 
 
 def scrape(proxies, stop_event, counts):
@@ -209,7 +271,7 @@ def round_once(proxies, seconds, client_cpus, flip):
     for proxy, (out, user_s, system_s) in zip(proxies, results):
         load = compare.parse_wrk(out)
         if load["errors"]:
-            fail(f"vestibule ({proxy.config}) answered {load['errors']} requests with errors:"
+            fail(f"{type(proxy).__name__} ({proxy.config}) answered {load['errors']} requests with errors:"
                  f"\n{out}")
         measured.append({"requests": load["requests"], "cpu_s": user_s + system_s,
                          "user_s": user_s, "system_s": system_s})
@@ -238,17 +300,26 @@ def main():
                         help="where access log lines go: a pipe to another process that writes "
                              "them to a file, as a container runtime does with standard output "
                              "(the default); a file Vestibule writes itself; /dev/null")
+    parser.add_argument("--nginx", action="store_true",
+                        help="nginx in place of Vestibule, with its access log (the same JSON "
+                             "fields) on against off, as a reference for the method")
+    parser.add_argument("--nginx-log-params", metavar="PARAMS", default="",
+                        help="with --nginx: the access_log line's parameters, such as "
+                             "'buffer=64k flush=1s' (default: none, one write per request, "
+                             "as ingress-nginx does)")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
+    NGINX_LOG_PARAMS[0] = args.nginx_log_params
     if args.observed is not None:
         FLAGS["observed"] = args.observed.split()
     if args.bare is not None:
         FLAGS["bare"] = args.bare.split()
     if args.duration < 1 or args.rounds < 1:
         fail("--duration and --rounds must be at least 1")
-    for tool in ("wrk", "taskset"):
+    for tool in ("wrk", "taskset") + (("nginx", "openssl") if args.nginx else ()):
         if shutil.which(tool) is None:
-            fail(f"bench/observability-pair.py needs {tool} (Debian: apt-get install wrk util-linux)")
+            fail(f"bench/observability-pair.py needs {tool} (Debian: apt-get install wrk "
+                 "util-linux, and nginx-light openssl for --nginx)")
     cpus = os.cpu_count() or 1
     if cpus < 2:
         fail("bench/observability-pair.py needs at least 2 CPUs")
@@ -294,7 +365,8 @@ def main():
                 order = [1, 0] if swapped else [0, 1]
                 started = {}
                 for slot, i in zip("ab", order):
-                    started[i] = Proxy(slot, configs[i], binaries[i], args.log_to, client_cpus)
+                    kind = NginxProxy if args.nginx else Proxy
+                    started[i] = kind(slot, configs[i], binaries[i], args.log_to, client_cpus)
                 proxies[:] = [started[0], started[1]]
                 log(f"{configs[0]} on slot {proxies[0].slot}, {configs[1]} on slot "
                     f"{proxies[1].slot}; warming up for {args.warmup} s...")
@@ -372,8 +444,10 @@ def report(args, configs, binaries, rounds, scraped):
               f"/metrics scrapes: {scraped[True]} answered, {scraped[False]} failed")
     with open(RESULTS, "w") as f:
         json.dump({"mode": "control" if args.control else "observed-vs-bare",
-                   "flags": [FLAGS[configs[0]], FLAGS[configs[1]]],
-                   "binaries": list(binaries), "log_to": args.log_to,
+                   "flags": None if args.nginx else [FLAGS[configs[0]], FLAGS[configs[1]]],
+                   "binaries": ["nginx", "nginx"] if args.nginx else list(binaries),
+                   "nginx_log_params": args.nginx_log_params if args.nginx else None,
+                   "log_to": args.log_to,
                    "duration_s": args.duration, "configs": configs, "rounds": rounds,
                    "cpu_per_request_added_pct": cpu, "by_slot": by_slot,
                    "requests_per_s_lost_pct": rps,
