@@ -33,6 +33,8 @@ what the method can resolve.
 
 `--observed`, `--bare` and `--log-to` change what is compared (one feature alone; the log
 written to /dev/null), and `--observed-binary` with `--bare-binary` compare two builds.
+`--nginx` measures nginx's own access log the same way, as a reference: the same JSON fields
+to standard output, written per line as ingress-nginx does, or as `--nginx-log-params` say.
 
 Usage: bench/observability-pair.py [--duration 10] [--rounds 10] [--control] [--no-build]
 Results: target/observability-pair.json; logs in target/observability-pair/.
