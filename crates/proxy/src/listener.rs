@@ -4,16 +4,20 @@
 //! finish their requests, give up at the deadline.
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper::rt::{Read, Write};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
@@ -25,6 +29,7 @@ use crate::forward::handle;
 use crate::headers::ClientSide;
 use crate::metrics::{Handshake, Listener as MetricsListener, Protocol};
 use crate::proxy_protocol::read_header;
+use crate::respond::REQUEST_TIMEOUT;
 use crate::upstream::Upstreams;
 use crate::{Observability, ProxySettings};
 
@@ -212,7 +217,10 @@ fn builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(settings.client_header_timeout)
+        // Timed by [`ClientIo`] instead: hyper's clock also runs while a keep-alive
+        // connection waits for its next request, cutting it at the header timeout rather
+        // than the idle one, and ends the connection without the 408 a client is owed.
+        .header_read_timeout(None)
         .max_buf_size(head.max(8192));
     builder
         .http2()
@@ -274,7 +282,7 @@ async fn accept_connection(
             }
             None => None,
         };
-        return serve_connection(server, TokioIo::new(stream), client, shutdown).await;
+        return serve_connection(server, stream, HeadClock::Undecided, client, shutdown).await;
     };
     let handshake = tokio::time::timeout(
         server.settings.tls_handshake_timeout,
@@ -300,26 +308,39 @@ async fn accept_connection(
         },
         _ = shutdown.cancelled() => return,
     };
+    let protocol = match stream.get_ref().1.alpn_protocol() {
+        Some(b"h2") => Protocol::Http2,
+        _ => Protocol::Http1,
+    };
     let _open = metrics.as_ref().map(|metrics| {
         metrics.tls_handshake(Handshake::Ok);
-        let protocol = match stream.get_ref().1.alpn_protocol() {
-            Some(b"h2") => Protocol::Http2,
-            _ => Protocol::Http1,
-        };
         metrics.connection(MetricsListener::Https, protocol)
     });
-    serve_connection(server, TokioIo::new(stream), client, shutdown).await;
+    let clock = match protocol {
+        Protocol::Http2 => HeadClock::Off,
+        Protocol::Http1 => HeadClock::Http1,
+    };
+    serve_connection(server, stream, clock, client, shutdown).await;
 }
 
-async fn serve_connection<I>(
+async fn serve_connection<S>(
     server: Arc<Server>,
-    io: I,
+    stream: S,
+    clock: HeadClock,
     client: ClientSide,
     shutdown: CancellationToken,
 ) where
-    I: Read + Write + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::default());
+    let io = TokioIo::new(ClientIo {
+        inner: stream,
+        activity: activity.clone(),
+        timeout: server.settings.client_header_timeout,
+        clock,
+        sleep: None,
+        write_blocked: false,
+    });
     let service = {
         let server = server.clone();
         let activity = activity.clone();
@@ -340,7 +361,12 @@ async fn serve_connection<I>(
                     client,
                     request,
                 ));
-                Ok::<_, Infallible>(request.await)
+                let response = request.await;
+                if response.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    // The connection becomes a tunnel: its bytes are no request heads.
+                    activity.upgraded.store(true, Ordering::Relaxed);
+                }
+                Ok::<_, Infallible>(response)
             })
         })
     };
@@ -348,7 +374,14 @@ async fn serve_connection<I>(
     tokio::pin!(connection);
     let idle = server.settings.client_keepalive_timeout;
     let result = loop {
-        let quiet_until = activity.quiet_since() + idle;
+        // Busy (a request in flight, or a request head arriving, which the head clock
+        // times), the connection cannot be idle for `idle` before `idle` from now: waking
+        // at its last quiet moment plus `idle`, long past, would spin.
+        let wake = if activity.busy() {
+            tokio::time::Instant::now() + idle
+        } else {
+            activity.quiet_since() + idle
+        };
         tokio::select! {
             result = connection.as_mut() => break result,
             _ = shutdown.cancelled() => {
@@ -357,7 +390,7 @@ async fn serve_connection<I>(
                 connection.as_mut().graceful_shutdown();
                 break connection.await;
             }
-            _ = tokio::time::sleep_until(quiet_until) => {
+            _ = tokio::time::sleep_until(wake) => {
                 // A keep-alive connection with nothing in flight for the whole idle timeout
                 // is closed the same graceful way: a response still being written finishes.
                 if activity.idle_for(idle) {
@@ -372,12 +405,18 @@ async fn serve_connection<I>(
     }
 }
 
-/// Requests in flight on one client connection, and when the last one ended.
+/// Requests in flight on one client connection, when the last one ended, and when the head
+/// of the next began to arrive.
 #[derive(Debug)]
 struct Activity {
     in_flight: AtomicUsize,
     /// Nanoseconds after `start` at which the last request ended.
     since: AtomicU64,
+    /// Nanoseconds after `start`, plus one, at which the bytes of a request head began to
+    /// arrive with no request in flight; 0 when none is arriving ([`ClientIo`]).
+    head: AtomicU64,
+    /// Upgraded to a tunnel (a WebSocket): no more request heads.
+    upgraded: AtomicBool,
     start: tokio::time::Instant,
 }
 
@@ -386,6 +425,8 @@ impl Default for Activity {
         Activity {
             in_flight: AtomicUsize::new(0),
             since: AtomicU64::new(0),
+            head: AtomicU64::new(0),
+            upgraded: AtomicBool::new(false),
             start: tokio::time::Instant::now(),
         }
     }
@@ -394,15 +435,24 @@ impl Default for Activity {
 impl Activity {
     fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.head.store(0, Ordering::SeqCst);
         Busy(self.clone())
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
     }
 
     fn quiet_since(&self) -> tokio::time::Instant {
         self.start + Duration::from_nanos(self.since.load(Ordering::SeqCst))
     }
 
+    fn busy(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) > 0 || self.head.load(Ordering::SeqCst) != 0
+    }
+
     fn idle_for(&self, idle: Duration) -> bool {
-        self.in_flight.load(Ordering::SeqCst) == 0 && self.quiet_since().elapsed() >= idle
+        !self.busy() && self.quiet_since().elapsed() >= idle
     }
 }
 
@@ -411,8 +461,164 @@ struct Busy(Arc<Activity>);
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        let at = u64::try_from(self.0.start.elapsed().as_nanos()).unwrap_or(u64::MAX);
-        self.0.since.store(at, Ordering::SeqCst);
+        self.0.since.store(self.0.now(), Ordering::SeqCst);
         self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Whether a connection's request heads are timed: HTTP/1 only, as HTTP/2 has no heads
+/// between requests to wait for (its frames arrive whenever they like).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeadClock {
+    /// Clear text: HTTP/2 with prior knowledge opens with its preface, `PRI `; these are the
+    /// bytes of it seen so far.
+    Undecided,
+    Http1,
+    Off,
+}
+
+/// The client's side of a connection, as hyper reads and writes it. It times each HTTP/1
+/// request head from its first byte: one not complete within the header timeout is answered
+/// 408 and the connection closed. The clock starts only when bytes arrive with no request
+/// in flight, so a keep-alive connection waiting for its next request is left to the idle
+/// timeout; a response still being written restarts it, so the wait is the client's alone.
+struct ClientIo<S> {
+    inner: S,
+    activity: Arc<Activity>,
+    timeout: Duration,
+    clock: HeadClock,
+    /// Made on the first head timed, then reset to each head's deadline.
+    sleep: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The last write could not go out: hyper is still sending a response.
+    write_blocked: bool,
+}
+
+impl<S> ClientIo<S> {
+    /// Bytes have arrived: decides the protocol on the first ones, and starts the head's clock
+    /// when they begin a request head.
+    fn arrived(&mut self, bytes: &[u8]) {
+        const PREFACE: &[u8] = b"PRI ";
+        if self.clock == HeadClock::Undecided {
+            // The preface's first bytes come in the first read: a client sends it whole.
+            let n = bytes.len().min(PREFACE.len());
+            self.clock = if bytes[..n] == PREFACE[..n] {
+                HeadClock::Off
+            } else {
+                HeadClock::Http1
+            };
+        }
+        if self.clock != HeadClock::Http1 {
+            return;
+        }
+        let activity = &self.activity;
+        if activity.upgraded.load(Ordering::Relaxed) {
+            self.clock = HeadClock::Off;
+            return;
+        }
+        if activity.in_flight.load(Ordering::SeqCst) == 0
+            && activity.head.load(Ordering::SeqCst) == 0
+        {
+            activity.head.store(activity.now() + 1, Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the head now arriving is past its deadline; if not yet, the task is woken at
+    /// the deadline.
+    fn head_overdue(&mut self, cx: &mut Context<'_>) -> bool {
+        let activity = &self.activity;
+        let head = activity.head.load(Ordering::SeqCst);
+        if self.clock != HeadClock::Http1 || head == 0 || self.write_blocked {
+            return false;
+        }
+        let deadline = activity.start + Duration::from_nanos(head - 1) + self.timeout;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() != deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        sleep.as_mut().poll(cx).is_ready()
+    }
+
+    /// A write went out: a response is still being sent, so a head that began meanwhile is
+    /// timed from now.
+    fn wrote(&mut self, result: &Poll<io::Result<usize>>) {
+        self.write_blocked = result.is_pending();
+        if matches!(result, Poll::Ready(Ok(n)) if *n > 0) {
+            let activity = &self.activity;
+            if activity.head.load(Ordering::SeqCst) != 0 {
+                activity.head.store(activity.now() + 1, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if this.clock != HeadClock::Off && buf.filled().len() > before {
+                    this.arrived(&buf.filled()[before..]);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if this.head_overdue(cx) => {
+                this.activity.head.store(0, Ordering::SeqCst);
+                // hyper is reading a head, so nothing of its own is on the way out. Sent
+                // only if the socket takes it whole at once; the connection closes either
+                // way, and hyper, seeing a read error, answers nothing itself.
+                if let Poll::Ready(Ok(n)) =
+                    Pin::new(&mut this.inner).poll_write(cx, REQUEST_TIMEOUT)
+                    && n == REQUEST_TIMEOUT.len()
+                {
+                    let _ = Pin::new(&mut this.inner).poll_flush(cx);
+                }
+                Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "the request head did not arrive within the client header timeout",
+                )))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write(cx, buf);
+        self.wrote(&result);
+        result
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        self.wrote(&result);
+        result
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

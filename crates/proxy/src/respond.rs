@@ -89,6 +89,17 @@ impl ProxyError {
     }
 }
 
+/// The answer to a client that did not finish a request head within the client header
+/// timeout, written to the connection as it is, since there is no request to answer through
+/// hyper; the connection closes after it.
+pub(crate) const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
+    Server: vestibule\r\n\
+    Content-Type: text/plain; charset=utf-8\r\n\
+    Content-Length: 64\r\n\
+    Connection: close\r\n\
+    \r\n\
+    408 Request Timeout: the request headers did not arrive in time\n";
+
 /// The body format of error responses, decided from the request before it is forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Style {
@@ -217,6 +228,23 @@ mod tests {
                 504,
             ),
         ]
+    }
+
+    #[test]
+    fn the_request_timeout_answer_is_whole_http() {
+        let text = std::str::from_utf8(REQUEST_TIMEOUT).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+            "{head}"
+        );
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .unwrap();
+        assert_eq!(length.parse::<usize>().unwrap(), body.len());
+        assert!(head.contains("\r\nConnection: close"));
+        assert!(head.contains("\r\nServer: vestibule"));
     }
 
     async fn body_of(response: Response<ProxyBody>) -> String {

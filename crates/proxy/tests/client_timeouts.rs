@@ -123,10 +123,104 @@ async fn a_client_that_never_finishes_its_headers_is_cut_off() {
         .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: ")
         .await
         .unwrap();
-    let (_, closed) = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    let (bytes, closed) = read_to_close(&mut stream, Duration::from_secs(5)).await;
     let took = closed - started;
     assert!(
         took >= Duration::from_millis(250) && took < Duration::from_secs(3),
         "{took:?}"
     );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(
+        text.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{text:?}"
+    );
+    assert!(text.contains("\r\nConnection: close\r\n"), "{text:?}");
+    assert!(text.ends_with("did not arrive in time\n"), "{text:?}");
+}
+
+#[tokio::test]
+async fn a_trickled_head_is_timed_from_its_first_byte_after_a_keep_alive_request() {
+    let echo = Echo::start("a").await.unwrap();
+    let objects = world(
+        vec![
+            ingress("default", "a")
+                .host("a.test")
+                .prefix("/", svc("a", 80)),
+        ],
+        &[("a", &[&echo])],
+    );
+    let proxy = Proxy::start_with(
+        objects,
+        settings(Duration::from_secs(30), Duration::from_millis(400)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    // Idle first, longer than the header timeout: that is the keep-alive's to judge.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    // Then a byte every 50 ms, well within the timeout each, never finishing the head; the
+    // pauses are spent reading, so the answer is taken as soon as it comes.
+    let started = Instant::now();
+    let mut answer = Vec::new();
+    for byte in b"GET / HTTP/1.1\r\nHost: a.test\r\nX-Slow: 1234567890".iter() {
+        stream.write_all(&[*byte]).await.unwrap();
+        match tokio::time::timeout(Duration::from_millis(50), stream.read(&mut buf)).await {
+            Ok(Ok(n)) => {
+                answer.extend_from_slice(&buf[..n]);
+                break;
+            }
+            Ok(Err(e)) => panic!("{e}"),
+            Err(_) => {}
+        }
+    }
+    let (rest, closed) = read_to_close(&mut stream, Duration::from_secs(5)).await;
+    let bytes = [answer, rest].concat();
+    let took = closed - started;
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("HTTP/1.1 408 "), "{text:?}");
+}
+
+#[tokio::test]
+async fn the_header_timeout_does_not_cut_an_idle_keep_alive_connection() {
+    let echo = Echo::start("a").await.unwrap();
+    let objects = world(
+        vec![
+            ingress("default", "a")
+                .host("a.test")
+                .prefix("/", svc("a", 80)),
+        ],
+        &[("a", &[&echo])],
+    );
+    let proxy = Proxy::start_with(
+        objects,
+        settings(Duration::from_secs(30), Duration::from_millis(200)),
+        Duration::from_secs(5),
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]);
+        assert!(text.starts_with("HTTP/1.1 200"), "{text:?}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
 }

@@ -676,6 +676,52 @@ async fn websocket_over_http2_extended_connect() {
     within("closing", ws.close(None)).await.unwrap();
 }
 
+/// A proxy whose client header timeout is short: 200 ms.
+async fn impatient_proxy(objects: Vec<Object>) -> Proxy {
+    let settings = vestibule_proxy::ProxySettings {
+        client_header_timeout: Duration::from_millis(200),
+        ..vestibule_proxy::ProxySettings::default()
+    };
+    Proxy::start_with(objects, settings, Duration::from_secs(5)).await
+}
+
+#[tokio::test]
+async fn the_header_timeout_leaves_websockets_and_http2_alone() {
+    let ws_echo = WsEcho::start("ws").await.unwrap();
+    let proxy = impatient_proxy(ws_site(&ws_echo, 0)).await;
+    // A tunnel carries no request heads, however long it stays quiet.
+    let mut ws = within(
+        "the WebSocket handshake",
+        ws_connect(proxy.addr, "ws.example", "/"),
+    )
+    .await
+    .unwrap();
+    for i in 0..3 {
+        echoes(&mut ws, WsMessage::text(format!("message {i}"))).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Nor does HTTP/2 between its requests (prior knowledge, on the same connection).
+    let stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    let driver = tokio::spawn(connection);
+    for _ in 0..3 {
+        let request = Request::get("http://ws.example/")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        let response = within("an HTTP/2 response", sender.send_request(request))
+            .await
+            .unwrap();
+        // The backend speaks WebSocket only; what matters is that the proxy answered.
+        assert!(response.status().as_u16() >= 200, "{response:?}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(!driver.is_finished(), "the HTTP/2 connection was closed");
+    within("closing", ws.close(None)).await.unwrap();
+}
+
 // ---------------------------------------------------------------------------------------
 // Expect: 100-continue
 // ---------------------------------------------------------------------------------------
