@@ -1,7 +1,8 @@
 //! Listeners: accept TCP connections, complete the TLS handshake on HTTPS listeners, serve
 //! HTTP/1.1 and HTTP/2 (by ALPN over TLS, by prior knowledge in clear text) on each through
-//! hyper-util's auto builder, and drain on shutdown: stop accepting, let open connections
-//! finish their requests, give up at the deadline.
+//! hyper-util's auto builder, time request heads and idle connections, and drain on
+//! shutdown: stop accepting, let open connections finish their requests, give up at the
+//! deadline.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -412,8 +413,10 @@ struct Activity {
     in_flight: AtomicUsize,
     /// Nanoseconds after `start` at which the last request ended.
     since: AtomicU64,
-    /// Nanoseconds after `start`, plus one, at which the bytes of a request head began to
-    /// arrive with no request in flight; 0 when none is arriving ([`ClientIo`]).
+    /// Nanoseconds after `start`, plus one, from which the request head now arriving is
+    /// timed; [`ARMED`] when its bytes have begun to arrive but the clock is not read yet; 0
+    /// when none is arriving ([`ClientIo`]). Relaxed: it orders nothing else, and over
+    /// HTTP/1, the only protocol timed, the connection's own task alone touches it.
     head: AtomicU64,
     /// Upgraded to a tunnel (a WebSocket): no more request heads.
     upgraded: AtomicBool,
@@ -435,12 +438,14 @@ impl Default for Activity {
 impl Activity {
     fn begin(self: &Arc<Self>) -> Busy {
         self.in_flight.fetch_add(1, Ordering::SeqCst);
-        self.head.store(0, Ordering::SeqCst);
+        self.head.store(0, Ordering::Relaxed);
         Busy(self.clone())
     }
 
     fn now(&self) -> u64 {
-        u64::try_from(self.start.elapsed().as_nanos()).unwrap_or(u64::MAX - 1)
+        u64::try_from(self.start.elapsed().as_nanos())
+            .unwrap_or(u64::MAX)
+            .min(ARMED - 2)
     }
 
     fn quiet_since(&self) -> tokio::time::Instant {
@@ -448,13 +453,17 @@ impl Activity {
     }
 
     fn busy(&self) -> bool {
-        self.in_flight.load(Ordering::SeqCst) > 0 || self.head.load(Ordering::SeqCst) != 0
+        self.in_flight.load(Ordering::SeqCst) > 0 || self.head.load(Ordering::Relaxed) != 0
     }
 
     fn idle_for(&self, idle: Duration) -> bool {
         !self.busy() && self.quiet_since().elapsed() >= idle
     }
 }
+
+/// A request head's bytes have begun to arrive; the clock is read when the connection next
+/// waits for more, so that a head arriving whole costs no clock reading.
+const ARMED: u64 = u64::MAX;
 
 /// Marks a request in flight until dropped.
 struct Busy(Arc<Activity>);
@@ -516,9 +525,9 @@ impl<S> ClientIo<S> {
             return;
         }
         if activity.in_flight.load(Ordering::SeqCst) == 0
-            && activity.head.load(Ordering::SeqCst) == 0
+            && activity.head.load(Ordering::Relaxed) == 0
         {
-            activity.head.store(activity.now() + 1, Ordering::SeqCst);
+            activity.head.store(ARMED, Ordering::Relaxed);
         }
     }
 
@@ -526,9 +535,13 @@ impl<S> ClientIo<S> {
     /// the deadline.
     fn head_overdue(&mut self, cx: &mut Context<'_>) -> bool {
         let activity = &self.activity;
-        let head = activity.head.load(Ordering::SeqCst);
+        let mut head = activity.head.load(Ordering::Relaxed);
         if self.clock != HeadClock::Http1 || head == 0 || self.write_blocked {
             return false;
+        }
+        if head == ARMED {
+            head = activity.now() + 1;
+            activity.head.store(head, Ordering::Relaxed);
         }
         let deadline = activity.start + Duration::from_nanos(head - 1) + self.timeout;
         let sleep = self
@@ -541,13 +554,13 @@ impl<S> ClientIo<S> {
     }
 
     /// A write went out: a response is still being sent, so a head that began meanwhile is
-    /// timed from now.
+    /// timed from the next wait.
     fn wrote(&mut self, result: &Poll<io::Result<usize>>) {
         self.write_blocked = result.is_pending();
         if matches!(result, Poll::Ready(Ok(n)) if *n > 0) {
-            let activity = &self.activity;
-            if activity.head.load(Ordering::SeqCst) != 0 {
-                activity.head.store(activity.now() + 1, Ordering::SeqCst);
+            let head = &self.activity.head;
+            if head.load(Ordering::Relaxed) != 0 {
+                head.store(ARMED, Ordering::Relaxed);
             }
         }
     }
@@ -569,7 +582,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                 Poll::Ready(Ok(()))
             }
             Poll::Pending if this.head_overdue(cx) => {
-                this.activity.head.store(0, Ordering::SeqCst);
+                this.activity.head.store(0, Ordering::Relaxed);
                 // hyper is reading a head, so nothing of its own is on the way out. Sent
                 // only if the socket takes it whole at once; the connection closes either
                 // way, and hyper, seeing a read error, answers nothing itself.
