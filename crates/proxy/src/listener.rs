@@ -30,7 +30,7 @@ use crate::forward::handle;
 use crate::headers::ClientSide;
 use crate::metrics::{Handshake, Listener as MetricsListener, Protocol};
 use crate::proxy_protocol::read_header;
-use crate::respond::REQUEST_TIMEOUT;
+use crate::respond::request_timeout;
 use crate::upstream::Upstreams;
 use crate::{Observability, ProxySettings};
 
@@ -479,8 +479,8 @@ impl Drop for Busy {
 /// between requests to wait for (its frames arrive whenever they like).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum HeadClock {
-    /// Clear text: HTTP/2 with prior knowledge opens with its preface, `PRI `; these are the
-    /// bytes of it seen so far.
+    /// Clear text, nothing read yet: HTTP/2 with prior knowledge opens with its preface,
+    /// `PRI `, which the first bytes decide.
     Undecided,
     Http1,
     Off,
@@ -586,9 +586,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
                 // hyper is reading a head, so nothing of its own is on the way out. Sent
                 // only if the socket takes it whole at once; the connection closes either
                 // way, and hyper, seeing a read error, answers nothing itself.
-                if let Poll::Ready(Ok(n)) =
-                    Pin::new(&mut this.inner).poll_write(cx, REQUEST_TIMEOUT)
-                    && n == REQUEST_TIMEOUT.len()
+                let answer = request_timeout();
+                if let Poll::Ready(Ok(n)) = Pin::new(&mut this.inner).poll_write(cx, &answer)
+                    && n == answer.len()
                 {
                     let _ = Pin::new(&mut this.inner).poll_flush(cx);
                 }

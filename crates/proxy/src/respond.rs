@@ -37,6 +37,9 @@ pub enum ProxyError {
     UriTooLong,
     #[error("the request headers are too large")]
     HeadersTooLarge,
+    /// An HTTP/1 request head not complete within the client header timeout.
+    #[error("the request headers did not arrive within the client header timeout")]
+    RequestTimeout,
 }
 
 impl ProxyError {
@@ -54,6 +57,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -70,6 +74,7 @@ impl ProxyError {
             ProxyError::PayloadTooLarge(_) => "the request body is too large",
             ProxyError::UriTooLong => "the request target is too long",
             ProxyError::HeadersTooLarge => "the request headers are too large",
+            ProxyError::RequestTimeout => "the request headers did not arrive in time",
         }
     }
 
@@ -78,7 +83,7 @@ impl ProxyError {
     fn grpc_status(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "12",
-            ProxyError::UpstreamTimeout { .. } => "4",
+            ProxyError::UpstreamTimeout { .. } | ProxyError::RequestTimeout => "4",
             ProxyError::PayloadTooLarge(_) | ProxyError::HeadersTooLarge => "8",
             ProxyError::BadRequest(_) | ProxyError::UriTooLong => "13",
             ProxyError::BackendUnavailable(_)
@@ -88,17 +93,6 @@ impl ProxyError {
         }
     }
 }
-
-/// The answer to a client that did not finish a request head within the client header
-/// timeout, written to the connection as it is, since there is no request to answer through
-/// hyper; the connection closes after it.
-pub(crate) const REQUEST_TIMEOUT: &[u8] = b"HTTP/1.1 408 Request Timeout\r\n\
-    Server: vestibule\r\n\
-    Content-Type: text/plain; charset=utf-8\r\n\
-    Content-Length: 64\r\n\
-    Connection: close\r\n\
-    \r\n\
-    408 Request Timeout: the request headers did not arrive in time\n";
 
 /// The body format of error responses, decided from the request before it is forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,10 +146,7 @@ pub(crate) fn error_response(error: &ProxyError, style: Style) -> Response<Proxy
         });
         ("application/json", format!("{body}\n"))
     } else {
-        (
-            "text/plain; charset=utf-8",
-            format!("{} {reason}: {message}\n", status.as_u16()),
-        )
+        (TEXT, text_body(error))
     };
     let mut response = Response::new(full(body));
     *response.status_mut() = status;
@@ -163,6 +154,32 @@ pub(crate) fn error_response(error: &ProxyError, style: Style) -> Response<Proxy
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(SERVER, SERVER_NAME);
     response
+}
+
+const TEXT: &str = "text/plain; charset=utf-8";
+
+/// `404 Not Found: no route for this host and path`.
+fn text_body(error: &ProxyError) -> String {
+    let status = error.status();
+    let reason = status.canonical_reason().unwrap_or("");
+    format!("{} {reason}: {}\n", status.as_u16(), error.public_message())
+}
+
+/// The 408 for a client that did not finish a request head within the client header
+/// timeout, as bytes for the connection: there is no request to answer through hyper. The
+/// connection closes after it.
+pub(crate) fn request_timeout() -> Vec<u8> {
+    let error = ProxyError::RequestTimeout;
+    let status = error.status();
+    let body = text_body(&error);
+    format!(
+        "HTTP/1.1 {} {}\r\nServer: vestibule\r\nContent-Type: {TEXT}\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
+        body.len(),
+    )
+    .into_bytes()
 }
 
 /// A 308 to the same host and request target on HTTPS (308 rather than 301 so that the
@@ -184,10 +201,7 @@ pub(crate) fn redirect_to_https(
     *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
     let headers = response.headers_mut();
     headers.insert(LOCATION, location);
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT));
     headers.insert(SERVER, SERVER_NAME);
     Ok(response)
 }
@@ -202,6 +216,7 @@ mod tests {
         vec![
             (ProxyError::BadRequest("the path is not valid"), 400),
             (ProxyError::NoRoute, 404),
+            (ProxyError::RequestTimeout, 408),
             (
                 ProxyError::BackendUnavailable("Service a/b not found".into()),
                 503,
@@ -231,20 +246,19 @@ mod tests {
     }
 
     #[test]
-    fn the_request_timeout_answer_is_whole_http() {
-        let text = std::str::from_utf8(REQUEST_TIMEOUT).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        assert!(
-            head.starts_with("HTTP/1.1 408 Request Timeout\r\n"),
-            "{head}"
+    fn the_request_timeout_is_the_408_error_as_whole_http() {
+        let answer = String::from_utf8(request_timeout()).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+        assert_eq!(
+            head,
+            format!(
+                "HTTP/1.1 408 Request Timeout\r\nServer: vestibule\r\n\
+                 Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
+                 Connection: close",
+                body.len()
+            )
         );
-        let length = head
-            .lines()
-            .find_map(|l| l.strip_prefix("Content-Length: "))
-            .unwrap();
-        assert_eq!(length.parse::<usize>().unwrap(), body.len());
-        assert!(head.contains("\r\nConnection: close"));
-        assert!(head.contains("\r\nServer: vestibule"));
+        assert_eq!(body, text_body(&ProxyError::RequestTimeout));
     }
 
     async fn body_of(response: Response<ProxyBody>) -> String {

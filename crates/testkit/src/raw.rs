@@ -55,7 +55,50 @@ pub async fn get(addr: SocketAddr, host: &str, target: &str) -> std::io::Result<
     send(addr, &request, Duration::from_secs(10)).await
 }
 
-fn parse(buf: &[u8]) -> std::io::Result<RawResponse> {
+/// Reads one response from `stream`, which stays open for the next (keep-alive): its head,
+/// then as much body as `Content-Length` says, or a chunked body to its last chunk.
+pub async fn read_response(
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> std::io::Result<RawResponse> {
+    let work = async {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let response = parse(&buf)?;
+                let whole = match response.header("content-length") {
+                    Some(length) => length.parse().ok().map(|n: usize| buf.len() - end - 4 >= n),
+                    None => Some(buf.ends_with(b"0\r\n\r\n")),
+                };
+                match whole {
+                    Some(true) => return Ok(response),
+                    Some(false) => {}
+                    None => {
+                        return Err(std::io::Error::new(
+                            std::io::ErrorKind::InvalidData,
+                            "bad content-length",
+                        ));
+                    }
+                }
+            }
+            let n = stream.read(&mut chunk).await?;
+            if n == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!("closed after {:?}", String::from_utf8_lossy(&buf)),
+                ));
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(timeout, work).await.map_err(|_| {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, "no full response in time")
+    })?
+}
+
+/// Parses a whole response: head, then the body (de-chunked when chunked).
+pub fn parse(buf: &[u8]) -> std::io::Result<RawResponse> {
     let bad = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
     let end = buf
         .windows(4)
