@@ -167,20 +167,26 @@ def tree(root):
     return found
 
 
-def cpu_ticks(root):
-    """CPU time of the tree. The root's cutime/cstime hold the time of children it has
-    already reaped (nginx and HAProxy workers retired by a reload), so a worker that exits
-    inside the window is still counted."""
-    total = 0
+def cpu_ticks_by_kind(root):
+    """User and system CPU time of the tree, in clock ticks. The root's cutime/cstime hold the
+    time of children it has already reaped (nginx and HAProxy workers retired by a reload), so
+    a worker that exits inside the window is still counted."""
+    user = system = 0
     for pid in tree(root):
         try:
             fields = _stat(pid)
         except OSError:
             continue
-        total += int(fields[11]) + int(fields[12])
+        # utime and stime (fields 14 and 15) count every thread, those gone included.
+        user, system = user + int(fields[11]), system + int(fields[12])
         if pid == root:
-            total += int(fields[13]) + int(fields[14])
-    return total
+            user, system = user + int(fields[13]), system + int(fields[14])
+    return user, system
+
+
+def cpu_ticks(root):
+    """CPU time of the tree, in clock ticks (cpu_ticks_by_kind, both kinds)."""
+    return sum(cpu_ticks_by_kind(root))
 
 
 def established_to(ip, port):

@@ -60,7 +60,8 @@ RESULTS = os.path.join(ROOT, "target", "observability-pair.json")
 VESTIBULE = os.path.join(ROOT, "target", "release", "vestibule")
 ECHO = os.path.join(ROOT, "target", "release", "vestibule-echo")
 HOST = compare.HOST
-BACKEND = ("127.0.0.1", 19300)
+# The echo backend, where compare.py's route (bench_route) sends its requests.
+(BACKEND,) = compare.bench_route().endpoints
 # (http, https, admin) per process; a range the other bench scripts do not use.
 PORTS = {"a": (19380, 19743, 19354), "b": (19381, 19744, 19355)}
 PROXY_CPU = "0"
@@ -95,7 +96,7 @@ def flag(flags, name, default):
 def manifests(directory):
     """One Ingress for HOST to the backend, as bench/compare.py writes them for Vestibule."""
     os.makedirs(directory, exist_ok=True)
-    route = compare.Route(HOST, "backend", (BACKEND,), "bench")
+    route = compare.bench_route()
     with open(os.path.join(directory, "bench.yaml"), "w") as f:
         f.write(compare.INGRESS_CLASS_YAML + "---\n" + compare.Vestibule.route_yaml(route))
 
@@ -108,35 +109,48 @@ def status(port, path="/", host=compare.HOST):
 class Proxy:
     """One Vestibule process on CPU 0 in a configuration, on the ports of slot `a` or `b`."""
 
+    name = "vestibule"
+
     def __init__(self, slot, config, binary, log_to, client_cpus):
         self.slot, self.config = slot, config
         self.runtime = None
-        self.http, https, self.admin = PORTS[slot]
-        self.log_path = os.path.join(WORK, f"access-{slot}.log")
-        if log_to == "null":
-            self.log_path = os.devnull
-        self.stderr_path = os.path.join(WORK, f"vestibule-{slot}.stderr")
+        self.http, self.https, self.admin = PORTS[slot]
+        self.log_path = os.devnull if log_to == "null" else os.path.join(WORK, f"access-{slot}.log")
+        self.logs, self.metrics = self.features()
+        self.proc = self.start(binary, log_to, self.output(log_to, client_cpus))
+        deadline = time.monotonic() + 60
+        while not self.ready():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                fail(f"{self.name} ({slot}, {config}) did not become ready: {self.problem()}")
+            time.sleep(0.05)
+        answer = status(self.http)
+        if answer != 200:
+            fail(f"{self.name} ({slot}, {config}): GET http://{HOST}/ answered {answer}")
+
+    def features(self):
+        """Whether the access log and metrics are on."""
         # Unset, the access log is on (in --log-format's format) and so are metrics.
-        self.logs = flag(FLAGS[config], "--access-log", "text") != "off"
-        self.metrics = flag(FLAGS[config], "--metrics", "true") != "false"
-        out = self.output(log_to, client_cpus)
-        self.proc = compare.spawn(
+        return (flag(FLAGS[self.config], "--access-log", "text") != "off",
+                flag(FLAGS[self.config], "--metrics", "true") != "false")
+
+    def start(self, binary, log_to, out):
+        del log_to  # Vestibule writes its log to standard output, wherever that goes
+        self.stderr_path = os.path.join(WORK, f"vestibule-{self.slot}.stderr")
+        return compare.spawn(
             ["chrt", "--batch", "0", binary, "run",
              "--manifests", os.path.join(WORK, "manifests"),
              "--worker-threads", "1", "--log-level", "warn",
              "--http-addr", f"127.0.0.1:{self.http}",
-             "--https-addr", f"127.0.0.1:{https}",
-             "--admin-addr", f"127.0.0.1:{self.admin}"] + FLAGS[config],
+             "--https-addr", f"127.0.0.1:{self.https}",
+             "--admin-addr", f"127.0.0.1:{self.admin}"] + FLAGS[self.config],
             PROXY_CPU, stdout=out, stderr=open(self.stderr_path, "wb"))
-        deadline = time.monotonic() + 60
-        while status(self.admin, "/readyz", "admin") != 200:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                with open(self.stderr_path) as f:
-                    fail(f"vestibule ({slot}, {config}) did not become ready:\n{f.read()[-2000:]}")
-            time.sleep(0.05)
-        answer = status(self.http)
-        if answer != 200:
-            fail(f"vestibule ({slot}, {config}): GET http://{HOST}/ answered {answer}")
+
+    def ready(self):
+        return status(self.admin, "/readyz", "admin") == 200
+
+    def problem(self):
+        with open(self.stderr_path) as f:
+            return "\n" + f.read()[-2000:]
 
     def output(self, log_to, client_cpus):
         """The process's standard output: the log file, or a pipe to a process writing it."""
@@ -162,10 +176,9 @@ class Proxy:
             self.runtime.wait(10)
 
     def cpu_seconds(self):
-        """User and system CPU seconds so far."""
-        fields = compare._stat(self.proc.pid)
-        # utime and stime, fields 14 and 15, count every thread, those gone included.
-        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+        """User and system CPU seconds so far, of every thread and process of the proxy."""
+        user, system = compare.cpu_ticks_by_kind(self.proc.pid)
+        return user / CLK_TCK, system / CLK_TCK
 
     def wrk(self, seconds, client_cpus):
         return subprocess.Popen(
@@ -191,51 +204,34 @@ class NginxProxy(Proxy):
     (ingress-nginx's default: its access log is a link to /dev/stdout, written once per
     request); bare, `access_log off`. nginx-light has no metrics to compare."""
 
-    def __init__(self, slot, config, binary, log_to, client_cpus):
+    name = "nginx"
+
+    def features(self):
+        return self.config == "observed", False
+
+    def start(self, binary, log_to, out):
         del binary  # nginx is nginx
-        self.slot, self.config = slot, config
-        self.runtime = None
-        self.http, https, self.admin = PORTS[slot]
-        self.metrics = False
-        self.logs = config == "observed"
-        self.log_path = os.devnull if log_to == "null" else os.path.join(WORK, f"access-{slot}.log")
-        d = os.path.join(WORK, f"nginx-{slot}")
-        os.makedirs(d, exist_ok=True)
-        if not self.logs:
-            access_log = "off"
-        elif log_to == "file":
-            access_log = f"{self.log_path} vestibule_like {NGINX_LOG_PARAMS[0]}".strip()
-        else:
-            access_log = f"/dev/stdout vestibule_like {NGINX_LOG_PARAMS[0]}".strip()
-        conf = os.path.join(d, "nginx.conf")
+        self.dir = os.path.join(WORK, f"nginx-{self.slot}")
+        os.makedirs(self.dir, exist_ok=True)
+        target = self.log_path if log_to == "file" else "/dev/stdout"
+        access_log = "off"
+        if self.logs:
+            access_log = f"{target} vestibule_like {NGINX_LOG_PARAMS[0]}".strip()
+        cert = compare.make_cert("pair", "ecdsa")
+        table = compare.Table((compare.bench_route(),), cert)
+        conf = os.path.join(self.dir, "nginx.conf")
         with open(conf, "w") as f:
-            f.write(compare.nginx_conf(d, self.http, https, nginx_table(), access_log))
-        out = self.output(log_to, client_cpus)
-        self.proc = compare.spawn(
-            ["chrt", "--batch", "0", "nginx", "-e", os.path.join(d, "error.log"), "-p", d,
-             "-c", conf], PROXY_CPU, stdout=out, stderr=open(os.path.join(d, "stderr.log"), "wb"))
-        deadline = time.monotonic() + 30
-        while status(self.http) != 200:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                fail(f"nginx ({slot}, {config}) did not answer; see {d}/error.log")
-            time.sleep(0.05)
+            f.write(compare.nginx_conf(self.dir, self.http, self.https, table, access_log))
+        return compare.spawn(
+            ["chrt", "--batch", "0", "nginx", "-e", os.path.join(self.dir, "error.log"),
+             "-p", self.dir, "-c", conf],
+            PROXY_CPU, stdout=out, stderr=open(os.path.join(self.dir, "stderr.log"), "wb"))
 
-    def cpu_seconds(self):
-        """User and system CPU seconds so far of the master and its worker."""
-        user = system = 0
-        for pid in compare.tree(self.proc.pid):
-            try:
-                fields = compare._stat(pid)
-            except OSError:
-                continue
-            user, system = user + int(fields[11]), system + int(fields[12])
-        return user / CLK_TCK, system / CLK_TCK
+    def ready(self):
+        return status(self.http) == 200
 
-
-def nginx_table():
-    """The one route, to the backend, with a certificate for nginx's HTTPS listener."""
-    cert = compare.make_cert("pair", "ecdsa")
-    return compare.Table((compare.Route(HOST, "backend", (BACKEND,), "bench"),), cert)
+    def problem(self):
+        return f"see {self.dir}/error.log"
 
 
 def scrape(proxies, stop_event, counts):
