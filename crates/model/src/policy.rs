@@ -230,7 +230,7 @@ pub enum BackendProtocol {
 }
 
 /// Upstream TLS verification (`proxy-ssl-verify: "on"`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 pub struct UpstreamTls {
     /// Verify the upstream's certificate against `ca`.
     pub verify: bool,

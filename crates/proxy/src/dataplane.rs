@@ -1,6 +1,6 @@
 //! The installed configuration: the routing table plus the runtime state that goes with it
-//! (per-cluster balancers, TLS signing keys), swapped atomically. Requests and handshakes
-//! load it without locks.
+//! (per-cluster balancers, TLS signing keys, each route's upstream protocol and TLS client),
+//! swapped atomically. Requests and handshakes load it without locks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -8,12 +8,16 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use tracing::error;
-use vestibule_model::{Backend, Certificate, ClusterKey, ProxyPolicy, RouteId, RouteTable};
+use vestibule_model::{
+    Backend, BackendProtocol, Certificate, ClusterKey, ProxyPolicy, RouteId, RouteTable,
+    UpstreamProtocol,
+};
 
 use crate::metrics::{Metrics, RouteLabels, RouteStats};
 
 use crate::balance::ClusterBalancer;
 use crate::tls::{certified_key, provider};
+use crate::upstream::{TlsClients, TlsResolved};
 
 /// One installed table and the state that goes with its clusters.
 #[derive(Debug)]
@@ -27,6 +31,21 @@ pub(crate) struct Runtime {
     /// Metrics of each route, by route id, when metrics are on.
     route_stats: Vec<Arc<RouteStats>>,
     pub(crate) default_stats: Option<Arc<RouteStats>>,
+    /// How each route's requests reach its backend, by route id; `None` for a backend that
+    /// cannot be served.
+    upstreams: Vec<Option<Upstream>>,
+    default_upstream: Option<Upstream>,
+    /// The TLS clients `upstreams` use, for the next table to take over.
+    tls_clients: TlsClients,
+}
+
+/// How a route's requests reach its backend, settled when the table is installed so that a
+/// request only reads it.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    pub(crate) protocol: UpstreamProtocol,
+    /// The TLS client, when `protocol` is TLS.
+    pub(crate) tls: Option<TlsResolved>,
 }
 
 impl Runtime {
@@ -92,6 +111,33 @@ impl Runtime {
             }
             None => (Vec::new(), None),
         };
+        let mut tls_clients = TlsClients::default();
+        let previous_clients = previous.map(|p| &p.tls_clients);
+        let mut upstream = |backend: &Backend, policy: &ProxyPolicy| {
+            let Backend::Cluster(id) = backend else {
+                return None;
+            };
+            let cluster = table.cluster(*id);
+            let protocol = policy
+                .backend_protocol
+                .map_or(cluster.protocol, protocol_of);
+            let tls = protocol.is_tls().then(|| {
+                // Verified against, and sent when asked, unless `proxy-ssl-name` says
+                // otherwise: the Service's DNS name.
+                let name = format!("{}.{}.svc", cluster.key.service, cluster.key.namespace);
+                let settings = policy.upstream_tls.as_deref();
+                tls_clients.resolve(previous_clients, settings, protocol.is_http2(), &name)
+            });
+            Some(Upstream { protocol, tls })
+        };
+        let upstreams = table
+            .routes()
+            .iter()
+            .map(|route| upstream(&route.backend, &route.policy.proxy))
+            .collect();
+        let default_upstream = table
+            .default_backend()
+            .and_then(|default| upstream(&default.backend, &default_policy));
         Runtime {
             table,
             balancers,
@@ -99,12 +145,32 @@ impl Runtime {
             default_policy,
             route_stats,
             default_stats,
+            upstreams,
+            default_upstream,
+            tls_clients,
+        }
+    }
+
+    /// How a route's requests reach its backend; the default backend's for `None`.
+    pub(crate) fn upstream(&self, route: Option<RouteId>) -> Option<&Upstream> {
+        match route {
+            Some(id) => self.upstreams.get(id.0 as usize)?.as_ref(),
+            None => self.default_upstream.as_ref(),
         }
     }
 
     /// The metrics of a route, when metrics are on.
     pub(crate) fn route_stats(&self, id: RouteId) -> Option<Arc<RouteStats>> {
         self.route_stats.get(id.0 as usize).cloned()
+    }
+}
+
+fn protocol_of(protocol: BackendProtocol) -> UpstreamProtocol {
+    match protocol {
+        BackendProtocol::Http => UpstreamProtocol::Http1,
+        BackendProtocol::Https => UpstreamProtocol::Https,
+        BackendProtocol::Grpc | BackendProtocol::H2c => UpstreamProtocol::H2c,
+        BackendProtocol::Grpcs => UpstreamProtocol::H2Tls,
     }
 }
 

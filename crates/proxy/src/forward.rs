@@ -25,7 +25,7 @@ use vestibule_model::{
 use crate::access_log::{Line, Names};
 use crate::balance::{self, PickInput};
 use crate::body::{Limited, Progress, ProxyBody, ResponseBody, Timed, UpstreamBody, empty};
-use crate::dataplane::{DataPlane, Runtime};
+use crate::dataplane::{DataPlane, Runtime, Upstream};
 use crate::h1;
 use crate::headers::{
     ClientSide, Forwarded, IpText, X_REQUEST_ID, has_token, remove_hop_by_hop, request_id,
@@ -222,6 +222,14 @@ enum OriginAt {
 }
 
 impl Plan {
+    /// How the request reaches its backend.
+    fn upstream(&self) -> Option<&Upstream> {
+        self.runtime.upstream(match self.origin {
+            OriginAt::Route(id) => Some(id),
+            OriginAt::Default => None,
+        })
+    }
+
     /// Where the request went, for its log line: a handle on the table, not a copy of names.
     fn origin(&self) -> Origin {
         Origin {
@@ -376,15 +384,13 @@ async fn forward(
 
     let cluster = plan.runtime.table.cluster(plan.cluster);
     let balancer = &plan.runtime.balancers[plan.cluster.0 as usize];
-    let protocol = policy
-        .backend_protocol
-        .map_or(cluster.protocol, protocol_of);
-    // Only TLS upstreams need a name.
-    let server_name = if protocol.is_tls() {
-        format!("{}.{}.svc", cluster.key.service, cluster.key.namespace)
-    } else {
-        String::new()
+    let Some(upstream) = plan.upstream() else {
+        // A plan is made only for a route to a cluster, and each such route has its upstream.
+        return Err(ProxyError::BackendUnavailable(
+            "the route has no upstream settings".into(),
+        ));
     };
+    let protocol = upstream.protocol;
     let tries = match policy.next_upstream_tries {
         0 => u32::MAX,
         n => n,
@@ -466,8 +472,7 @@ async fn forward(
             endpoint,
             protocol,
             connect_timeout: policy.connect_timeout,
-            tls: policy.upstream_tls.as_deref(),
-            server_name: &server_name,
+            tls: upstream.tls.as_ref(),
             upgrade: upgrade.is_some(),
         };
         let conn = match upstreams.checkout(&target).await {
@@ -763,16 +768,6 @@ fn connect_error_kind(error: &ConnectError) -> UpstreamErrorKind {
         ConnectError::TimedOut(_) => UpstreamErrorKind::Timeout,
         ConnectError::Tls(_) | ConnectError::ServerName(_) => UpstreamErrorKind::Tls,
         ConnectError::Io(_) | ConnectError::Handshake(_) => UpstreamErrorKind::Other,
-    }
-}
-
-fn protocol_of(protocol: vestibule_model::BackendProtocol) -> UpstreamProtocol {
-    use vestibule_model::BackendProtocol as B;
-    match protocol {
-        B::Http => UpstreamProtocol::Http1,
-        B::Https => UpstreamProtocol::Https,
-        B::Grpc | B::H2c => UpstreamProtocol::H2c,
-        B::Grpcs => UpstreamProtocol::H2Tls,
     }
 }
 

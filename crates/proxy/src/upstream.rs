@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -53,10 +54,8 @@ pub(crate) struct Target<'a> {
     pub(crate) endpoint: &'a EndpointAddress,
     pub(crate) protocol: UpstreamProtocol,
     pub(crate) connect_timeout: Duration,
-    /// Verification settings; `None` = TLS without verification, as ingress-nginx does.
-    pub(crate) tls: Option<&'a UpstreamTls>,
-    /// The name for SNI and verification when `tls` names none: the Service's DNS name.
-    pub(crate) server_name: &'a str,
+    /// How to speak TLS to it, when TLS: settled with the table ([`TlsClients`]).
+    pub(crate) tls: Option<&'a TlsResolved>,
     /// The request asks for an upgrade: over HTTP/1.1 it takes a hyper connection of its
     /// own, which hyper hands over to the tunnel. Any other goes over a connection the
     /// request's task drives ([`h1`]).
@@ -90,8 +89,8 @@ impl ConnectError {
 pub(crate) struct PoolKey {
     endpoint: EndpointAddress,
     protocol: UpstreamProtocol,
-    /// The TLS name and the id of the client configuration ([`TlsConfigs`]), when TLS.
-    tls: Option<(Box<str>, u64)>,
+    /// The [`TlsClient`]'s id, when TLS.
+    tls: Option<u64>,
 }
 
 /// The pool's keys come from the configuration, never from a client, so they need no
@@ -122,36 +121,100 @@ struct PoolState {
     sweeping: bool,
 }
 
-/// TLS client configurations, one per distinct verification setting and ALPN, the one used
-/// most recently last. Each has an id that is never given again, which pooled connections
-/// are keyed by: a configuration dropped and another made in its place can never be taken
-/// for it, as its address could. At most [`TLS_CONFIGS`] are kept, so that settings no
-/// route uses any more (every CA a `proxy-ssl-secret` has held, say) do not pile up for the
-/// life of the process; a connection made with a dropped one stays in the pool, unused,
-/// until it times out.
-#[derive(Debug, Default)]
-struct TlsConfigs {
-    configs: Vec<TlsConfig>,
-    next_id: u64,
+/// How requests to one backend speak TLS: its settings, ALPN and name, made into a client
+/// when a table is installed, so that a request only reads it.
+#[derive(Debug)]
+pub(crate) struct TlsClient {
+    /// Never given to another client: pooled connections are keyed by it, so a connection
+    /// made with one setting is never taken for another.
+    id: u64,
+    name: ServerName<'static>,
+    config: Arc<rustls::ClientConfig>,
 }
 
-#[derive(Debug)]
-struct TlsConfig {
+/// Why a backend's TLS client could not be made: each of its requests fails to connect so.
+#[derive(Debug, Clone)]
+pub(crate) enum TlsClientError {
+    Name(Box<str>),
+    Config(Arc<str>),
+}
+
+impl TlsClientError {
+    fn connect_error(&self) -> ConnectError {
+        match self {
+            TlsClientError::Name(name) => ConnectError::ServerName(name.to_string()),
+            TlsClientError::Config(why) => ConnectError::Tls(io::Error::other(why.to_string())),
+        }
+    }
+}
+
+pub(crate) type TlsResolved = Result<Arc<TlsClient>, TlsClientError>;
+
+/// The TLS clients of one installed table, by setting, ALPN and name. A table takes over
+/// the clients of the one before for the settings it keeps, so their pooled connections
+/// stay in use; those no route uses any more go with the old table.
+#[derive(Debug, Default)]
+pub(crate) struct TlsClients {
+    by_setting: HashMap<TlsSetting, TlsResolved>,
+}
+
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct TlsSetting {
+    /// `None`: TLS without verification, as ingress-nginx does.
     tls: Option<UpstreamTls>,
     h2: bool,
-    config: Arc<rustls::ClientConfig>,
-    id: u64,
+    name: Box<str>,
 }
 
-/// Far more distinct upstream TLS settings than a cluster uses at once; past that, the one
-/// used least recently is made again when next needed.
-const TLS_CONFIGS: usize = 256;
+impl TlsClients {
+    /// The client for `tls` and ALPN `h2`, to the name `tls` gives or else `name`: this
+    /// table's, the one before's, or a new one.
+    pub(crate) fn resolve(
+        &mut self,
+        previous: Option<&TlsClients>,
+        tls: Option<&UpstreamTls>,
+        h2: bool,
+        name: &str,
+    ) -> TlsResolved {
+        let setting = TlsSetting {
+            tls: tls.cloned(),
+            h2,
+            name: tls
+                .and_then(|t| t.server_name.as_deref())
+                .unwrap_or(name)
+                .into(),
+        };
+        if let Some(client) = self.by_setting.get(&setting) {
+            return client.clone();
+        }
+        let client = match previous.and_then(|p| p.by_setting.get(&setting)) {
+            Some(client) => client.clone(),
+            None => tls_client(&setting),
+        };
+        self.by_setting.insert(setting, client.clone());
+        client
+    }
+}
+
+fn tls_client(setting: &TlsSetting) -> TlsResolved {
+    static IDS: AtomicU64 = AtomicU64::new(0);
+    let name = ServerName::try_from(setting.name.to_string())
+        .map_err(|_| TlsClientError::Name(setting.name.clone()))?;
+    let mut config = client_config(setting.tls.as_ref(), setting.h2)
+        .map_err(|e| TlsClientError::Config(e.to_string().into()))?;
+    // As ingress-nginx: no SNI unless `proxy-ssl-server-name: on`.
+    config.enable_sni = setting.tls.as_ref().is_some_and(|t| t.send_sni);
+    Ok(Arc::new(TlsClient {
+        id: IDS.fetch_add(1, Ordering::Relaxed),
+        name,
+        config: Arc::new(config),
+    }))
+}
 
 /// The upstream connection pool, shared by every listener.
 #[derive(Debug)]
 pub(crate) struct Upstreams {
     pool: Arc<Pool>,
-    tls: Mutex<TlsConfigs>,
 }
 
 /// A connection ready for one request.
@@ -263,7 +326,6 @@ impl Upstreams {
                 settings: settings.clone(),
                 state: Mutex::default(),
             }),
-            tls: Mutex::default(),
         }
     }
 
@@ -278,21 +340,15 @@ impl Upstreams {
     }
 
     async fn connection(&self, target: &Target<'_>, reuse: bool) -> Result<Conn, ConnectError> {
-        // The key keeps the TLS name; the configuration goes on for a new connection.
-        let (tls_key, config) = if target.protocol.is_tls() {
-            let name = target
-                .tls
-                .and_then(|t| t.server_name.as_deref())
-                .unwrap_or(target.server_name);
-            let (config, id) = self.tls_config(target.tls, target.protocol.is_http2())?;
-            (Some((Box::<str>::from(name), id)), Some(config))
-        } else {
-            (None, None)
+        let tls = match target.tls {
+            Some(Ok(client)) => Some(client),
+            Some(Err(error)) => return Err(error.connect_error()),
+            None => None,
         };
         let key = PoolKey {
             endpoint: target.endpoint.clone(),
             protocol: target.protocol,
-            tls: tls_key,
+            tls: tls.map(|client| client.id),
         };
         let h2 = target.protocol.is_http2();
         // An HTTP/1.1 upgrade's connection goes to its tunnel: it is never one from the pool.
@@ -307,7 +363,7 @@ impl Upstreams {
         };
         // Boxed: connecting (TCP, TLS, handshake) is the rare path and its future is large;
         // inline, every request's future would carry its size.
-        Box::pin(self.open(target, key, config, direct)).await
+        Box::pin(self.open(target, key, tls.map(|client| &**client), direct)).await
     }
 
     /// A new connection to the target.
@@ -315,26 +371,18 @@ impl Upstreams {
         &self,
         target: &Target<'_>,
         key: PoolKey,
-        config: Option<Arc<rustls::ClientConfig>>,
+        tls: Option<&TlsClient>,
         direct: bool,
     ) -> Result<Conn, ConnectError> {
         let stream = connect(target.endpoint, target.connect_timeout).await?;
-        // As ingress-nginx: no SNI unless `proxy-ssl-server-name: on`.
-        let send_sni = target.tls.is_some_and(|t| t.send_sni);
-        let tls = key
-            .tls
-            .as_ref()
-            .map(|(name, _)| &**name)
-            .zip(config.as_ref());
         match (tls, target.protocol.is_http2()) {
             (None, _) if direct => {
                 Ok(self.direct(key, h1::Connection::new(h1::Stream::Left(stream)), false))
             }
             (None, false) => self.http1(key, stream).await,
             (None, true) => self.http2(key, stream).await,
-            (Some((name, config)), h2) => {
-                let stream =
-                    tls_connect(stream, name, config, send_sni, target.connect_timeout).await?;
+            (Some(client), h2) => {
+                let stream = tls_connect(stream, client, target.connect_timeout).await?;
                 if direct {
                     Ok(self.direct(
                         key,
@@ -439,41 +487,6 @@ impl Upstreams {
             reused: false,
         })
     }
-
-    /// The client configuration for `tls` and ALPN `h2`, and its id.
-    fn tls_config(
-        &self,
-        tls: Option<&UpstreamTls>,
-        h2: bool,
-    ) -> Result<(Arc<rustls::ClientConfig>, u64), ConnectError> {
-        let mut configs = self.tls.lock().unwrap_or_else(|p| p.into_inner());
-        let configs = &mut *configs;
-        // Compared in place: a copy of the settings (their CA certificates included) is made
-        // only for a configuration not seen before, not on every request.
-        if let Some(at) = configs
-            .configs
-            .iter()
-            .rposition(|c| c.tls.as_ref() == tls && c.h2 == h2)
-        {
-            configs.configs[at..].rotate_left(1);
-            let found = &configs.configs[configs.configs.len() - 1];
-            return Ok((found.config.clone(), found.id));
-        }
-        let config = client_config(tls, h2).map_err(|e| ConnectError::Tls(io::Error::other(e)))?;
-        let config = Arc::new(config);
-        if configs.configs.len() >= TLS_CONFIGS {
-            configs.configs.remove(0);
-        }
-        let id = configs.next_id;
-        configs.next_id += 1;
-        configs.configs.push(TlsConfig {
-            tls: tls.cloned(),
-            h2,
-            config: config.clone(),
-            id,
-        });
-        Ok((config, id))
-    }
 }
 
 impl Conn {
@@ -577,21 +590,12 @@ async fn connect(endpoint: &EndpointAddress, timeout: Duration) -> Result<TcpStr
 
 async fn tls_connect(
     stream: TcpStream,
-    name: &str,
-    config: &Arc<rustls::ClientConfig>,
-    send_sni: bool,
+    client: &TlsClient,
     timeout: Duration,
 ) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ConnectError> {
-    let server_name = ServerName::try_from(name.to_owned())
-        .map_err(|_| ConnectError::ServerName(name.to_owned()))?;
-    let connector = if send_sni {
-        TlsConnector::from(config.clone())
-    } else {
-        let mut without = (**config).clone();
-        without.enable_sni = false;
-        TlsConnector::from(Arc::new(without))
-    };
-    match tokio::time::timeout(timeout, connector.connect(server_name, stream)).await {
+    let connector = TlsConnector::from(client.config.clone());
+    let handshake = connector.connect(client.name.clone(), stream);
+    match tokio::time::timeout(timeout, handshake).await {
         Err(_) => Err(ConnectError::TimedOut(timeout)),
         Ok(Err(e)) => Err(ConnectError::Tls(e)),
         Ok(Ok(stream)) => Ok(stream),
@@ -690,34 +694,50 @@ mod tests {
         }
     }
 
+    fn id(resolved: &TlsResolved) -> u64 {
+        resolved.as_ref().unwrap().id
+    }
+
     #[test]
-    fn tls_configurations_are_shared_kept_bounded_and_never_confused() {
-        let upstreams = Upstreams::new(&UpstreamSettings::default());
-        let lookup = |tls: Option<&UpstreamTls>, h2| upstreams.tls_config(tls, h2).unwrap();
+    fn tls_clients_are_shared_carried_over_and_never_confused() {
+        let a = settings("a.internal");
+        let mut first = TlsClients::default();
+        let one = first.resolve(None, Some(&a), false, "svc-1.ns.svc");
+        // The same setting, ALPN and name: the same client, wherever in the table.
+        let again = first.resolve(None, Some(&a), false, "svc-2.ns.svc");
+        assert!(Arc::ptr_eq(one.as_ref().unwrap(), again.as_ref().unwrap()));
+        // ALPN, settings or name apart: another client, under another id.
+        let others = [
+            first.resolve(None, Some(&a), true, "svc-1.ns.svc"),
+            first.resolve(None, None, false, "svc-1.ns.svc"),
+            first.resolve(None, None, false, "svc-2.ns.svc"),
+            first.resolve(None, Some(&settings("b.internal")), false, "svc-1.ns.svc"),
+        ];
+        let mut ids: Vec<u64> = others.iter().map(id).chain([id(&one)]).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        assert_eq!(ids.len(), 5);
 
-        // The same settings get the same configuration; ALPN or settings apart, another.
-        let (first, first_id) = lookup(Some(&settings("a.internal")), false);
-        let (again, again_id) = lookup(Some(&settings("a.internal")), false);
-        assert!(Arc::ptr_eq(&first, &again));
-        assert_eq!(first_id, again_id);
-        let (_, h2_id) = lookup(Some(&settings("a.internal")), true);
-        let (_, none_id) = lookup(None, false);
-        assert_ne!(h2_id, first_id);
-        assert_ne!(none_id, first_id);
+        // The next table keeps the clients of the settings it keeps, and only those.
+        let mut second = TlsClients::default();
+        let kept = second.resolve(Some(&first), Some(&a), false, "svc-9.ns.svc");
+        assert_eq!(id(&kept), id(&one));
+        assert_eq!(second.by_setting.len(), 1);
+        // A setting that skipped a table comes back as a new client, under a new id.
+        let third = TlsClients::default();
+        let mut fourth = TlsClients::default();
+        let back = fourth.resolve(Some(&third), None, false, "svc-1.ns.svc");
+        assert!(ids.iter().all(|&old| id(&back) > old));
+    }
 
-        // Many more settings than are kept: the oldest unused go, the one in use stays.
-        let mut last_id = none_id;
-        for n in 0..TLS_CONFIGS * 2 {
-            (_, last_id) = lookup(Some(&settings(&format!("s{n}.internal"))), false);
-            let (kept, kept_id) = lookup(Some(&settings("a.internal")), false);
-            assert!(Arc::ptr_eq(&kept, &first));
-            assert_eq!(kept_id, first_id);
-        }
-        assert_eq!(upstreams.tls.lock().unwrap().configs.len(), TLS_CONFIGS);
-
-        // One that went is made again under an id never given before, so no connection
-        // pooled under the old one can be taken for it.
-        let (_, remade_id) = lookup(None, false);
-        assert!(remade_id > last_id, "{remade_id} after {last_id}");
+    #[test]
+    fn a_name_that_cannot_be_a_tls_name_fails_each_connection_with_it() {
+        let mut clients = TlsClients::default();
+        let resolved = clients.resolve(None, None, false, "not a name");
+        let error = resolved.unwrap_err().connect_error();
+        assert!(
+            matches!(&error, ConnectError::ServerName(name) if name == "not a name"),
+            "{error}"
+        );
     }
 }

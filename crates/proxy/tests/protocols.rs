@@ -454,37 +454,41 @@ async fn an_https_upstream_is_unverified_by_default_and_verified_when_asked() {
             .host(host)
             .prefix("/", svc("secure", 80))
     };
-    let mut objects = site(
-        vec![
-            ingress("default", "unverified")
-                .annotation(BACKEND_PROTOCOL, "HTTPS")
-                .host("unverified.example")
-                .prefix("/", svc("secure", 80)),
-            ingress("default", "by-app-protocol")
-                .host("app.example")
-                .prefix("/", svc("secure-app", 80)),
-            verified("right", "right.example", "default/right-ca", "tls.internal"),
-            verified(
-                "wrong-ca",
-                "wrong-ca.example",
-                "default/wrong-ca",
-                "tls.internal",
-            ),
-            verified(
-                "wrong-name",
-                "wrong-name.example",
-                "default/right-ca",
-                "other.internal",
-            ),
-        ],
-        &[
-            backend("secure", secure.port()),
-            backend_with("secure-app", secure.port(), "kubernetes.io/https"),
-        ],
-    );
-    objects.push(ca_secret("right-ca", &cert.cert_pem));
-    objects.push(ca_secret("wrong-ca", &stranger.cert_pem));
-    let proxy = Proxy::start(objects).await;
+    // The table, with the CA that `right-ca` holds.
+    let objects = |right_ca: &str| {
+        let mut objects = site(
+            vec![
+                ingress("default", "unverified")
+                    .annotation(BACKEND_PROTOCOL, "HTTPS")
+                    .host("unverified.example")
+                    .prefix("/", svc("secure", 80)),
+                ingress("default", "by-app-protocol")
+                    .host("app.example")
+                    .prefix("/", svc("secure-app", 80)),
+                verified("right", "right.example", "default/right-ca", "tls.internal"),
+                verified(
+                    "wrong-ca",
+                    "wrong-ca.example",
+                    "default/wrong-ca",
+                    "tls.internal",
+                ),
+                verified(
+                    "wrong-name",
+                    "wrong-name.example",
+                    "default/right-ca",
+                    "other.internal",
+                ),
+            ],
+            &[
+                backend("secure", secure.port()),
+                backend_with("secure-app", secure.port(), "kubernetes.io/https"),
+            ],
+        );
+        objects.push(ca_secret("right-ca", right_ca));
+        objects.push(ca_secret("wrong-ca", &stranger.cert_pem));
+        objects
+    };
+    let proxy = Proxy::start(objects(&cert.cert_pem)).await;
     let hosts = [
         "unverified.example",
         "app.example",
@@ -519,6 +523,27 @@ async fn an_https_upstream_is_unverified_by_default_and_verified_when_asked() {
         answered,
         "nothing reached the unverified backend"
     );
+
+    // TLS connections are pooled per setting: more requests, on the same table and on a new
+    // one that keeps the settings, go over the connections already made.
+    let made = secure.connections();
+    let status = |host: &'static str| {
+        let request = client.get(proxy.url_for(host, "/secure")).send();
+        async move { request.await.unwrap().status().as_u16() }
+    };
+    for round in 0..2 {
+        if round == 1 {
+            proxy.install(objects(&cert.cert_pem));
+        }
+        for host in ["unverified.example", "app.example", "right.example"] {
+            assert_eq!(status(host).await, 200, "{host}, round {round}");
+        }
+    }
+    assert_eq!(secure.connections(), made);
+    // A new CA: a connection verified against the old one is not taken for it.
+    proxy.install(objects(&stranger.cert_pem));
+    assert_eq!(status("right.example").await, 502);
+    assert_eq!(status("unverified.example").await, 200);
 }
 
 // ---------------------------------------------------------------------------------------
