@@ -8,7 +8,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,9 +18,6 @@ use futures_util::{SinkExt, StreamExt};
 use http::{Method, Request, StatusCode};
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
@@ -94,20 +90,7 @@ fn site(ingresses: Vec<IngressBuilder>, backends: &[Backend<'_>]) -> Vec<Object>
 
 /// An Opaque Secret with `ca.crt`, as `proxy-ssl-secret` names.
 fn ca_secret(name: &str, ca_pem: &str) -> Object {
-    Secret {
-        metadata: ObjectMeta {
-            namespace: Some("default".to_owned()),
-            name: Some(name.to_owned()),
-            ..ObjectMeta::default()
-        },
-        type_: Some("Opaque".to_owned()),
-        data: Some(BTreeMap::from([(
-            "ca.crt".to_owned(),
-            ByteString(ca_pem.as_bytes().to_vec()),
-        )])),
-        ..Secret::default()
-    }
-    .into()
+    vestibule_testkit::fixtures::ca_secret("default", name, ca_pem).into()
 }
 
 async fn within<F: Future>(what: &str, future: F) -> F::Output {

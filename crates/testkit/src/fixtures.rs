@@ -407,6 +407,20 @@ pub fn tls_secret(namespace: &str, name: &str, cert_pem: &str, key_pem: &str) ->
     }
 }
 
+/// An Opaque Secret holding a CA bundle in `ca.crt`, as `proxy-ssl-secret` names (what
+/// `kubectl create secret generic NAME --from-file=ca.crt` makes).
+pub fn ca_secret(namespace: &str, name: &str, ca_pem: &str) -> Secret {
+    Secret {
+        metadata: meta(Some(namespace), name),
+        type_: Some("Opaque".to_owned()),
+        data: Some(BTreeMap::from([(
+            "ca.crt".to_owned(),
+            ByteString(ca_pem.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
 /// A Service `name` (port `http` 80) whose endpoints are the given echo backends, one
 /// EndpointSlice per backend since each listens on its own port.
 pub fn echo_service(

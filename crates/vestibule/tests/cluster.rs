@@ -12,14 +12,19 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{LoadBalancerIngress, LoadBalancerStatus, Service, ServiceStatus};
+use k8s_openapi::api::core::v1::{
+    LoadBalancerIngress, LoadBalancerStatus, Secret, Service, ServiceStatus,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::networking::v1::Ingress;
 use vestibule_testkit::apiserver::{ApiServer, RecordedRequest};
-use vestibule_testkit::fixtures::{IngressBuilder, echo_service, ingress_class};
-use vestibule_testkit::{Echo, EchoReply, ingress, svc};
+use vestibule_testkit::certs;
+use vestibule_testkit::fixtures::{IngressBuilder, ca_secret, echo_service, ingress_class};
+use vestibule_testkit::misbehave::TlsEcho;
+use vestibule_testkit::{Echo, EchoReply, endpoint_slice, ingress, service, svc};
 
 /// How long a change may take from the API server to the proxy. Generous for slow CI
 /// machines; the typical figure is well under a second.
@@ -181,6 +186,63 @@ async fn objects_created_updated_and_deleted_through_the_api_are_served() {
     // A Service deleted takes its endpoints out of service: 503, not a stale address.
     assert!(world.api.delete::<Service>("default", "a"));
     until_answer(&client, &v.url("new.test", "/"), Err(503)).await;
+}
+
+/// `kubectl create secret generic upstream-ca --from-file=ca.crt` makes an Opaque Secret: in a
+/// cluster, as with files, it verifies an HTTPS backend, and a change to it is followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_in_an_opaque_secret_verifies_an_https_backend_and_is_followed() {
+    let world = World::start().await;
+    let cert = certs::cert(&["tls.internal"]);
+    let stranger = certs::cert(&["tls.internal"]);
+    let secure = TlsEcho::start("secure", &cert).await.unwrap();
+    world.api.apply(
+        &service("default", "secure")
+            .port("https", 443, 8443)
+            .build(),
+    );
+    world.api.apply(
+        &endpoint_slice("default", "secure-0", "secure")
+            .port("https", i32::from(secure.port()))
+            .ready(&secure.addr().ip().to_string())
+            .build(),
+    );
+    let mut ca = ca_secret("default", "upstream-ca", &cert.cert_pem);
+    ca.data
+        .get_or_insert_default()
+        .insert("password".into(), ByteString(b"not for Vestibule".to_vec()));
+    world.api.apply(&ca);
+    world.ours(
+        ingress("default", "verified")
+            .annotation("nginx.ingress.kubernetes.io/backend-protocol", "HTTPS")
+            .annotation("nginx.ingress.kubernetes.io/proxy-ssl-verify", "on")
+            .annotation(
+                "nginx.ingress.kubernetes.io/proxy-ssl-secret",
+                "default/upstream-ca",
+            )
+            .annotation("nginx.ingress.kubernetes.io/proxy-ssl-name", "tls.internal")
+            .host("secure.test")
+            .prefix("/", svc("secure", 443)),
+    );
+    let v = world.vestibule("vestibule-0", &[]);
+    let client = v.client(&["secure.test"]);
+    let url = v.url("secure.test", "/");
+    assert_eq!(answer(&client, &url).await, Ok("secure".into()));
+
+    // The CA is replaced by one that did not sign the backend's certificate: refused.
+    world
+        .api
+        .apply(&ca_secret("default", "upstream-ca", &stranger.cert_pem));
+    until_answer(&client, &url, Err(502)).await;
+    // And put back.
+    world
+        .api
+        .apply(&ca_secret("default", "upstream-ca", &cert.cert_pem));
+    until_answer(&client, &url, Ok("secure")).await;
+
+    // Deleted: verification fails closed, against no CA at all.
+    assert!(world.api.delete::<Secret>("default", "upstream-ca"));
+    until_answer(&client, &url, Err(502)).await;
 }
 
 /// A single HTTP/1.1 keep-alive connection: a request fails if the proxy closed it.

@@ -29,7 +29,14 @@ use crate::{Debounce, SourceSnapshot};
 /// again, and for everything it doubles the memory of the store.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The only keys of a TLS Secret the compile reads.
-const SECRET_KEYS: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
+const TLS_SECRET_KEYS: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
+/// The only key of any other Secret the compile reads: the CA that `proxy-ssl-secret` names.
+const CA_SECRET_KEYS: [&str; 1] = ["ca.crt"];
+/// The Secret types listed and watched: certificates, and the CAs that `proxy-ssl-secret`
+/// names, which users create as either (`kubectl create secret generic --from-file=ca.crt`
+/// makes an Opaque one). Other types (service account tokens, Helm releases, registry
+/// credentials) are never read, as none of them is ever named for TLS.
+const SECRET_TYPES: [&str; 2] = ["kubernetes.io/tls", "Opaque"];
 
 /// Which objects to watch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -155,7 +162,6 @@ impl KubeSource {
             stats: shared.stats.clone(),
             tasks: Vec::new(),
         };
-        let tls_only = watcher::Config::default().fields("type=kubernetes.io/tls");
         let all = watcher::Config::default();
 
         let store = source.watch(Api::all(client.clone()), all.clone(), "all", &shared);
@@ -177,9 +183,13 @@ impl KubeSource {
             source.stores.services.push(store);
             let store = source.watch(api(client, namespace), all.clone(), scope_name, &shared);
             source.stores.endpoint_slices.push(store);
-            let secrets = tls_only.clone();
-            let store = source.watch(api(client, namespace), secrets, scope_name, &shared);
-            source.stores.secrets.push(store);
+            // A field selector cannot ask for two types at once; a Secret's type never
+            // changes, so no Secret is ever in both watches.
+            for kind in SECRET_TYPES {
+                let of_kind = watcher::Config::default().fields(&format!("type={kind}"));
+                let store = source.watch(api(client, namespace), of_kind, scope_name, &shared);
+                source.stores.secrets.push(store);
+            }
         }
         if let Some((ns, name)) = &scope.default_backend_service
             && !scope.covers(ns)
@@ -418,8 +428,14 @@ impl Watched for Secret {
         meta.managed_fields = None;
         meta.annotations = None;
         self.string_data = None;
+        // An Opaque Secret may hold anything (an application's passwords): only its CA is
+        // kept.
+        let keys: &[&str] = match self.type_.as_deref() {
+            Some("kubernetes.io/tls") => &TLS_SECRET_KEYS,
+            _ => &CA_SECRET_KEYS,
+        };
         if let Some(data) = &mut self.data {
-            data.retain(|key, _| SECRET_KEYS.contains(&key.as_str()));
+            data.retain(|key, _| keys.contains(&key.as_str()));
         }
     }
 
