@@ -70,6 +70,10 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 # The arguments after the log format on nginx's access_log line (--nginx-log-params).
 NGINX_LOG_PARAMS = [""]
 
+# What wrk asks for (--path, --header): by default GET / with no headers but Host, which the
+# echo backend answers with a 350-byte description of the request.
+REQUEST = {"path": "/", "headers": []}
+
 FLAGS = {
     "observed": ["--access-log", "json", "--metrics", "true"],
     "bare": ["--access-log", "off", "--metrics", "false"],
@@ -183,7 +187,8 @@ class Proxy:
     def wrk(self, seconds, client_cpus):
         return subprocess.Popen(
             ["taskset", "-c", client_cpus]
-            + compare.wrk_cmd(f"http://127.0.0.1:{self.http}/", seconds),
+            + compare.wrk_cmd(f"http://127.0.0.1:{self.http}{REQUEST['path']}", seconds,
+                              REQUEST["headers"]),
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def empty_log(self):
@@ -305,9 +310,17 @@ def main():
                         help="with --nginx: the access_log line's parameters, such as "
                              "'buffer=64k flush=1s' (default: none, one write per request, "
                              "as ingress-nginx does)")
+    parser.add_argument("--path", default="/",
+                        help="the path and query wrk asks for; the echo backend answers "
+                             "'?bytes=N' with N bytes, as a page or an asset would")
+    parser.add_argument("--header", action="append", default=[], metavar="'NAME: VALUE'",
+                        help="a header wrk sends (repeatable), such as a browser's User-Agent")
     parser.add_argument("--no-build", action="store_true")
     args = parser.parse_args()
     NGINX_LOG_PARAMS[0] = args.nginx_log_params
+    if not args.path.startswith("/"):
+        fail("--path must start with /")
+    REQUEST["path"], REQUEST["headers"] = args.path, args.header
     if args.observed is not None:
         FLAGS["observed"] = args.observed.split()
     if args.bare is not None:
@@ -445,7 +458,7 @@ def report(args, configs, binaries, rounds, scraped):
                    "flags": None if args.nginx else [FLAGS[configs[0]], FLAGS[configs[1]]],
                    "binaries": ["nginx", "nginx"] if args.nginx else list(binaries),
                    "nginx_log_params": args.nginx_log_params if args.nginx else None,
-                   "log_to": args.log_to,
+                   "log_to": args.log_to, "request": REQUEST,
                    "duration_s": args.duration, "configs": configs, "rounds": rounds,
                    "cpu_per_request_added_pct": cpu, "by_slot": by_slot,
                    "requests_per_s_lost_pct": rps,

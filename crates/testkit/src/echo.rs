@@ -155,8 +155,12 @@ fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
     })
 }
 
+/// The largest body `bytes=N` makes.
+const MAX_BYTES: usize = 16 << 20;
+
 /// Answers with the JSON description. Query parameters change the behaviour for tests:
-/// `delay_ms=N` waits before answering, `status=N` sets the status code.
+/// `delay_ms=N` waits before answering, `status=N` sets the status code, `bytes=N` answers
+/// N bytes of text (at most 16 MiB) in place of the description, as a page or an asset would.
 async fn respond(
     req: Request<Incoming>,
     name: Arc<str>,
@@ -200,6 +204,15 @@ async fn respond(
         body_len,
     };
     counters.answered.fetch_add(1, Ordering::SeqCst);
+    if let Some(n) = query_param(query, "bytes").and_then(|v| v.parse::<usize>().ok()) {
+        let mut response = Response::new(Full::new(Bytes::from(vec![b'x'; n.min(MAX_BYTES)])));
+        *response.status_mut() = status;
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain"),
+        );
+        return Ok(response);
+    }
     let body = serde_json::to_vec(&reply).unwrap_or_default();
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;

@@ -1,4 +1,4 @@
-//! The gRPC, WebSocket and misbehaving backends, each checked directly (no proxy) with the
+//! The echo, gRPC, WebSocket and misbehaving backends, each checked directly (no proxy) with the
 //! clients the testkit provides.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -288,4 +288,20 @@ async fn tls_echo_answers_http1_over_tls() {
     assert_eq!(echo.version, "HTTP/1.1");
     assert_eq!(backend.hits(), 1);
     assert_eq!(backend.connections(), 1);
+}
+
+#[tokio::test]
+async fn the_echo_answers_a_body_of_the_size_asked() {
+    let echo = vestibule_testkit::Echo::start("sized").await.unwrap();
+    let (status, body) = get(echo.addr(), "sized.test", "/page?bytes=4096")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    let body = body.unwrap();
+    assert_eq!(body.len(), 4096);
+    assert!(body.iter().all(|&b| b == b'x'));
+    // Without it, the description as ever.
+    let (_, body) = get(echo.addr(), "sized.test", "/page").await.unwrap();
+    let reply: EchoReply = serde_json::from_slice(&body.unwrap()).unwrap();
+    assert_eq!(reply.path, "/page");
 }
