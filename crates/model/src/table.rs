@@ -108,6 +108,9 @@ pub struct DefaultBackend {
     pub backend: Backend,
     /// `None` when it comes from the controller's own flag rather than an Ingress.
     pub origin: Option<RouteOrigin>,
+    /// How its requests are proxied: by the annotations of the Ingress that sets it, as for
+    /// that Ingress's rules; `None` for the flag's, proxied with the controller-wide defaults.
+    pub proxy: Option<Arc<ProxyPolicy>>,
 }
 
 /// The result of matching one request: the virtual host chosen by the host (if any), and

@@ -135,9 +135,10 @@ impl Runtime {
             .iter()
             .map(|route| upstream(&route.backend, &route.policy.proxy))
             .collect();
-        let default_upstream = table
-            .default_backend()
-            .and_then(|default| upstream(&default.backend, &default_policy));
+        let default_upstream = table.default_backend().and_then(|default| {
+            let policy = default.proxy.as_deref().unwrap_or(&default_policy);
+            upstream(&default.backend, policy)
+        });
         Runtime {
             table,
             balancers,

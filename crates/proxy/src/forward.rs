@@ -1082,7 +1082,10 @@ fn route(
         }
         Target::Default(default) => (
             &default.backend,
-            runtime.default_policy.clone(),
+            default
+                .proxy
+                .clone()
+                .unwrap_or_else(|| runtime.default_policy.clone()),
             runtime.default_stats.clone(),
             OriginAt::Default,
         ),

@@ -529,6 +529,34 @@ async fn an_https_upstream_is_unverified_by_default_and_verified_when_asked() {
     assert_eq!(status("unverified.example").await, 200);
 }
 
+/// A default backend is proxied as its Ingress's annotations say (as ingress-nginx does for
+/// an Ingress with a backend and no rules): here, to a backend that speaks only TLS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_backend_is_proxied_as_its_ingress_annotations_say() {
+    let secure = TlsEcho::start("secure", &cert(&["tls.internal"]))
+        .await
+        .unwrap();
+    let proxy = Proxy::start(site(
+        vec![
+            ingress("default", "catch-all")
+                .annotation(BACKEND_PROTOCOL, "HTTPS")
+                .default_backend(svc("secure", 80)),
+        ],
+        &[backend("secure", secure.port())],
+    ))
+    .await;
+    let client = proxy.http1(&["anything.example"]);
+    let response = client
+        .get(proxy.url_for("anything.example", "/any/path?q=1"))
+        .send()
+        .await
+        .unwrap();
+    let seen = echo_of(response).await;
+    assert_eq!(seen.name, "secure");
+    assert_eq!(seen.path, "/any/path");
+    assert_eq!(seen.query.as_deref(), Some("q=1"));
+}
+
 // ---------------------------------------------------------------------------------------
 // WebSocket
 // ---------------------------------------------------------------------------------------

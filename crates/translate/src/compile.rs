@@ -237,7 +237,7 @@ impl Compiler<'_> {
             );
         }
         if let Some(default) = &spec.default_backend {
-            self.ingress_default_backend(default, object);
+            self.ingress_default_backend(default, object, &settings);
         }
         for (i, rule) in rules.iter().enumerate() {
             let raw_host = rule.host.as_deref().unwrap_or("");
@@ -480,14 +480,23 @@ impl Compiler<'_> {
         loaded
     }
 
-    fn ingress_default_backend(&mut self, default: &IngressBackend, object: &ObjectRef) {
+    fn ingress_default_backend(
+        &mut self,
+        default: &IngressBackend,
+        object: &ObjectRef,
+        settings: &IngressSettings,
+    ) {
         let field = "spec.defaultBackend";
         let Some(backend) = self.backend(default, object, field) else {
             return;
         };
+        // Its Ingress's proxying annotations apply, as ingress-nginx applies them to the
+        // catch-all location; the HTTPS redirects do not, as they are a host's, and a default
+        // backend answers whatever host was asked.
         let candidate = DefaultBackend {
             backend,
             origin: Some(origin(object, field)),
+            proxy: Some(Arc::clone(&settings.policy.proxy)),
         };
         if let Err(existing) = self.builder.default_backend(candidate) {
             let by = existing
@@ -649,6 +658,7 @@ impl Compiler<'_> {
         let _ = self.builder.default_backend(DefaultBackend {
             backend,
             origin: None,
+            proxy: None,
         });
     }
 }

@@ -973,3 +973,40 @@ fn enable_access_log_falls_back_to_the_options_default() {
     let c = compile_annotated(&[("enable-access-log", "true")], vec![], &options);
     assert!(proxy(&c).access_log);
 }
+
+/// ingress-nginx applies the annotations of an Ingress with a backend and no rules to its
+/// catch-all location; the flag's default backend has no Ingress, so the defaults.
+#[test]
+fn a_default_backend_is_proxied_as_its_ingress_annotations_say() {
+    let defaults = Options::default();
+    let mut objects = vec![our_class()];
+    objects.extend(backend("default", "web", "10.0.0.1"));
+    objects.push(o(ingress("default", "catch-all")
+        .class("vestibule")
+        .annotation(&format!("{PREFIX}proxy-read-timeout"), "7")
+        .annotation(&format!("{PREFIX}backend-protocol"), "HTTPS")
+        .default_backend(svc("web", 80))
+        .build()));
+    let c = compile_with(objects.clone(), &defaults);
+    assert_eq!(findings(&c), Vec::<String>::new());
+    let Target::Default(default) = c.table.lookup("any.example", "/").target else {
+        panic!("no default backend");
+    };
+    let policy = default.proxy.as_deref().expect("the Ingress's policy");
+    assert_eq!(policy.read_timeout, Duration::from_secs(7));
+    assert_eq!(policy.backend_protocol, Some(BackendProtocol::Https));
+    assert_eq!(
+        policy.connect_timeout, defaults.proxy.connect_timeout,
+        "what no annotation sets stays the default"
+    );
+
+    let flag = Options {
+        default_backend_service: Some(("default".to_owned(), "web".to_owned())),
+        ..Options::default()
+    };
+    let c = compile_with(objects[..objects.len() - 1].to_vec(), &flag);
+    let Target::Default(default) = c.table.lookup("any.example", "/").target else {
+        panic!("no default backend");
+    };
+    assert_eq!(default.proxy, None);
+}

@@ -42,6 +42,7 @@ fn table(routes: &[(&str, PathKind, &str, &str)], default: Option<&str>) -> Rout
                 reason: label.into(),
             },
             origin: None,
+            proxy: None,
         })
         .unwrap();
     }
@@ -250,6 +251,7 @@ fn first_default_backend_stays() {
             reason: "first".into(),
         },
         origin: Some(origin("first")),
+        proxy: None,
     };
     let second = DefaultBackend {
         origin: Some(origin("second")),
