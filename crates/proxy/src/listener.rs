@@ -283,7 +283,14 @@ async fn accept_connection(
             }
             None => None,
         };
-        return serve_connection(server, stream, HeadClock::Undecided, client, shutdown).await;
+        return serve_connection(
+            server,
+            stream,
+            (MetricsListener::Http, HeadClock::Undecided),
+            client,
+            shutdown,
+        )
+        .await;
     };
     let handshake = tokio::time::timeout(
         server.settings.tls_handshake_timeout,
@@ -321,13 +328,20 @@ async fn accept_connection(
         Protocol::Http2 => HeadClock::Off,
         Protocol::Http1 => HeadClock::Http1,
     };
-    serve_connection(server, stream, clock, client, shutdown).await;
+    serve_connection(
+        server,
+        stream,
+        (MetricsListener::Https, clock),
+        client,
+        shutdown,
+    )
+    .await;
 }
 
 async fn serve_connection<S>(
     server: Arc<Server>,
     stream: S,
-    clock: HeadClock,
+    (listener, clock): (MetricsListener, HeadClock),
     client: ClientSide,
     shutdown: CancellationToken,
 ) where
@@ -401,7 +415,12 @@ async fn serve_connection<S>(
             }
         }
     };
-    if let Err(e) = result {
+    if activity.head_timed_out.load(Ordering::Relaxed) {
+        debug!(peer = %client.peer, "request headers not received within the client header timeout; answered 408");
+        if let Some(metrics) = &server.observe.metrics {
+            metrics.header_timeout(listener);
+        }
+    } else if let Err(e) = result {
         debug!(peer = %client.peer, error = %e, "connection ended with an error");
     }
 }
@@ -420,6 +439,8 @@ struct Activity {
     head: AtomicU64,
     /// Upgraded to a tunnel (a WebSocket): no more request heads.
     upgraded: AtomicBool,
+    /// A request head did not arrive within the client header timeout: answered 408.
+    head_timed_out: AtomicBool,
     start: tokio::time::Instant,
 }
 
@@ -430,6 +451,7 @@ impl Default for Activity {
             since: AtomicU64::new(0),
             head: AtomicU64::new(0),
             upgraded: AtomicBool::new(false),
+            head_timed_out: AtomicBool::new(false),
             start: tokio::time::Instant::now(),
         }
     }
@@ -583,6 +605,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for ClientIo<S> {
             }
             Poll::Pending if this.head_overdue(cx) => {
                 this.activity.head.store(0, Ordering::Relaxed);
+                this.activity.head_timed_out.store(true, Ordering::Relaxed);
                 // hyper is reading a head, so nothing of its own is on the way out. Sent
                 // only if the socket takes it whole at once; the connection closes either
                 // way, and hyper, seeing a read error, answers nothing itself.

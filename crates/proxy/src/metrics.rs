@@ -40,6 +40,8 @@ pub struct Metrics {
     /// borrow of `Metrics`.
     connections: [[Arc<ConnectionCell>; 2]; 2],
     tls_handshakes: [AtomicU64; 3],
+    /// Connections answered 408 by the client header timeout, by [`Listener`].
+    header_timeouts: [AtomicU64; 2],
 }
 
 impl fmt::Debug for Metrics {
@@ -59,6 +61,7 @@ impl Metrics {
             routes: Mutex::new(HashMap::new()),
             connections: Default::default(),
             tls_handshakes: Default::default(),
+            header_timeouts: Default::default(),
         })
     }
 
@@ -99,6 +102,12 @@ impl Metrics {
 
     pub(crate) fn tls_handshake(&self, outcome: Handshake) {
         self.tls_handshakes[outcome as usize].fetch_add(1, Relaxed);
+    }
+
+    /// A connection closed with 408: a request's headers did not arrive in time. Not a
+    /// request of any route, so counted here rather than in the request metrics.
+    pub(crate) fn header_timeout(&self, listener: Listener) {
+        self.header_timeouts[listener as usize].fetch_add(1, Relaxed);
     }
 
     /// Adds the data plane's collector to a registry. The names carry their `vestibule_`
@@ -585,6 +594,21 @@ impl Collector for ProxyCollector {
                 ConstCounter::new(count).encode(metric.encode_family(&labels)?)?;
             }
         }
+
+        let mut metric = encoder.encode_descriptor(
+            "vestibule_client_header_timeouts",
+            "Client connections answered 408 and closed because a request's headers did not \
+             arrive within the client header timeout, by listener.",
+            None,
+            MetricType::Counter,
+        )?;
+        // Both listeners always, at zero too: a rate over a series that appears only at
+        // its first event misses that event.
+        for (listener, name) in Listener::ALL {
+            let count = metrics.header_timeouts[listener as usize].load(Relaxed);
+            let labels = [("listener", name)];
+            ConstCounter::new(count).encode(metric.encode_family(&labels)?)?;
+        }
         Ok(())
     }
 }
@@ -973,6 +997,7 @@ mod tests {
         metrics.tls_handshake(Handshake::Ok);
         metrics.tls_handshake(Handshake::Ok);
         metrics.tls_handshake(Handshake::TimedOut);
+        metrics.header_timeout(Listener::Https);
 
         let out = scrape(&metrics);
         let h2 = [("listener", "https"), ("protocol", "http2")];
@@ -985,6 +1010,9 @@ mod tests {
         assert_eq!(out.value(handshakes, &[("outcome", "ok")]), 2.0);
         assert_eq!(out.value(handshakes, &[("outcome", "timed_out")]), 1.0);
         assert_eq!(out.get(handshakes, &[("outcome", "failed")]), None);
+        let timeouts = "vestibule_client_header_timeouts_total";
+        assert_eq!(out.value(timeouts, &[("listener", "https")]), 1.0);
+        assert_eq!(out.value(timeouts, &[("listener", "http")]), 0.0);
         assert!(
             out.text
                 .contains("# TYPE vestibule_connections_open gauge\n")

@@ -9,13 +9,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
 use vestibule_testkit::fixtures::{endpoint_slice, service};
 use vestibule_testkit::manifests::Manifest;
 use vestibule_testkit::misbehave::{Hang, Refused};
-use vestibule_testkit::{Echo, EchoReply, ManifestDir, ingress, svc};
+use vestibule_testkit::{Echo, EchoReply, ManifestDir, ingress, raw, svc};
 
 /// One sample of the exposition: name, labels, value.
 type Samples = Vec<(String, BTreeMap<String, String>, f64)>;
@@ -446,6 +447,51 @@ async fn request_ids_are_kept_generated_and_echoed_and_traceparent_passes() {
     let mut want = vec!["client-chosen-1".to_owned(), echoed, own];
     want.sort();
     assert_eq!(ids, want);
+}
+
+/// A client whose request headers never finish gets 408, which no route's metrics can hold:
+/// it is counted by listener, and both listeners' series are there from the start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_timeouts_are_counted_by_listener() {
+    use tokio::io::AsyncWriteExt;
+    let dir = ManifestDir::new().unwrap();
+    write_world(&dir, vec![], &[]);
+    let v = Vestibule::start(dir.path(), &["--client-header-timeout", "200ms"]);
+    let timeouts = "vestibule_client_header_timeouts_total";
+    let (_, samples) = scrape(&v).await;
+    for listener in ["http", "https"] {
+        let series = samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == timeouts && l.get("listener").map(String::as_str) == Some(listener)
+            })
+            .count();
+        assert_eq!(series, 1, "{listener}");
+    }
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(v.http).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a.te")
+            .await
+            .unwrap();
+        let response = raw::read_response(&mut stream, Duration::from_secs(5))
+            .await
+            .unwrap();
+        assert_eq!(response.status, 408);
+    }
+    // Counted once the connection has closed, which the client sees first.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, samples) = scrape(&v).await;
+        let http = value(&samples, timeouts, &[("listener", "http")]);
+        if http == 2.0 {
+            assert_eq!(value(&samples, timeouts, &[("listener", "https")]), 0.0);
+            break;
+        }
+        assert!(http < 2.0, "{http}");
+        assert!(std::time::Instant::now() < deadline, "408s counted: {http}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
