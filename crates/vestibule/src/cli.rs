@@ -294,20 +294,16 @@ impl ProxyArgs {
     }
 }
 
+/// A duration that must not be zero (a timeout of nothing would fail every request).
 fn nginx_duration(value: &str) -> Result<Duration, String> {
-    match vestibule_translate::values::duration(value) {
-        Some(d) if !d.is_zero() => Ok(d),
-        _ => Err(format!(
-            "{value:?} is not a duration such as 60, 30s, 500ms or 2m"
-        )),
+    match parse_duration(value)? {
+        d if d.is_zero() => Err(format!("{value:?}: must be more than 0")),
+        d => Ok(d),
     }
 }
 
 fn nginx_duration_or_zero(value: &str) -> Result<Duration, String> {
-    if value.trim() == "0" {
-        return Ok(Duration::ZERO);
-    }
-    nginx_duration(value)
+    parse_duration(value)
 }
 
 fn nginx_size(value: &str) -> Result<u64, String> {
@@ -530,23 +526,47 @@ fn parse_namespaced(value: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A duration on the command line, one syntax for every flag: what the annotations take
+/// (nginx's: plain seconds, or numbers with units `ms`, `s`, `m`, `h`, `d`, combined as in
+/// `1m30s`), and decimals as well (`1.5s`), as Go-style flags of other controllers allow.
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let value = value.trim();
-    let split = value
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(value.len());
-    let (number, unit) = value.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("{value:?} is not a duration such as 30s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "" | "s" => number,
-        "ms" => number / 1000.0,
-        "m" => number * 60.0,
-        "h" => number * 3600.0,
-        _ => return Err(format!("{value:?}: unit must be ms, s, m or h")),
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{value:?}: {e}"))
+    let text = value.trim();
+    let bad = || format!("{value:?} is not a duration such as 60, 30s, 1.5s, 500ms or 1m30s");
+    if text.is_empty() {
+        return Err(bad());
+    }
+    if text.bytes().all(|b| b.is_ascii_digit()) {
+        return text.parse().map(Duration::from_secs).map_err(|_| bad());
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit() && c != '.')
+            .ok_or_else(bad)?;
+        let (number, after) = rest.split_at(digits);
+        let number: f64 = number.parse().map_err(|_| bad())?;
+        let (seconds_per, after) = if let Some(after) = after.strip_prefix("ms") {
+            (0.001, after)
+        } else {
+            let unit = after.chars().next().ok_or_else(bad)?;
+            let per = match unit {
+                's' => 1.0,
+                'm' => 60.0,
+                'h' => 3600.0,
+                'd' => 86400.0,
+                _ => return Err(format!("{value:?}: units are ms, s, m, h and d")),
+            };
+            (per, &after[1..])
+        };
+        let part = Duration::try_from_secs_f64(number * seconds_per)
+            .map_err(|e| format!("{value:?}: {e}"))?;
+        total = total
+            .checked_add(part)
+            .ok_or_else(|| format!("{value:?} is too long"))?;
+        rest = after;
+    }
+    Ok(total)
 }
 
 #[cfg(test)]
@@ -560,8 +580,19 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
-        assert!(parse_duration("10 parsecs").is_err());
-        assert!(parse_duration("").is_err());
+        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("1h0.5m"), Ok(Duration::from_secs(3630)));
+        assert_eq!(parse_duration(" 0 "), Ok(Duration::ZERO));
+        for bad in ["10 parsecs", "", "s", "5x", "1m30", "1..5s", "-1s", "ms"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+        // Every flag takes the same syntax, whatever it times.
+        assert_eq!(nginx_duration("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(nginx_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(nginx_duration("0").is_err());
+        assert!(nginx_duration("0s").is_err());
+        assert_eq!(nginx_duration_or_zero("0"), Ok(Duration::ZERO));
     }
 
     #[test]
