@@ -26,7 +26,8 @@ pub(crate) struct Runtime {
     /// One per cluster, in cluster order.
     pub(crate) balancers: Vec<ClusterBalancer>,
     pub(crate) keys: Vec<Option<Arc<CertifiedKey>>>,
-    /// For requests served by the flag's default backend, which no Ingress annotates.
+    /// For requests served by the default backend: its Ingress's policy, or the
+    /// controller-wide defaults for the flag's, which no Ingress annotates.
     pub(crate) default_policy: Arc<ProxyPolicy>,
     /// Metrics of each route, by route id, when metrics are on.
     route_stats: Vec<Arc<RouteStats>>,
@@ -135,10 +136,13 @@ impl Runtime {
             .iter()
             .map(|route| upstream(&route.backend, &route.policy.proxy))
             .collect();
-        let default_upstream = table.default_backend().and_then(|default| {
-            let policy = default.proxy.as_deref().unwrap_or(&default_policy);
-            upstream(&default.backend, policy)
-        });
+        let default_policy = table
+            .default_backend()
+            .and_then(|default| default.proxy.clone())
+            .unwrap_or(default_policy);
+        let default_upstream = table
+            .default_backend()
+            .and_then(|default| upstream(&default.backend, &default_policy));
         Runtime {
             table,
             balancers,

@@ -1082,10 +1082,7 @@ fn route(
         }
         Target::Default(default) => (
             &default.backend,
-            default
-                .proxy
-                .clone()
-                .unwrap_or_else(|| runtime.default_policy.clone()),
+            runtime.default_policy.clone(),
             runtime.default_stats.clone(),
             OriginAt::Default,
         ),

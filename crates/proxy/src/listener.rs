@@ -283,14 +283,8 @@ async fn accept_connection(
             }
             None => None,
         };
-        return serve_connection(
-            server,
-            stream,
-            (MetricsListener::Http, HeadClock::Undecided),
-            client,
-            shutdown,
-        )
-        .await;
+        let (listener, clock) = (MetricsListener::Http, HeadClock::Undecided);
+        return serve_connection(server, stream, listener, clock, client, shutdown).await;
     };
     let handshake = tokio::time::timeout(
         server.settings.tls_handshake_timeout,
@@ -331,7 +325,8 @@ async fn accept_connection(
     serve_connection(
         server,
         stream,
-        (MetricsListener::Https, clock),
+        MetricsListener::Https,
+        clock,
         client,
         shutdown,
     )
@@ -341,7 +336,8 @@ async fn accept_connection(
 async fn serve_connection<S>(
     server: Arc<Server>,
     stream: S,
-    (listener, clock): (MetricsListener, HeadClock),
+    listener: MetricsListener,
+    clock: HeadClock,
     client: ClientSide,
     shutdown: CancellationToken,
 ) where
