@@ -30,6 +30,12 @@ pub mod values {
         syntax::parse_duration(value)
     }
 
+    /// The command line's time: [`duration`], whose numbers may also have a fraction
+    /// (`1.5s`), as Go-style flags allow; annotations keep nginx's whole numbers.
+    pub fn duration_with_fractions(value: &str) -> Option<Duration> {
+        syntax::parse_duration_with(value, true)
+    }
+
     /// nginx size: bytes, or `k`, `m`, `g`; `0` means unlimited.
     pub fn size(value: &str) -> Option<u64> {
         syntax::parse_size(value)

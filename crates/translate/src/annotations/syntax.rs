@@ -35,23 +35,41 @@ pub(crate) fn parse_uint<T: std::str::FromStr>(value: &str) -> Option<T> {
 /// An nginx time: a number of seconds (`30`), or numbers with units (`500ms`, `30s`, `2m`,
 /// `1h`, `1d`), several of which add up (`1m30s`, `1h 30m`), as `ngx_parse_time` reads them.
 pub(crate) fn parse_duration(value: &str) -> Option<Duration> {
+    parse_duration_with(value, false)
+}
+
+/// [`parse_duration`], and with `fractions` each number may have a fraction too (`1.5s`).
+pub(crate) fn parse_duration_with(value: &str, fractions: bool) -> Option<Duration> {
     let mut rest = value.trim_start();
     if rest.len() != value.len() || value.is_empty() {
         return None;
     }
     let mut total = Duration::ZERO;
     while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let number: u64 = parse_uint(&rest[..digits])?;
+        let digits = rest
+            .bytes()
+            .take_while(|&b| b.is_ascii_digit() || fractions && b == b'.')
+            .count();
+        let number = &rest[..digits];
         rest = &rest[digits..];
         let unit = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
-        let part = match &rest[..unit] {
-            "ms" => Duration::from_millis(number),
-            "" | "s" => Duration::from_secs(number),
-            "m" => Duration::from_secs(number.checked_mul(60)?),
-            "h" => Duration::from_secs(number.checked_mul(60 * 60)?),
-            "d" => Duration::from_secs(number.checked_mul(24 * 60 * 60)?),
+        let millis_per: u64 = match &rest[..unit] {
+            "ms" => 1,
+            "" | "s" => 1000,
+            "m" => 60 * 1000,
+            "h" => 60 * 60 * 1000,
+            "d" => 24 * 60 * 60 * 1000,
             _ => return None,
+        };
+        let part = match number.split_once('.') {
+            None => Duration::from_millis(parse_uint::<u64>(number)?.checked_mul(millis_per)?),
+            Some((whole, fraction)) => {
+                // Digits on both sides, as `0.5`, never `.5` or `1.`.
+                parse_uint::<u64>(whole)?;
+                parse_uint::<u64>(fraction)?;
+                let seconds = number.parse::<f64>().ok()? * millis_per as f64 / 1000.0;
+                Duration::try_from_secs_f64(seconds).ok()?
+            }
         };
         total = total.checked_add(part)?;
         let after = &rest[unit..];
@@ -323,6 +341,24 @@ mod tests {
         ] {
             assert_eq!(parse_duration(v), None, "{v}");
         }
+    }
+
+    #[test]
+    fn times_with_fractions_where_asked() {
+        let ms = Duration::from_millis;
+        for (v, want) in [
+            ("1.5s", ms(1500)),
+            ("0.5", ms(500)),
+            ("1h0.5m", ms(3_630_000)),
+            ("2.25ms", Duration::from_micros(2250)),
+            ("1m30s", ms(90_000)),
+        ] {
+            assert_eq!(parse_duration_with(v, true), Some(want), "{v}");
+        }
+        for v in ["1..5s", ".5s", "1.s", "1.5.5s", "-1.5s", "1.5x"] {
+            assert_eq!(parse_duration_with(v, true), None, "{v}");
+        }
+        assert_eq!(parse_duration("1.5s"), None);
     }
 
     #[test]
