@@ -181,6 +181,31 @@ async fn respond(
         .and_then(|v| v.parse().ok())
         .and_then(|s| StatusCode::from_u16(s).ok())
         .unwrap_or(StatusCode::OK);
+    counters.answered.fetch_add(1, Ordering::SeqCst);
+    let (body, content_type) = match query_param(query, "bytes").and_then(|v| v.parse().ok()) {
+        Some(n) => (padding(n), "text/plain"),
+        None => (describe(&parts, &name, body_len), "application/json"),
+    };
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static(content_type),
+    );
+    Ok(response)
+}
+
+/// `n` bytes of text (at most [`MAX_BYTES`]), cut from one buffer made once, so that
+/// answering a large body costs the backend no allocation or fill per request.
+fn padding(n: usize) -> Bytes {
+    static PADDING: std::sync::OnceLock<Bytes> = std::sync::OnceLock::new();
+    PADDING
+        .get_or_init(|| Bytes::from(vec![b'x'; MAX_BYTES]))
+        .slice(..n.min(MAX_BYTES))
+}
+
+/// The request as [`EchoReply`] JSON.
+fn describe(parts: &http::request::Parts, name: &str, body_len: usize) -> Bytes {
     let mut headers: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (k, v) in &parts.headers {
         headers
@@ -194,31 +219,14 @@ async fn respond(
         .map(|h| String::from_utf8_lossy(h.as_bytes()).into_owned())
         .or_else(|| parts.uri.authority().map(|a| a.to_string()));
     let reply = EchoReply {
-        name: name.to_string(),
+        name: name.to_owned(),
         method: parts.method.to_string(),
         path: parts.uri.path().to_owned(),
-        query: query.map(str::to_owned),
+        query: parts.uri.query().map(str::to_owned),
         host,
         version: format!("{:?}", parts.version),
         headers,
         body_len,
     };
-    counters.answered.fetch_add(1, Ordering::SeqCst);
-    if let Some(n) = query_param(query, "bytes").and_then(|v| v.parse::<usize>().ok()) {
-        let mut response = Response::new(Full::new(Bytes::from(vec![b'x'; n.min(MAX_BYTES)])));
-        *response.status_mut() = status;
-        response.headers_mut().insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain"),
-        );
-        return Ok(response);
-    }
-    let body = serde_json::to_vec(&reply).unwrap_or_default();
-    let mut response = Response::new(Full::new(Bytes::from(body)));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    Ok(response)
+    Bytes::from(serde_json::to_vec(&reply).unwrap_or_default())
 }
