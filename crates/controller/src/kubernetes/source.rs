@@ -28,6 +28,8 @@ use crate::{Debounce, SourceSnapshot};
 /// `kubectl apply` keeps a full copy of the object here; for Secrets that is the private key
 /// again, and for everything it doubles the memory of the store.
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+/// The type of a Secret holding a certificate and its key.
+const TLS_TYPE: &str = "kubernetes.io/tls";
 /// The only keys of a TLS Secret the compile reads.
 const TLS_SECRET_KEYS: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
 /// The only key of any other Secret the compile reads: the CA that `proxy-ssl-secret` names.
@@ -36,7 +38,7 @@ const CA_SECRET_KEYS: [&str; 1] = ["ca.crt"];
 /// names, which users create as either (`kubectl create secret generic --from-file=ca.crt`
 /// makes an Opaque one). Other types (service account tokens, Helm releases, registry
 /// credentials) are never read, as none of them is ever named for TLS.
-const SECRET_TYPES: [&str; 2] = ["kubernetes.io/tls", "Opaque"];
+const SECRET_TYPES: [&str; 2] = [TLS_TYPE, "Opaque"];
 
 /// Which objects to watch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -431,7 +433,7 @@ impl Watched for Secret {
         // An Opaque Secret may hold anything (an application's passwords): only its CA is
         // kept.
         let keys: &[&str] = match self.type_.as_deref() {
-            Some("kubernetes.io/tls") => &TLS_SECRET_KEYS,
+            Some(TLS_TYPE) => &TLS_SECRET_KEYS,
             _ => &CA_SECRET_KEYS,
         };
         if let Some(data) = &mut self.data {
@@ -443,5 +445,41 @@ impl Watched for Secret {
         same_meta(&self.metadata, &other.metadata)
             && self.type_ == other.type_
             && self.data == other.data
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::ByteString;
+
+    use super::*;
+
+    fn secret(type_: &str, keys: &[&str]) -> Secret {
+        let data = keys
+            .iter()
+            .map(|k| ((*k).to_owned(), ByteString(k.as_bytes().to_vec())))
+            .collect();
+        Secret {
+            type_: Some(type_.to_owned()),
+            data: Some(data),
+            ..Secret::default()
+        }
+    }
+
+    fn kept(mut secret: Secret) -> Vec<String> {
+        secret.strip();
+        secret.data.unwrap_or_default().into_keys().collect()
+    }
+
+    #[test]
+    fn secrets_keep_only_the_keys_the_compile_reads() {
+        let all = ["ca.crt", "password", "tls.crt", "tls.key", "token"];
+        assert_eq!(
+            kept(secret(TLS_TYPE, &all)),
+            ["ca.crt", "tls.crt", "tls.key"]
+        );
+        // An Opaque Secret is read for its CA alone, whatever else it holds.
+        assert_eq!(kept(secret("Opaque", &all)), ["ca.crt"]);
+        assert!(kept(secret("Opaque", &["password"])).is_empty());
     }
 }
