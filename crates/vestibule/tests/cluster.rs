@@ -207,6 +207,7 @@ async fn a_ca_in_an_opaque_secret_verifies_an_https_backend_and_is_followed() {
             .ready(&secure.addr().ip().to_string())
             .build(),
     );
+    // Holding more than its CA, as such Secrets often do: only `ca.crt` is read.
     let mut ca = ca_secret("default", "upstream-ca", &cert.cert_pem);
     ca.data
         .get_or_insert_default()
