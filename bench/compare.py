@@ -55,6 +55,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OUT = os.path.join(ROOT, "target", "compare")
 WORK = os.path.join(OUT, "work")
 VESTIBULE = os.path.join(ROOT, "target", "release", "vestibule")
+# A second Vestibule binary (`--baseline`), measured in the same rounds as the first: the
+# build before a change, to tell what the change did with the machine's drift taken out.
+BASELINE = None
 
 # Fixed ports in a range nothing else here uses, so a stray process from an earlier run is
 # found (bind fails, loudly) instead of silently measured.
@@ -63,11 +66,13 @@ UPSTREAM_TLS_PORT = 19301    # the upstream's own HTTPS/h2 listener, for "direct
 WS_PORT = 19302
 PORTS = {
     "vestibule": (19310, 19311),
+    "baseline": (19313, 19314),
     "nginx": (19320, 19321),
     "haproxy": (19330, 19331),
     "direct": (UPSTREAM_PORT, UPSTREAM_TLS_PORT),
 }
 VESTIBULE_ADMIN_PORT = 19312
+BASELINE_ADMIN_PORT = 19315
 
 HOST = "bench.example"
 WS_HOST = "ws.example"
@@ -76,7 +81,7 @@ BODY = "hello from the compare.py upstream, a small fixed body\n"
 BIG_BYTES = 16 * 1024
 CONNECTIONS = 50
 PROXY_CPU = 0
-ALL_PROXIES = ["direct", "nginx", "haproxy", "vestibule"]
+ALL_PROXIES = ["direct", "nginx", "haproxy", "vestibule", "baseline"]
 SCENARIOS = ["h1", "h1-16k", "https", "handshakes", "h2", "h1-10k", "churn"]
 TOOLS = {  # command -> Debian package
     "nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client",
@@ -981,6 +986,11 @@ spec: {controller: vestibule.dev/ingress-controller}
 class Vestibule(Proxy):
     name = "vestibule"
     label = "Vestibule"
+    admin_port = VESTIBULE_ADMIN_PORT
+
+    @staticmethod
+    def binary():
+        return VESTIBULE
 
     def __init__(self, args):
         super().__init__(args)
@@ -1071,22 +1081,22 @@ endpoints:
         out = open(self.access_log, "a")
         err = open(os.path.join(self.dir, "stderr.log"), "w")
         self.proc = spawn(
-            [VESTIBULE, "run", "--manifests", self.manifests, "--worker-threads", "1",
+            [self.binary(), "run", "--manifests", self.manifests, "--worker-threads", "1",
              "--access-log", "json", "--metrics", "true", "--log-level", "warn",
              "--shutdown-grace-period", "1s",
              "--default-ssl-certificate", f"{NAMESPACE}/bench-tls",
              "--http-addr", f"127.0.0.1:{self.http_port}",
              "--https-addr", f"127.0.0.1:{self.https_port}",
-             "--admin-addr", f"127.0.0.1:{VESTIBULE_ADMIN_PORT}"],
+             "--admin-addr", f"127.0.0.1:{self.admin_port}"],
             str(PROXY_CPU), stdout=out, stderr=err)
 
     def wait_ready(self, timeout=120):
         deadline = time.monotonic() + timeout
-        while (get(VESTIBULE_ADMIN_PORT, "admin", "/readyz") or [None])[0] != 200:
+        while (get(self.admin_port, "admin", "/readyz") or [None])[0] != 200:
             if not self.alive():
-                fail(f"vestibule exited before it was ready; logs: {self.where()}")
+                fail(f"{self.name} exited before it was ready; logs: {self.where()}")
             if time.monotonic() > deadline:
-                fail(f"vestibule not ready after {timeout} s; logs: {self.where()}")
+                fail(f"{self.name} not ready after {timeout} s; logs: {self.where()}")
             time.sleep(0.05)
         super().wait_ready(max(1, deadline - time.monotonic()))
 
@@ -1098,7 +1108,19 @@ endpoints:
 # Vestibule's YAML reader takes at most 1,024 documents from one file; a route is three.
 ROUTES_PER_FILE = 300
 
-PROXY_CLASSES = {"direct": Direct, "nginx": Nginx, "haproxy": HAProxy, "vestibule": Vestibule}
+class Baseline(Vestibule):
+    """Another build of Vestibule (`--baseline PATH`), configured exactly as the first."""
+    name = "baseline"
+    label = "Vestibule (baseline)"
+    admin_port = BASELINE_ADMIN_PORT
+
+    @staticmethod
+    def binary():
+        return BASELINE
+
+
+PROXY_CLASSES = {"direct": Direct, "nginx": Nginx, "haproxy": HAProxy, "vestibule": Vestibule,
+                 "baseline": Baseline}
 
 
 # --- Scenarios ------------------------------------------------------------------------------
@@ -1373,11 +1395,21 @@ def summarize(entry):
         data["median"] = m
     ratios = {}
     v = entry["proxies"].get("vestibule", {}).get("median")
-    for other in ("nginx", "haproxy"):
+    for other in ("nginx", "haproxy", "baseline"):
         o = entry["proxies"].get(other, {}).get("median")
         if v and o:
             ratios[f"{other}_rps"] = fmt_ratio(v["rps"], o["rps"])
             ratios[f"{other}_cpu"] = fmt_ratio(v["req_per_cpu_s"], o["req_per_cpu_s"])
+    # Against the baseline, round by round too: the two ran minutes apart at most, so each
+    # round's ratio shares that moment's machine, and their spread is the run's noise.
+    pairs = [(a["req_per_cpu_s"], b["req_per_cpu_s"])
+             for a, b in zip(entry["proxies"].get("vestibule", {}).get("rounds", []),
+                             entry["proxies"].get("baseline", {}).get("rounds", []))
+             if a.get("req_per_cpu_s") and b.get("req_per_cpu_s")]
+    if pairs:
+        per_round = sorted(a / b for a, b in pairs)
+        ratios["baseline_cpu_rounds"] = [round(r, 3) for r in per_round]
+        ratios["baseline_cpu_range"] = f"{per_round[0]:.2f}–{per_round[-1]:.2f}"
     entry["ratios"] = ratios
 
 
@@ -1431,6 +1463,17 @@ def report(results, args):
             lines.append(f"| {name} | {rt.get('nginx_rps', '–')} | {rt.get('nginx_cpu', '–')} | "
                          f"{rt.get('haproxy_rps', '–')} | {rt.get('haproxy_cpu', '–')} |")
         lines += [""]
+        if "baseline" in args.proxies:
+            lines += [f"Against the baseline build ({BASELINE}), above 1: this build does "
+                      "better:", "",
+                      "| scenario | req/s | req per CPU-s (medians) | per round, lowest–highest |",
+                      "|---|---:|---:|---:|"]
+            for name, sc in results["scenarios"].items():
+                rt = sc.get("ratios", {})
+                lines.append(f"| {name} | {rt.get('baseline_rps', '–')} | "
+                             f"{rt.get('baseline_cpu', '–')} | "
+                             f"{rt.get('baseline_cpu_range', '–')} |")
+            lines += [""]
     if results.get("churn"):
         lines += [f"Churn: h1 under load (wrk -t1 -c{CONNECTIONS}, {args.churn_duration} s) "
                   f"with {args.churn_rate} changes/s rotating route (add/remove an Ingress), "
@@ -1523,6 +1566,7 @@ def environment():
         "cpu": cpu, "cpus": os.cpu_count(), "kernel": platform.release(),
         "versions": {
             "vestibule": first_line([VESTIBULE, "--version"]),
+            "baseline": BASELINE and first_line([BASELINE, "--version"]),
             "nginx": first_line(["nginx", "-v"]),
             "haproxy": first_line(["haproxy", "-v"]),
             "wrk": first_line(["wrk", "-v"]),
@@ -1579,6 +1623,9 @@ def parse_args():
     ap.add_argument("--vestibule", metavar="PATH",
                     help="measure this vestibule binary (implies --no-build); bench/pgo.sh "
                          "trains its instrumented build with it")
+    ap.add_argument("--baseline", metavar="PATH",
+                    help="also measure this second vestibule binary (the build before a "
+                         "change), in the same rounds, and report this build against it")
     ap.add_argument("--out", metavar="DIR", default=OUT,
                     help="where results, configurations and logs go (default target/compare)")
     ap.add_argument("--ws-echo-server", type=int, help=argparse.SUPPRESS)
@@ -1599,7 +1646,7 @@ def parse_args():
 
 
 def main():
-    global VESTIBULE, OUT, WORK
+    global VESTIBULE, BASELINE, OUT, WORK
     args = parse_args()
     if args.ws_echo_server:
         ws_echo_server(args.ws_echo_server)
@@ -1607,6 +1654,14 @@ def main():
     if args.vestibule:
         VESTIBULE = os.path.abspath(args.vestibule)
         args.no_build = True
+    if args.baseline:
+        BASELINE = os.path.abspath(args.baseline)
+        if "baseline" not in args.proxies:
+            args.proxies.append("baseline")
+        if not os.access(BASELINE, os.X_OK):
+            fail(f"{BASELINE} is not an executable")
+    else:
+        args.proxies = [p for p in args.proxies if p != "baseline"]
     OUT = os.path.abspath(args.out)
     WORK = os.path.join(OUT, "work")
     cpus = sorted(os.sched_getaffinity(0))

@@ -48,7 +48,8 @@ HTTPS_ADDR=127.0.0.1:19643
 ADMIN_ADDR=127.0.0.1:19254
 WORK=target/observability-bench
 RESULTS=target/observability-bench.json
-VESTIBULE=target/release/vestibule
+# VESTIBULE=PATH measures another build (built as it is; nothing is built then).
+VESTIBULE=${VESTIBULE:-target/release/vestibule}
 ECHO=target/release/vestibule-echo
 
 for tool in wrk taskset curl; do
@@ -74,8 +75,10 @@ if [ "$DURATION" -lt 1 ] || [ "$ROUNDS" -lt 1 ]; then
   exit 2
 fi
 
-echo "building vestibule and vestibule-echo (release)..." >&2
-cargo build --release --locked --quiet -p vestibule -p vestibule-testkit --bins
+if [ "$VESTIBULE" = target/release/vestibule ]; then
+  echo "building vestibule and vestibule-echo (release)..." >&2
+  cargo build --release --locked --quiet -p vestibule -p vestibule-testkit --bins
+fi
 
 # The flags this measures; stop early, with a clear message, on a binary without them.
 help=$("$VESTIBULE" run --help)

@@ -1,6 +1,7 @@
 //! The installed configuration: the routing table plus the runtime state that goes with it
-//! (per-cluster balancers, TLS signing keys, each route's upstream protocol and TLS client),
-//! swapped atomically. Requests and handshakes load it without locks.
+//! (per-cluster balancers, TLS signing keys, each route's settled state: its policy, upstream
+//! protocol and TLS client, metrics), swapped atomically. Requests and handshakes load it
+//! without locks.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,35 +10,49 @@ use arc_swap::ArcSwap;
 use rustls::sign::CertifiedKey;
 use tracing::error;
 use vestibule_model::{
-    Backend, BackendProtocol, Certificate, ClusterKey, ProxyPolicy, RouteId, RouteTable,
-    UpstreamProtocol,
+    Backend, BackendProtocol, Certificate, ClusterKey, ProxyPolicy, RouteId, RouteOrigin,
+    RouteTable, UpstreamProtocol,
 };
 
-use crate::metrics::{Metrics, RouteLabels, RouteStats};
-
 use crate::balance::ClusterBalancer;
-use crate::tls::{certified_key, provider};
-use crate::upstream::{TlsClients, TlsResolved};
+use crate::crypto::{certified_key, provider};
+use crate::observe::metrics::{Metrics, RouteLabels, RouteStats};
+use crate::upstream::tls::{TlsClients, TlsResolved};
 
-/// One installed table and the state that goes with its clusters.
+/// One installed table and the state that goes with its clusters and routes.
 #[derive(Debug)]
 pub(crate) struct Runtime {
     pub(crate) table: Arc<RouteTable>,
     /// One per cluster, in cluster order.
     pub(crate) balancers: Vec<ClusterBalancer>,
     pub(crate) keys: Vec<Option<Arc<CertifiedKey>>>,
-    /// For requests served by the default backend: its Ingress's policy, or the
-    /// controller-wide defaults for the flag's, which no Ingress annotates.
-    pub(crate) default_policy: Arc<ProxyPolicy>,
-    /// Metrics of each route, by route id, when metrics are on.
-    route_stats: Vec<Arc<RouteStats>>,
-    pub(crate) default_stats: Option<Arc<RouteStats>>,
-    /// How each route's requests reach its backend, by route id; `None` for a backend that
-    /// cannot be served.
-    upstreams: Vec<Option<Upstream>>,
-    default_upstream: Option<Upstream>,
-    /// The TLS clients `upstreams` use, for the next table to take over.
+    /// What each route's requests need beyond the table, by route id.
+    routes: Vec<RouteState>,
+    /// The same for requests served by the default backend (or by none).
+    default: RouteState,
+    /// The TLS clients the routes use, for the next table to take over.
     tls_clients: TlsClients,
+}
+
+/// Which part of the table a request was routed by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteAt {
+    Route(RouteId),
+    Default,
+}
+
+/// What the data plane settled for one route (or the default backend) when its table was
+/// installed: each setting a phase applies, ready to read, so that a request does no lookup,
+/// parsing or allocation for it. A feature a route does not use costs it a branch.
+#[derive(Debug)]
+pub(crate) struct RouteState {
+    /// Timeouts, retries, limits, balancing and upstream protocol: the route's Ingress's,
+    /// or for the flag's default backend the controller-wide defaults.
+    pub(crate) proxy: Arc<ProxyPolicy>,
+    /// How its requests reach the backend; `None` for a backend that cannot be served.
+    pub(crate) upstream: Option<Upstream>,
+    /// Its metrics, when metrics are on.
+    pub(crate) stats: Option<Arc<RouteStats>>,
 }
 
 /// How a route's requests reach its backend, settled when the table is installed so that a
@@ -80,93 +95,116 @@ impl Runtime {
             })
             .collect();
         let keys = signing_keys(&table, previous);
-        let (route_stats, default_stats) = match metrics {
-            Some(metrics) => {
-                let labels = |namespace: &str, ingress: &str, service: &str, host| RouteLabels {
-                    namespace: namespace.into(),
-                    ingress: ingress.into(),
-                    service: service.into(),
-                    host,
-                };
-                let routes = table
-                    .routes()
-                    .iter()
-                    .map(|route| {
-                        metrics.route_stats(labels(
-                            &route.origin.namespace,
-                            &route.origin.name,
-                            service_of(&table, &route.backend),
-                            Some(route.host.to_string().into()),
-                        ))
-                    })
-                    .collect();
-                let default = table.default_backend().map(|default| {
-                    let (namespace, ingress) = default
-                        .origin
-                        .as_ref()
-                        .map_or(("", ""), |o| (&*o.namespace, &*o.name));
-                    let service = service_of(&table, &default.backend);
-                    metrics.route_stats(labels(namespace, ingress, service, None))
-                });
-                (routes, default)
-            }
-            None => (Vec::new(), None),
-        };
         let mut tls_clients = TlsClients::default();
-        let previous_clients = previous.map(|p| &p.tls_clients);
-        let mut upstream = |backend: &Backend, policy: &ProxyPolicy| {
-            let Backend::Cluster(id) = backend else {
-                return None;
-            };
-            let cluster = table.cluster(*id);
-            let protocol = policy
-                .backend_protocol
-                .map_or(cluster.protocol, protocol_of);
-            let tls = protocol.is_tls().then(|| {
-                // Verified against, and sent when asked, unless `proxy-ssl-name` says
-                // otherwise: the Service's DNS name.
-                let name = format!("{}.{}.svc", cluster.key.service, cluster.key.namespace);
-                let settings = policy.upstream_tls.as_deref();
-                tls_clients.resolve(previous_clients, settings, protocol.is_http2(), &name)
-            });
-            Some(Upstream { protocol, tls })
+        let mut settle = Settle {
+            table: &table,
+            metrics,
+            previous_clients: previous.map(|p| &p.tls_clients),
+            tls_clients: &mut tls_clients,
         };
-        let upstreams = table
+        let routes = table
             .routes()
             .iter()
-            .map(|route| upstream(&route.backend, &route.policy.proxy))
+            .map(|route| {
+                let labels = Labels {
+                    origin: Some(&route.origin),
+                    host: Some(route.host.to_string().into()),
+                };
+                settle.route(&route.backend, route.policy.proxy.clone(), labels)
+            })
             .collect();
-        let default_policy = table
-            .default_backend()
-            .and_then(|default| default.proxy.clone())
-            .unwrap_or(default_policy);
-        let default_upstream = table
-            .default_backend()
-            .and_then(|default| upstream(&default.backend, &default_policy));
+        let default = match table.default_backend() {
+            Some(default) => {
+                let policy = default.proxy.clone().unwrap_or(default_policy);
+                let labels = Labels {
+                    origin: default.origin.as_ref(),
+                    host: None,
+                };
+                settle.route(&default.backend, policy, labels)
+            }
+            None => RouteState {
+                proxy: default_policy,
+                upstream: None,
+                stats: None,
+            },
+        };
         Runtime {
             table,
             balancers,
             keys,
-            default_policy,
-            route_stats,
-            default_stats,
-            upstreams,
-            default_upstream,
+            routes,
+            default,
             tls_clients,
         }
     }
 
-    /// How a route's requests reach its backend; the default backend's for `None`.
-    pub(crate) fn upstream(&self, route: Option<RouteId>) -> Option<&Upstream> {
-        match route {
-            Some(id) => self.upstreams.get(id.0 as usize)?.as_ref(),
-            None => self.default_upstream.as_ref(),
+    /// What a route's requests need beyond the table.
+    #[inline]
+    pub(crate) fn route_state(&self, at: RouteAt) -> &RouteState {
+        match at {
+            RouteAt::Route(id) => self.routes.get(id.0 as usize).unwrap_or(&self.default),
+            RouteAt::Default => &self.default,
+        }
+    }
+}
+
+/// Where a route came from, for its metrics' labels.
+struct Labels<'a> {
+    origin: Option<&'a RouteOrigin>,
+    host: Option<Box<str>>,
+}
+
+/// Settles each route's state as a table is installed.
+struct Settle<'a> {
+    table: &'a RouteTable,
+    metrics: Option<&'a Metrics>,
+    previous_clients: Option<&'a TlsClients>,
+    tls_clients: &'a mut TlsClients,
+}
+
+impl Settle<'_> {
+    fn route(
+        &mut self,
+        backend: &Backend,
+        proxy: Arc<ProxyPolicy>,
+        labels: Labels<'_>,
+    ) -> RouteState {
+        let stats = self.metrics.map(|metrics| {
+            let (namespace, ingress) = labels
+                .origin
+                .map_or(("", ""), |o| (&*o.namespace, &*o.name));
+            metrics.route_stats(RouteLabels {
+                namespace: namespace.into(),
+                ingress: ingress.into(),
+                service: service_of(self.table, backend).into(),
+                host: labels.host,
+            })
+        });
+        let upstream = self.upstream(backend, &proxy);
+        RouteState {
+            proxy,
+            upstream,
+            stats,
         }
     }
 
-    /// The metrics of a route, when metrics are on.
-    pub(crate) fn route_stats(&self, id: RouteId) -> Option<Arc<RouteStats>> {
-        self.route_stats.get(id.0 as usize).cloned()
+    fn upstream(&mut self, backend: &Backend, policy: &ProxyPolicy) -> Option<Upstream> {
+        let Backend::Cluster(id) = backend else {
+            return None;
+        };
+        let cluster = self.table.cluster(*id);
+        let protocol = policy
+            .backend_protocol
+            .map_or(cluster.protocol, protocol_of);
+        let tls = protocol.is_tls().then(|| {
+            // Verified against, and sent when asked, unless `proxy-ssl-name` says otherwise:
+            // the Service's DNS name.
+            let name = format!("{}.{}.svc", cluster.key.service, cluster.key.namespace);
+            let settings = policy.upstream_tls.as_deref();
+            self.tls_clients
+                .resolve(self.previous_clients, settings, protocol.is_http2(), &name)
+        });
+        Some(Upstream { protocol, tls })
     }
 }
 
@@ -273,8 +311,9 @@ impl DataPlane {
         }
     }
 
-    pub(crate) fn unrouted_stats(&self) -> Option<Arc<RouteStats>> {
-        self.unrouted.clone()
+    /// Where requests no route claimed are counted, when metrics are on.
+    pub(crate) fn unrouted_stats(&self) -> Option<&Arc<RouteStats>> {
+        self.unrouted.as_ref()
     }
 
     /// Installs a new table. Requests already under way finish on the table they started

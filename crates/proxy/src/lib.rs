@@ -1,106 +1,36 @@
-//! The data plane: listeners that accept HTTP/1.1 and HTTP/2 in clear text and over TLS, the
-//! per-request path from the published routing table to an endpoint and back, round-robin
-//! balancing, pooled upstream connections, and the one module that turns failures (and
-//! redirects) into responses.
+//! The data plane: listeners that accept HTTP/1.1 and HTTP/2 in clear text and over TLS
+//! (`server`), the request path from the published routing table to an endpoint and back as
+//! named phases (`request`), the upstream connections (`upstream`), balancing (`balance`),
+//! the request record, metrics and access log (`observe`), and the one module that turns
+//! failures (and redirects) into responses (`respond`).
 //!
 //! A request loads the installed table once, without a lock, and finishes on that table even
 //! if a new one is installed meanwhile.
 
-mod access_log;
 mod balance;
 mod body;
-mod client_ip;
+mod crypto;
 mod dataplane;
-mod forward;
-mod h1;
-mod headers;
-mod listener;
-pub mod metrics;
-mod proxy_protocol;
+mod fields;
+mod observe;
+mod request;
 mod respond;
-mod tls;
+mod server;
+mod settings;
 mod upstream;
 
-pub use access_log::{AccessLog, AccessLogFormat};
-pub use body::{BodyError, ProxyBody};
-pub use client_ip::{TrustedProxies, TrustedProxiesError};
+pub use body::error::BodyError;
+pub use body::response::ProxyBody;
+pub use crypto::TlsError;
 pub use dataplane::DataPlane;
-pub use h1::H1Error;
-pub use listener::{Listener, Scheme, ServeError, Server};
-pub use metrics::{Metrics, MetricsOptions};
+pub use observe::Observability;
+pub use observe::access_log::{AccessLog, AccessLogFormat};
+pub use observe::metrics::{Metrics, MetricsOptions};
 pub use respond::ProxyError;
-pub use tls::{TlsError, self_signed_certificate, server_config};
-pub use upstream::UpstreamSettings;
-
-use std::time::Duration;
-
-use http::HeaderValue;
-
-/// What the data plane reports to: request metrics and the access log, each optional.
-#[derive(Debug, Clone, Default)]
-pub struct Observability {
-    pub metrics: Option<std::sync::Arc<Metrics>>,
-    pub access_log: Option<AccessLog>,
-}
-
-/// Settings of the data plane that are fixed for the process's life.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProxySettings {
-    pub upstream: UpstreamSettings,
-    /// Time a client has to send a request's headers.
-    pub client_header_timeout: Duration,
-    /// A client connection with no request in flight for this long is closed.
-    pub client_keepalive_timeout: Duration,
-    /// HTTP/2 streams one client connection may have open at once.
-    pub http2_max_concurrent_streams: u32,
-    /// Time a client has to finish the TLS handshake.
-    pub tls_handshake_timeout: Duration,
-    /// TLS sessions kept for resumption by session ID.
-    pub tls_session_cache_size: usize,
-    /// The port that HTTP→HTTPS redirects send clients to; left out of the URL when 443.
-    pub https_redirect_port: u16,
-    /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None` turns it off.
-    pub hsts: Option<HeaderValue>,
-    /// Longest request target (path and query) accepted; longer gets 414.
-    pub max_uri_bytes: usize,
-    /// Largest request header block accepted; larger gets 431.
-    pub max_request_header_bytes: usize,
-    /// Peers whose `X-Forwarded-For` and `X-Real-IP` are believed; others' are replaced.
-    pub trusted_proxies: TrustedProxies,
-    /// Every connection starts with a PROXY protocol header (v1 or v2), whose source address
-    /// is the client's; connections without one are closed.
-    pub proxy_protocol: bool,
-}
-
-/// The `Strict-Transport-Security` value for a policy.
-pub fn hsts_header(max_age: u64, include_subdomains: bool, preload: bool) -> HeaderValue {
-    let mut value = format!("max-age={max_age}");
-    if include_subdomains {
-        value.push_str("; includeSubDomains");
-    }
-    if preload {
-        value.push_str("; preload");
-    }
-    // Digits, letters, `=`, `;` and spaces only: always a valid header value.
-    HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static("max-age=0"))
-}
-
-impl Default for ProxySettings {
-    fn default() -> Self {
-        ProxySettings {
-            upstream: UpstreamSettings::default(),
-            client_header_timeout: Duration::from_secs(60),
-            client_keepalive_timeout: Duration::from_secs(75),
-            http2_max_concurrent_streams: 128,
-            tls_handshake_timeout: Duration::from_secs(10),
-            tls_session_cache_size: 20_000,
-            https_redirect_port: 443,
-            // ingress-nginx's default: a year, subdomains included, no preload.
-            hsts: Some(hsts_header(31_536_000, true, false)),
-            max_uri_bytes: 8 << 10,
-            max_request_header_bytes: 32 << 10,
-            trusted_proxies: TrustedProxies::default(),
-            proxy_protocol: false,
-        }
-    }
-}
+pub use server::client_ip::{TrustedProxies, TrustedProxiesError};
+pub use server::connection::Server;
+pub use server::listener::{Listener, Scheme, ServeError};
+pub use server::tls::{self_signed_certificate, server_config};
+pub use settings::{ProxySettings, hsts_header};
+pub use upstream::h1::error::H1Error;
+pub use upstream::pool::UpstreamSettings;

@@ -3,14 +3,11 @@
 //! for it) and `Server: vestibule`; and the redirect from HTTP to HTTPS. Bodies never carry
 //! internal addresses or errors; those go to the log.
 
-use std::error::Error as StdError;
-
 use http::header::{ACCEPT, CONTENT_TYPE, HeaderValue, LOCATION, SERVER};
 use http::{HeaderMap, Response, StatusCode};
 
-use crate::body::{ProxyBody, full};
-
-pub(crate) type BoxError = Box<dyn StdError + Send + Sync>;
+use crate::body::response::{ProxyBody, full};
+use crate::upstream::error::BoxError;
 
 pub(crate) const SERVER_NAME: HeaderValue = HeaderValue::from_static("vestibule");
 

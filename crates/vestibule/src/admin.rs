@@ -21,7 +21,7 @@ use vestibule_model::{CertificateInfo, CertificateRef, HostPattern, RouteTable};
 
 /// What the admin endpoints report on.
 #[derive(Debug)]
-pub struct AdminState {
+pub(crate) struct AdminState {
     pub publisher: Arc<Publisher>,
     /// Generation the data plane is serving; 0 until the first install.
     pub installed: AtomicU64,
@@ -34,7 +34,7 @@ pub struct AdminState {
 }
 
 impl AdminState {
-    pub fn new(
+    pub(crate) fn new(
         publisher: Arc<Publisher>,
         generated_certificate: CertificateInfo,
         registry: Registry,
@@ -49,7 +49,7 @@ impl AdminState {
     }
 }
 
-pub async fn serve(listener: TcpListener, state: Arc<AdminState>) {
+pub(crate) async fn serve(listener: TcpListener, state: Arc<AdminState>) {
     loop {
         let (stream, _) = match listener.accept().await {
             Ok(accepted) => accepted,

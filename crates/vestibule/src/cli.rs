@@ -9,13 +9,13 @@ use vestibule_translate::Options;
 
 #[derive(Debug, Parser)]
 #[command(name = "vestibule", version, about = "A Kubernetes Ingress controller", long_about = None)]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Serve traffic, following configuration from manifest files or the Kubernetes API.
     Run(Box<RunArgs>),
     /// Compile manifests offline and print every diagnostic; exit 1 if any object is invalid.
@@ -23,7 +23,7 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     /// Manifest file or directory to read objects from instead of the Kubernetes API
     /// (repeatable; directories are read recursively; .yaml, .yml, .json).
     #[arg(
@@ -145,7 +145,7 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ValidateArgs {
+pub(crate) struct ValidateArgs {
     /// Manifest files or directories.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
@@ -157,7 +157,7 @@ pub struct ValidateArgs {
 /// Controller-wide proxying defaults (annotations of the same name override them per
 /// Ingress) and limits, with ingress-nginx's defaults.
 #[derive(Debug, Args)]
-pub struct ProxyArgs {
+pub(crate) struct ProxyArgs {
     /// Time to connect to an endpoint (annotation proxy-connect-timeout).
     #[arg(long, value_name = "DURATION", env = "VESTIBULE_PROXY_CONNECT_TIMEOUT", default_value = "5s", value_parser = nginx_duration)]
     pub proxy_connect_timeout: Duration,
@@ -268,14 +268,14 @@ fn trusted_proxy(value: &str) -> Result<String, String> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LoadBalance {
+pub(crate) enum LoadBalance {
     RoundRobin,
     Ewma,
 }
 
 impl ProxyArgs {
     /// The policy Ingresses start from before their annotations.
-    pub fn policy(&self) -> vestibule_model::ProxyPolicy {
+    pub(crate) fn policy(&self) -> vestibule_model::ProxyPolicy {
         vestibule_model::ProxyPolicy {
             connect_timeout: self.proxy_connect_timeout,
             send_timeout: self.proxy_send_timeout,
@@ -317,7 +317,7 @@ fn next_upstream(value: &str) -> Result<vestibule_model::NextUpstream, String> {
 
 /// Flags for running against the Kubernetes API (without `--manifests`).
 #[derive(Debug, Args)]
-pub struct ClusterArgs {
+pub(crate) struct ClusterArgs {
     /// kubeconfig file to reach the API server with; without it, the in-cluster service
     /// account, else KUBECONFIG or ~/.kube/config.
     #[arg(long, value_name = "PATH", env = "VESTIBULE_KUBECONFIG")]
@@ -365,7 +365,7 @@ pub struct ClusterArgs {
 
 impl ClusterArgs {
     /// Checks what clap cannot: the election timings' order.
-    pub fn check(&self) -> Result<(), String> {
+    pub(crate) fn check(&self) -> Result<(), String> {
         if self.election_renew_deadline >= self.election_lease_duration {
             return Err(format!(
                 "--election-renew-deadline ({:?}) must be shorter than --election-lease-duration ({:?}), or two replicas could lead at once",
@@ -382,7 +382,9 @@ impl ClusterArgs {
     }
 
     /// Where status addresses come from, if status is written at all.
-    pub fn status_addresses(&self) -> Option<vestibule_controller::kubernetes::StatusAddresses> {
+    pub(crate) fn status_addresses(
+        &self,
+    ) -> Option<vestibule_controller::kubernetes::StatusAddresses> {
         use vestibule_controller::kubernetes::StatusAddresses;
         if !self.update_status {
             return None;
@@ -406,7 +408,7 @@ impl ClusterArgs {
 /// Flags that change what is compiled; shared by `run` and `validate` so that validating
 /// with the same flags gives the same answer as serving.
 #[derive(Debug, Args)]
-pub struct CompileArgs {
+pub(crate) struct CompileArgs {
     /// IngressClasses whose spec.controller equals this are served.
     #[arg(
         long,
@@ -449,7 +451,7 @@ pub struct CompileArgs {
 }
 
 impl CompileArgs {
-    pub fn options(&self) -> Options {
+    pub(crate) fn options(&self) -> Options {
         Options {
             controller_class: self.controller_class.clone(),
             ingress_class: self.ingress_class.clone(),
@@ -466,7 +468,7 @@ impl RunArgs {
     /// The access log's format, `None` for no access log. `--log-format json` alone makes
     /// every log JSON, which is what a log pipeline wants, while `--access-log` still decides
     /// on its own.
-    pub fn access_log(&self) -> Option<vestibule_proxy::AccessLogFormat> {
+    pub(crate) fn access_log(&self) -> Option<vestibule_proxy::AccessLogFormat> {
         use vestibule_proxy::AccessLogFormat;
         match (self.access_log, self.log_format) {
             (Some(AccessLogArg::Off), _) => None,
@@ -476,7 +478,7 @@ impl RunArgs {
     }
 
     /// The data plane's settings from the flags.
-    pub fn proxy_settings(&self) -> vestibule_proxy::ProxySettings {
+    pub(crate) fn proxy_settings(&self) -> vestibule_proxy::ProxySettings {
         vestibule_proxy::ProxySettings {
             upstream: vestibule_proxy::UpstreamSettings {
                 idle_timeout: self.proxy.upstream_keepalive_timeout,
@@ -505,14 +507,14 @@ impl RunArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum AccessLogArg {
+pub(crate) enum AccessLogArg {
     Text,
     Json,
     Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     Text,
     Json,
 }
@@ -529,7 +531,7 @@ fn parse_namespaced(value: &str) -> Result<(String, String), String> {
 /// A duration on the command line, one syntax for every flag: the annotations' (nginx's:
 /// plain seconds, or numbers with units `ms`, `s`, `m`, `h`, `d`, combined as in `1m30s`),
 /// whose numbers may also have a fraction (`1.5s`).
-pub fn parse_duration(value: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(value: &str) -> Result<Duration, String> {
     vestibule_translate::values::duration_with_fractions(value.trim())
         .ok_or_else(|| format!("{value:?} is not a duration such as 60, 30s, 1.5s, 500ms or 1m30s"))
 }

@@ -27,7 +27,7 @@ const WATCH_DEBOUNCE: Debounce = Debounce {
 
 /// The running cluster source.
 #[derive(Debug)]
-pub struct Started {
+pub(crate) struct Started {
     pub source: watch::Receiver<Arc<SourceSnapshot>>,
     /// Ends after `shutdown`, once the lease is handed over.
     pub election: JoinHandle<()>,
@@ -37,7 +37,7 @@ pub struct Started {
 
 /// Connects, waits until every watch has listed once, and starts following. The election
 /// runs until `shutdown` is cancelled.
-pub async fn start(
+pub(crate) async fn start(
     args: &RunArgs,
     options: &Options,
     publisher: &Arc<Publisher>,

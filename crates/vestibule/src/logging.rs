@@ -13,7 +13,7 @@ use crate::cli::LogFormat;
 const QUIET: &[&str] = &["rustls=error"];
 
 /// `RUST_LOG`, when set, wins over `--log-level`, as Rust developers expect.
-pub fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
+pub(crate) fn init(format: LogFormat, level: &str) -> anyhow::Result<()> {
     let (directives, origin) = match std::env::var("RUST_LOG") {
         Ok(env) if !env.is_empty() => (env, "RUST_LOG".to_owned()),
         _ => (level.to_owned(), format!("--log-level {level:?}")),

@@ -19,7 +19,8 @@ use crate::cli::{Cli, Command};
 // state, header maps, buffers); mimalloc's thread-local free lists serve that pattern with
 // less locking and fragmentation than the system allocator. Its v2 line (the `v2` feature):
 // v3 serves the aligned calls Rust makes for every allocation over 1 KiB through a slow
-// over-allocating path, which cost about 3% of the instructions of a proxied request.
+// over-allocating path, which shows in the instructions of every proxied request
+// (`bench/README.md`).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

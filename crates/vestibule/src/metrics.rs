@@ -19,14 +19,14 @@ use vestibule_translate::{Kind, Severity};
 
 /// What exists only when running against the API server, set once it has started.
 #[derive(Debug)]
-pub struct ClusterHandles {
+pub(crate) struct ClusterHandles {
     pub leader: watch::Receiver<bool>,
     pub stats: Arc<SourceStats>,
 }
 
 /// The configuration collector.
 #[derive(Debug)]
-pub struct ConfigCollector {
+pub(crate) struct ConfigCollector {
     pub publisher: Arc<Publisher>,
     pub cluster: Arc<OnceLock<ClusterHandles>>,
 }
@@ -176,7 +176,7 @@ impl Collector for ConfigCollector {
 
 /// Access log lines lost because the output could not keep up.
 #[derive(Debug)]
-pub struct AccessLogCollector(pub vestibule_proxy::AccessLog);
+pub(crate) struct AccessLogCollector(pub vestibule_proxy::AccessLog);
 
 impl Collector for AccessLogCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {

@@ -41,7 +41,7 @@ const SETTLED: Debounce = Debounce {
     max_delay: Duration::ZERO,
 };
 
-pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     // One provider for the whole process, before anything builds a TLS configuration. An
     // error means one is installed already, which is as good.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
@@ -242,8 +242,9 @@ const STDOUT_PIPE_SIZE: usize = 1 << 20;
 
 /// Widens standard output's buffer when it is a pipe, as it is in a container, where the
 /// runtime reads it. With the default, the log's writer fills the pipe partway through each
-/// batch and sleeps until the reader catches up, many times a second; measured side by side,
-/// that cost 0.6–1.1% more CPU per request. Pages are taken only as lines wait in the pipe.
+/// batch and sleeps until the reader catches up, many times a second, which costs CPU per
+/// request (`bench/README.md` has the figure). Pages are taken only as lines wait in the
+/// pipe.
 /// Never narrows a pipe already wider, and stays within the system's limit for unprivileged
 /// processes (`/proc/sys/fs/pipe-max-size`).
 #[cfg(target_os = "linux")]

@@ -9,7 +9,7 @@ use vestibule_translate::compile;
 
 use crate::cli::ValidateArgs;
 
-pub fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+pub(crate) fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout().lock();
     let mut err = std::io::stderr().lock();
     let source = match ManifestSource::open(args.paths.clone()) {

@@ -49,7 +49,7 @@ impl std::fmt::Debug for EventWriter {
 }
 
 /// The Event reason for a diagnostic.
-pub fn reason(diagnostic: &Diagnostic) -> &'static str {
+pub(super) fn reason(diagnostic: &Diagnostic) -> &'static str {
     match diagnostic.severity {
         Severity::Error => "InvalidConfiguration",
         Severity::Warning => "ConfigurationWarning",

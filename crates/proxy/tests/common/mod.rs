@@ -16,7 +16,7 @@ use vestibule_testkit::{Echo, EchoReply};
 use vestibule_testkit::{endpoint_slice, service};
 use vestibule_translate::{Object, Options, Snapshot, compile};
 
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub addr: SocketAddr,
     /// The HTTPS listener, serving the same data plane with a generated fallback certificate.
     pub https: SocketAddr,
@@ -26,11 +26,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    pub async fn start(objects: Vec<Object>) -> Proxy {
+    pub(crate) async fn start(objects: Vec<Object>) -> Proxy {
         Self::start_with(objects, ProxySettings::default(), Duration::from_secs(30)).await
     }
 
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         objects: Vec<Object>,
         settings: ProxySettings,
         drain: Duration,
@@ -60,17 +60,17 @@ impl Proxy {
         }
     }
 
-    pub fn install(&self, objects: Vec<Object>) {
+    pub(crate) fn install(&self, objects: Vec<Object>) {
         self.dataplane.install(table(objects));
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
 
     /// A URL naming `host`, for clients from [`Proxy::http1`] and [`Proxy::h2c`], which
     /// resolve every host to the proxy.
-    pub fn url_for(&self, host: &str, path: &str) -> String {
+    pub(crate) fn url_for(&self, host: &str, path: &str) -> String {
         format!("http://{host}:{}{path}", self.addr.port())
     }
 
@@ -81,23 +81,23 @@ impl Proxy {
     }
 
     /// An HTTP/1.1 client that sends `hosts` to this proxy.
-    pub fn http1(&self, hosts: &[&str]) -> reqwest::Client {
+    pub(crate) fn http1(&self, hosts: &[&str]) -> reqwest::Client {
         self.builder(hosts).http1_only().build().unwrap()
     }
 
     /// An HTTP/2 (prior knowledge, cleartext) client that sends `hosts` to this proxy.
-    pub fn h2c(&self, hosts: &[&str]) -> reqwest::Client {
+    pub(crate) fn h2c(&self, hosts: &[&str]) -> reqwest::Client {
         self.builder(hosts).http2_prior_knowledge().build().unwrap()
     }
 }
 
-pub fn table(objects: Vec<Object>) -> Arc<vestibule_model::RouteTable> {
+pub(crate) fn table(objects: Vec<Object>) -> Arc<vestibule_model::RouteTable> {
     let compiled = compile(&Snapshot::from_objects(objects), &Options::default());
     Arc::new(compiled.table)
 }
 
 /// Our IngressClass, the Ingresses (given the class), and Services backed by echo servers.
-pub fn world(ingresses: Vec<IngressBuilder>, services: &[(&str, &[&Echo])]) -> Vec<Object> {
+pub(crate) fn world(ingresses: Vec<IngressBuilder>, services: &[(&str, &[&Echo])]) -> Vec<Object> {
     let mut objects: Vec<Object> = vec![
         ingress_class("vestibule", "vestibule.dev/ingress-controller")
             .build()
@@ -116,7 +116,7 @@ pub fn world(ingresses: Vec<IngressBuilder>, services: &[(&str, &[&Echo])]) -> V
 
 /// A Service `name` whose endpoints are arbitrary addresses (misbehaving backends), one
 /// EndpointSlice per address since each has its own port.
-pub fn service_at(name: &str, addrs: &[SocketAddr]) -> Vec<Object> {
+pub(crate) fn service_at(name: &str, addrs: &[SocketAddr]) -> Vec<Object> {
     let mut objects: Vec<Object> = vec![
         service("default", name)
             .port("http", 80, 8080)
@@ -135,18 +135,18 @@ pub fn service_at(name: &str, addrs: &[SocketAddr]) -> Vec<Object> {
     objects
 }
 
-pub fn http1() -> reqwest::Client {
+pub(crate) fn http1() -> reqwest::Client {
     reqwest::Client::builder().http1_only().build().unwrap()
 }
 
-pub fn h2c() -> reqwest::Client {
+pub(crate) fn h2c() -> reqwest::Client {
     reqwest::Client::builder()
         .http2_prior_knowledge()
         .build()
         .unwrap()
 }
 
-pub async fn echo_of(response: reqwest::Response) -> EchoReply {
+pub(crate) async fn echo_of(response: reqwest::Response) -> EchoReply {
     assert_eq!(
         response.status(),
         200,

@@ -41,7 +41,7 @@ impl ResourceDef {
         }
     }
 
-    pub fn api_version(&self) -> String {
+    pub(super) fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.clone()
         } else {
@@ -51,7 +51,7 @@ impl ResourceDef {
 
     /// `leases.coordination.k8s.io`, or just `services` for the core group, as error messages
     /// name resources.
-    pub fn qualified(&self) -> String {
+    pub(super) fn qualified(&self) -> String {
         if self.group.is_empty() {
             self.plural.clone()
         } else {
@@ -140,7 +140,7 @@ pub(crate) struct Gone {
 }
 
 impl Store {
-    pub fn new() -> Store {
+    pub(super) fn new() -> Store {
         let defs = builtin();
         Store {
             objects: defs.iter().map(|_| BTreeMap::new()).collect(),
@@ -151,15 +151,15 @@ impl Store {
         }
     }
 
-    pub fn rv(&self) -> u64 {
+    pub(super) fn rv(&self) -> u64 {
         self.rv
     }
 
-    pub fn def(&self, resource: usize) -> Option<&ResourceDef> {
+    pub(super) fn def(&self, resource: usize) -> Option<&ResourceDef> {
         self.defs.get(resource)
     }
 
-    pub fn find(&self, group: &str, version: &str, plural: &str) -> Option<usize> {
+    pub(super) fn find(&self, group: &str, version: &str, plural: &str) -> Option<usize> {
         self.defs
             .iter()
             .position(|d| d.group == group && d.version == version && d.plural == plural)
@@ -167,7 +167,7 @@ impl Store {
 
     /// Finds a resource by its typed description, adding it when the table lacks it so any
     /// k8s-openapi type works through the typed helpers and then over HTTP.
-    pub fn find_or_add(&mut self, def: ResourceDef) -> usize {
+    pub(super) fn find_or_add(&mut self, def: ResourceDef) -> usize {
         if let Some(i) = self.find(&def.group, &def.version, &def.plural) {
             return i;
         }
@@ -176,12 +176,12 @@ impl Store {
         self.defs.len() - 1
     }
 
-    pub fn get(&self, resource: usize, key: &Key) -> Option<Arc<Value>> {
+    pub(super) fn get(&self, resource: usize, key: &Key) -> Option<Arc<Value>> {
         self.objects.get(resource)?.get(key).cloned()
     }
 
     /// Objects after `after` (exclusive) in key order, at most `limit`, and whether more follow.
-    pub fn page(
+    pub(super) fn page(
         &self,
         resource: usize,
         after: Option<&Key>,
@@ -206,7 +206,7 @@ impl Store {
     }
 
     /// Stores `object` under `key` with a new RV and records the change.
-    pub fn put(&mut self, resource: usize, key: Key, mut object: Value) -> Arc<Value> {
+    pub(super) fn put(&mut self, resource: usize, key: Key, mut object: Value) -> Arc<Value> {
         self.rv += 1;
         if let Some(def) = self.defs.get(resource) {
             set_type(&mut object, def);
@@ -237,7 +237,7 @@ impl Store {
     }
 
     /// Removes the object; returns it with the delete's RV.
-    pub fn remove(&mut self, resource: usize, key: &Key) -> Option<Arc<Value>> {
+    pub(super) fn remove(&mut self, resource: usize, key: &Key) -> Option<Arc<Value>> {
         let removed = self.objects.get_mut(resource)?.remove(key)?;
         self.rv += 1;
         let mut object = (*removed).clone();
@@ -267,12 +267,12 @@ impl Store {
     }
 
     /// Forgets all history: only the current RV remains a valid starting point.
-    pub fn compact(&mut self) {
+    pub(super) fn compact(&mut self) {
         self.history.clear();
         self.compacted = self.rv;
     }
 
-    pub fn check_not_compacted(&self, rv: u64) -> Result<(), Gone> {
+    pub(super) fn check_not_compacted(&self, rv: u64) -> Result<(), Gone> {
         if rv < self.compacted {
             Err(Gone {
                 requested: rv,
@@ -284,7 +284,11 @@ impl Store {
     }
 
     /// Changes to `resource` after `rv`, and the RV they bring a watch up to.
-    pub fn changes_since(&self, rv: u64, resource: usize) -> Result<(Vec<Change>, u64), Gone> {
+    pub(super) fn changes_since(
+        &self,
+        rv: u64,
+        resource: usize,
+    ) -> Result<(Vec<Change>, u64), Gone> {
         self.check_not_compacted(rv)?;
         let start = self.history.partition_point(|c| c.rv <= rv);
         let changes = self

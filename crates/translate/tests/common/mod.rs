@@ -6,19 +6,19 @@ use vestibule_model::{Backend, Target, request_host};
 use vestibule_testkit::{endpoint_slice, ingress_class, service};
 use vestibule_translate::{Compiled, Object, Options, Severity, Snapshot, compile};
 
-pub const CONTROLLER: &str = "vestibule.dev/ingress-controller";
+pub(crate) const CONTROLLER: &str = "vestibule.dev/ingress-controller";
 
-pub fn o(object: impl Into<Object>) -> Object {
+pub(crate) fn o(object: impl Into<Object>) -> Object {
     object.into()
 }
 
 /// Our IngressClass `vestibule`.
-pub fn our_class() -> Object {
+pub(crate) fn our_class() -> Object {
     o(ingress_class("vestibule", CONTROLLER).build())
 }
 
 /// A Service `name` with one port `http` 80 → 8080 and one ready endpoint `ip:8080`.
-pub fn backend(ns: &str, name: &str, ip: &str) -> Vec<Object> {
+pub(crate) fn backend(ns: &str, name: &str, ip: &str) -> Vec<Object> {
     vec![
         o(service(ns, name).port("http", 80, 8080).build()),
         o(endpoint_slice(ns, &format!("{name}-1"), name)
@@ -28,18 +28,18 @@ pub fn backend(ns: &str, name: &str, ip: &str) -> Vec<Object> {
     ]
 }
 
-pub fn compile_with(objects: Vec<Object>, options: &Options) -> Compiled {
+pub(crate) fn compile_with(objects: Vec<Object>, options: &Options) -> Compiled {
     compile(&Snapshot::from_objects(objects), options)
 }
 
-pub fn compile_default(objects: Vec<Object>) -> Compiled {
+pub(crate) fn compile_default(objects: Vec<Object>) -> Compiled {
     compile_with(objects, &Options::default())
 }
 
 /// What a request would reach, in one comparable string:
 /// `ingress-name -> ns/service:port [endpoints]`, `ingress-name -> 503`, `default -> ...` or
 /// `404`.
-pub fn serves(c: &Compiled, host: &str, path: &str) -> String {
+pub(crate) fn serves(c: &Compiled, host: &str, path: &str) -> String {
     let describe = |backend: &Backend| match backend {
         Backend::Cluster(id) => {
             let cluster = c.table.cluster(*id);
@@ -68,7 +68,7 @@ pub fn serves(c: &Compiled, host: &str, path: &str) -> String {
 }
 
 /// Diagnostics as `severity object field` strings, for compact assertions.
-pub fn findings(c: &Compiled) -> Vec<String> {
+pub(crate) fn findings(c: &Compiled) -> Vec<String> {
     c.report
         .diagnostics
         .iter()
@@ -82,7 +82,7 @@ pub fn findings(c: &Compiled) -> Vec<String> {
         .collect()
 }
 
-pub fn is_ours(c: &Compiled, ns: &str, name: &str) -> bool {
+pub(crate) fn is_ours(c: &Compiled, ns: &str, name: &str) -> bool {
     c.report
         .ingresses
         .iter()

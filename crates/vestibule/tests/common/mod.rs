@@ -15,9 +15,9 @@ use vestibule_testkit::fixtures::{IngressBuilder, echo_service, ingress_class};
 use vestibule_testkit::manifests::Manifest;
 use vestibule_testkit::{Echo, ManifestDir};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_vestibule");
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_vestibule");
 
-pub struct Vestibule {
+pub(crate) struct Vestibule {
     child: Child,
     pub http: SocketAddr,
     pub https: SocketAddr,
@@ -32,7 +32,7 @@ pub struct Vestibule {
 
 impl Vestibule {
     /// Starts `vestibule run --manifests <dir> <extra...>` and waits until it is ready.
-    pub fn start(manifests: &Path, extra: &[&str]) -> Vestibule {
+    pub(crate) fn start(manifests: &Path, extra: &[&str]) -> Vestibule {
         let mut command = Command::new(BIN);
         command
             .args([
@@ -52,11 +52,11 @@ impl Vestibule {
 
     /// Starts `vestibule run` against the API server behind `kubeconfig`, as the replica
     /// `pod` of namespace `vestibule`, and waits until it is ready.
-    pub fn cluster(kubeconfig: &Path, pod: &str, extra: &[&str]) -> Vestibule {
+    pub(crate) fn cluster(kubeconfig: &Path, pod: &str, extra: &[&str]) -> Vestibule {
         Self::spawn(Self::cluster_command(kubeconfig, pod, extra))
     }
 
-    pub fn cluster_command(kubeconfig: &Path, pod: &str, extra: &[&str]) -> Command {
+    pub(crate) fn cluster_command(kubeconfig: &Path, pod: &str, extra: &[&str]) -> Command {
         let mut command = Command::new(BIN);
         command
             .args([
@@ -77,14 +77,14 @@ impl Vestibule {
         command
     }
 
-    pub fn spawn(command: Command) -> Vestibule {
+    pub(crate) fn spawn(command: Command) -> Vestibule {
         let mut vestibule = Self::spawn_unready(command);
         vestibule.wait_ready();
         vestibule
     }
 
     /// Starts the process and waits for its listeners, not for readiness.
-    pub fn spawn_unready(mut command: Command) -> Vestibule {
+    pub(crate) fn spawn_unready(mut command: Command) -> Vestibule {
         let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -138,7 +138,11 @@ impl Vestibule {
 
     /// Waits for a log line matching `predicate`; panics with the log so far on timeout or
     /// if the process exits.
-    pub fn wait_for_log(&mut self, timeout: Duration, predicate: impl Fn(&Value) -> bool) -> Value {
+    pub(crate) fn wait_for_log(
+        &mut self,
+        timeout: Duration,
+        predicate: impl Fn(&Value) -> bool,
+    ) -> Value {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(line) = self.logs.lock().unwrap().iter().find(|l| predicate(l)) {
@@ -158,17 +162,17 @@ impl Vestibule {
 
     /// How many bytes the pipe on the process's standard output holds.
     #[cfg(target_os = "linux")]
-    pub fn stdout_pipe_size(&self) -> usize {
+    pub(crate) fn stdout_pipe_size(&self) -> usize {
         rustix::pipe::fcntl_getpipe_size(&self.stdout_pipe).expect("F_GETPIPE_SZ")
     }
 
     /// The access log lines written so far.
-    pub fn access_log(&self) -> Vec<String> {
+    pub(crate) fn access_log(&self) -> Vec<String> {
         self.stdout.lock().unwrap().clone()
     }
 
     /// Waits until at least `n` access log lines were written.
-    pub fn wait_access_log(&self, n: usize) -> Vec<String> {
+    pub(crate) fn wait_access_log(&self, n: usize) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let lines = self.access_log();
@@ -183,11 +187,11 @@ impl Vestibule {
         }
     }
 
-    pub fn logs(&self) -> Vec<Value> {
+    pub(crate) fn logs(&self) -> Vec<Value> {
         self.logs.lock().unwrap().clone()
     }
 
-    pub fn wait_ready(&mut self) {
+    pub(crate) fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while admin_status(self.admin, "/readyz") != Some(200) {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -202,11 +206,11 @@ impl Vestibule {
         }
     }
 
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.child.id()
     }
 
-    pub fn signal(&self, signal: &str) {
+    pub(crate) fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .args([format!("-{signal}"), self.pid().to_string()])
             .status()
@@ -214,7 +218,7 @@ impl Vestibule {
         assert!(status.success());
     }
 
-    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+    pub(crate) fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -226,7 +230,7 @@ impl Vestibule {
     }
 
     /// The admin server's `/debug/config`.
-    pub async fn config(&self) -> Value {
+    pub(crate) async fn config(&self) -> Value {
         reqwest::get(format!("http://{}/debug/config", self.admin))
             .await
             .unwrap()
@@ -235,7 +239,7 @@ impl Vestibule {
             .unwrap()
     }
 
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         let (_, body) = blocking_get(self.admin, "/debug/config").unwrap_or_default();
         serde_json::from_str::<Value>(&body)
             .ok()
@@ -244,7 +248,7 @@ impl Vestibule {
     }
 
     /// Waits until a generation newer than `after` is installed.
-    pub fn wait_generation(&self, after: u64) -> u64 {
+    pub(crate) fn wait_generation(&self, after: u64) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let now = self.generation();
@@ -259,11 +263,11 @@ impl Vestibule {
         }
     }
 
-    pub fn url(&self, host: &str, path: &str) -> String {
+    pub(crate) fn url(&self, host: &str, path: &str) -> String {
         format!("http://{host}:{}{path}", self.http.port())
     }
 
-    pub fn client(&self, hosts: &[&str]) -> reqwest::Client {
+    pub(crate) fn client(&self, hosts: &[&str]) -> reqwest::Client {
         hosts
             .iter()
             .fold(reqwest::Client::builder(), |b, h| b.resolve(h, self.http))
@@ -271,7 +275,7 @@ impl Vestibule {
             .unwrap()
     }
 
-    pub fn h2c(&self, hosts: &[&str]) -> reqwest::Client {
+    pub(crate) fn h2c(&self, hosts: &[&str]) -> reqwest::Client {
         hosts
             .iter()
             .fold(reqwest::Client::builder(), |b, h| b.resolve(h, self.http))
@@ -290,7 +294,7 @@ impl Drop for Vestibule {
 
 /// A tiny blocking HTTP/1.0 GET for the admin server, usable outside async code: the status
 /// and the body.
-pub fn blocking_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) fn blocking_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -302,13 +306,13 @@ pub fn blocking_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
-pub fn admin_status(addr: SocketAddr, path: &str) -> Option<u16> {
+pub(crate) fn admin_status(addr: SocketAddr, path: &str) -> Option<u16> {
     blocking_get(addr, path).map(|(status, _)| status)
 }
 
 /// Writes our IngressClass, the given Ingresses (with our class) and echo-backed Services,
 /// each kind in its own file.
-pub fn write_world(
+pub(crate) fn write_world(
     dir: &ManifestDir,
     ingresses: Vec<IngressBuilder>,
     services: &[(&str, &[&Echo])],
@@ -326,7 +330,7 @@ pub fn write_world(
     }
 }
 
-pub fn write_service(dir: &ManifestDir, name: &str, echoes: &[&Echo]) {
+pub(crate) fn write_service(dir: &ManifestDir, name: &str, echoes: &[&Echo]) {
     let (service, slices) = echo_service("default", name, echoes);
     let mut objects: Vec<&dyn Manifest> = vec![&service];
     objects.extend(slices.iter().map(|s| s as &dyn Manifest));

@@ -23,6 +23,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::upstream::error::UpstreamErrorKind;
+
 /// Choices that change which series exist.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MetricsOptions {
@@ -199,15 +201,6 @@ impl MethodClass {
             _ => MethodClass::Other,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum UpstreamErrorKind {
-    Refused,
-    Timeout,
-    Reset,
-    Tls,
-    Other,
 }
 
 const UPSTREAM_ERROR_NAMES: [&str; 5] = ["refused", "timeout", "reset", "tls", "other"];

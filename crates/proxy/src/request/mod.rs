@@ -1,0 +1,213 @@
+//! The request path. [`Shared::handle`] reads as the phases a request meets, in the order
+//! ingress-nginx's users expect: read the head, route, early answers, (access control),
+//! rewrite, pick, send with retries, response rules, record. Each phase is a plain function
+//! over the route compiled when the table was installed, in a module of its own; a phase
+//! returns what it decided, and the request's one record is filled in from those results
+//! here, then handed to observability when the response is done.
+
+mod early;
+mod forwarded;
+mod head;
+mod pick;
+mod response;
+mod retry;
+mod rewrite;
+mod route;
+mod send;
+mod tunnel;
+
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use tracing::{debug, warn};
+
+use self::forwarded::Hop;
+use self::head::Head;
+use self::route::Routing;
+use crate::body::response::ProxyBody;
+use crate::dataplane::DataPlane;
+use crate::observe::Observability;
+use crate::observe::record::Record;
+use crate::respond::{ProxyError, Style, error_response};
+use crate::server::client::ClientSide;
+use crate::settings::ProxySettings;
+use crate::upstream::client::Upstreams;
+
+/// Where the phases that decide without waiting leave a request.
+// Boxing the large variant would cost an allocation on every proxied request to save stack
+// on the rare answered one; the value lives only between `prepare` and its caller's match.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "the large variant is the hot path"
+)]
+enum Prepared<'u> {
+    /// Vestibule answers it itself (a redirect).
+    Answered(Response<ProxyBody>),
+    /// It goes upstream.
+    Send(Ready<'u>),
+}
+
+/// A request ready to be sent: what the phases before sending decided.
+struct Ready<'u> {
+    head: Head<'u>,
+    routed: route::Routed,
+    rewritten: rewrite::Rewritten<'u>,
+    tunnel: Option<tunnel::Tunnel>,
+    cluster: vestibule_model::ClusterId,
+    client_ip: std::net::IpAddr,
+}
+
+/// What every request reads: the installed configuration, the upstream pool (one for every
+/// listener, so the HTTP and HTTPS listeners share keep-alive connections), the settings,
+/// and where to report.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) dataplane: Arc<DataPlane>,
+    pub(crate) upstreams: Upstreams,
+    pub(crate) settings: ProxySettings,
+    pub(crate) observe: Observability,
+}
+
+impl Shared {
+    /// Answers one request: the upstream's response, or Vestibule's own answer. Every phase
+    /// up to the pick decides without waiting (`prepare`); then the request is sent, with
+    /// retries, and the response made ready for the client.
+    pub(crate) async fn handle(
+        &self,
+        client: &ClientSide,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let style = Style::of(request.headers());
+        let request_id = forwarded::request_id(request.headers());
+        let mut record = Record::start(&self.observe, client, &request, &request_id);
+        let (mut parts, body) = request.into_parts();
+        let uri = std::mem::take(&mut parts.uri);
+        let answered = match self.prepare(client, &uri, parts, body, &request_id, &mut record) {
+            Ok(Prepared::Answered(response)) => Ok(response),
+            Ok(Prepared::Send(mut ready)) => {
+                // Send with retries.
+                let balancing = pick::Balancing::new(
+                    &ready.routed,
+                    ready.cluster,
+                    &ready.head,
+                    ready.rewritten.outgoing.request(),
+                    ready.client_ip,
+                    client.https,
+                );
+                let (routed, rewritten) = (&ready.routed, &mut ready.rewritten);
+                let sent = send::with_retries(
+                    &self.upstreams,
+                    routed,
+                    ready.cluster,
+                    rewritten,
+                    balancing,
+                )
+                .await;
+                record.sent(sent.attempts, ready.rewritten.progress.clone());
+                // Response rules.
+                let read_timeout = ready.routed.state().proxy.read_timeout;
+                let tunnel = ready.tunnel;
+                let cookie = sent.set_cookie;
+                sent.result
+                    .map(|upstream| response::upstream(upstream, tunnel, read_timeout, cookie))
+            }
+            Err(error) => Err(error),
+        };
+        let mut response = answered.unwrap_or_else(|error| {
+            if error.status().is_server_error() {
+                warn!(status = error.status().as_u16(), error = %error, "request failed");
+            } else {
+                debug!(status = error.status().as_u16(), error = %error, "request refused");
+            }
+            error_response(&error, style)
+        });
+        let hsts = self.settings.hsts.as_ref().filter(|_| record.hsts);
+        response::every(&mut response, request_id, hsts);
+        // Record: handed to observability, counted and logged once the body is done.
+        let unrouted = self.dataplane.unrouted_stats();
+        record.finish(&self.observe, unrouted, &mut response);
+        response
+    }
+
+    /// The phases that decide without waiting, in order: read the head, route, early
+    /// answers, access control, rewrite, pick. The first to answer ends the request.
+    fn prepare<'u>(
+        &self,
+        client: &ClientSide,
+        uri: &'u Uri,
+        mut parts: Parts,
+        body: Incoming,
+        request_id: &HeaderValue,
+        record: &mut Record,
+    ) -> Result<Prepared<'u>, ProxyError> {
+        // Read the head.
+        let head = Head::read(uri, &parts.headers, parts.version, &self.settings)?;
+        let trusted = &self.settings.trusted_proxies;
+        let (client_ip, trusted) = head::client_address(client, &parts.headers, trusted);
+        record.client(client_ip);
+
+        // Route.
+        let routed = self.route(&head, client.https, record)?;
+
+        // Early answers.
+        let https_port = self.settings.https_redirect_port;
+        if let Some(answer) = early::answer(&routed, &head, client.https, https_port) {
+            return answer.map(Prepared::Answered);
+        }
+
+        // Access control: the route's own limit on the body.
+        routed.check_length(head.content_length)?;
+
+        // Rewrite.
+        let tunnel = tunnel::requested(&mut parts);
+        let hop = Hop {
+            client,
+            host: &head.authority,
+            trusted,
+            client_ip,
+            request_id,
+        };
+        let upgrade = tunnel.as_ref().map(|t| t.upgrade.clone());
+        let policy = &*routed.state().proxy;
+        let rewritten = rewrite::rewrite(parts, body, &head, uri, policy, &hop, upgrade);
+
+        // Pick: the cluster here, an endpoint per attempt as the request is sent.
+        let cluster = pick::cluster(&routed)?;
+        record.cluster(cluster);
+        Ok(Prepared::Send(Ready {
+            head,
+            routed,
+            rewritten,
+            tunnel,
+            cluster,
+            client_ip,
+        }))
+    }
+
+    /// The route phase, and what the record keeps of it.
+    fn route(
+        &self,
+        head: &Head<'_>,
+        https: bool,
+        record: &mut Record,
+    ) -> Result<route::Routed, ProxyError> {
+        let routed = match route::route(&self.dataplane, https, &head.host(), &head.path) {
+            Routing::Found(routed) => routed,
+            Routing::NotFound { hsts } => {
+                record.hsts = hsts;
+                return Err(ProxyError::NoRoute);
+            }
+        };
+        let state = routed.state();
+        record.hsts = routed.hsts;
+        record.routed(
+            &routed.runtime,
+            routed.at,
+            state.stats.clone(),
+            state.proxy.access_log,
+        );
+        Ok(routed)
+    }
+}

@@ -1,0 +1,71 @@
+//! Settings of the data plane that are fixed for the process's life: client limits and
+//! timeouts, TLS session cache, redirects and HSTS, trusted proxies, upstream pool limits.
+
+use std::time::Duration;
+
+use http::HeaderValue;
+
+use crate::server::client_ip::TrustedProxies;
+use crate::upstream::pool::UpstreamSettings;
+
+/// Settings of the data plane that are fixed for the process's life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProxySettings {
+    pub upstream: UpstreamSettings,
+    /// Time a client has to send a request's headers.
+    pub client_header_timeout: Duration,
+    /// A client connection with no request in flight for this long is closed.
+    pub client_keepalive_timeout: Duration,
+    /// HTTP/2 streams one client connection may have open at once.
+    pub http2_max_concurrent_streams: u32,
+    /// Time a client has to finish the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// TLS sessions kept for resumption by session ID.
+    pub tls_session_cache_size: usize,
+    /// The port that HTTP→HTTPS redirects send clients to; left out of the URL when 443.
+    pub https_redirect_port: u16,
+    /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None` turns it off.
+    pub hsts: Option<HeaderValue>,
+    /// Longest request target (path and query) accepted; longer gets 414.
+    pub max_uri_bytes: usize,
+    /// Largest request header block accepted; larger gets 431.
+    pub max_request_header_bytes: usize,
+    /// Peers whose `X-Forwarded-For` and `X-Real-IP` are believed; others' are replaced.
+    pub trusted_proxies: TrustedProxies,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), whose source address
+    /// is the client's; connections without one are closed.
+    pub proxy_protocol: bool,
+}
+
+/// The `Strict-Transport-Security` value for a policy.
+pub fn hsts_header(max_age: u64, include_subdomains: bool, preload: bool) -> HeaderValue {
+    let mut value = format!("max-age={max_age}");
+    if include_subdomains {
+        value.push_str("; includeSubDomains");
+    }
+    if preload {
+        value.push_str("; preload");
+    }
+    // Digits, letters, `=`, `;` and spaces only: always a valid header value.
+    HeaderValue::try_from(value).unwrap_or(HeaderValue::from_static("max-age=0"))
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        ProxySettings {
+            upstream: UpstreamSettings::default(),
+            client_header_timeout: Duration::from_secs(60),
+            client_keepalive_timeout: Duration::from_secs(75),
+            http2_max_concurrent_streams: 128,
+            tls_handshake_timeout: Duration::from_secs(10),
+            tls_session_cache_size: 20_000,
+            https_redirect_port: 443,
+            // ingress-nginx's default: a year, subdomains included, no preload.
+            hsts: Some(hsts_header(31_536_000, true, false)),
+            max_uri_bytes: 8 << 10,
+            max_request_header_bytes: 32 << 10,
+            trusted_proxies: TrustedProxies::default(),
+            proxy_protocol: false,
+        }
+    }
+}
