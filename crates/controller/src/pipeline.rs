@@ -51,7 +51,7 @@ pub async fn run_pipeline(
                     // is, today) must not make this loop spin.
                     next_expiry = compiled.table.tls().next_expiry(now);
                     let errors = compiled.report.errors().count();
-                    let warnings = compiled.report.diagnostics.len() - errors;
+                    let warnings = compiled.report.warnings().count();
                     let _publish = info_span!("publish").entered();
                     for diagnostic in compiled.report.diagnostics.iter().take(100) {
                         debug!(object = %diagnostic.object, field = %diagnostic.field, severity = ?diagnostic.severity, "{}", diagnostic.message);

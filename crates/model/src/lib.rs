@@ -11,6 +11,7 @@ mod path;
 mod policy;
 mod precedence;
 mod router;
+mod rules;
 mod table;
 mod tls;
 
@@ -22,6 +23,7 @@ pub use policy::{
     ProxyPolicy, SameSite, UpstreamTls,
 };
 pub use precedence::Rank;
+pub use rules::{Redirect, Refusal, Rewrite, RewriteError, ServerRules};
 pub use table::{
     Backend, Conflict, DefaultBackend, Lookup, Route, RouteId, RouteOrigin, RoutePolicy,
     RouteTable, TableBuilder, Target, VirtualHost,

@@ -15,6 +15,10 @@ pub enum PathKind {
     /// The rule path's `/`-separated elements are a prefix of the request path's elements.
     /// `ImplementationSpecific` compiles to this kind.
     Prefix,
+    /// The rule path is a case-insensitive regular expression anchored at the start of the
+    /// request path: every path of a host in ingress-nginx's regex mode (`use-regex`,
+    /// `rewrite-target`), whatever its declared type.
+    Regex,
 }
 
 /// Why a request path or a rule path cannot be used.
@@ -26,6 +30,10 @@ pub enum PathError {
     BadPercentEncoding,
     #[error("path must not contain {0:?}")]
     Forbidden(&'static str),
+    #[error(
+        "path is not a regular expression Vestibule can match (Rust regex syntax, without look-around or back-references): {0}"
+    )]
+    Regex(String),
 }
 
 /// One rule's path, in normal form, with its match kind.
@@ -42,6 +50,9 @@ impl PathRule {
     /// Validates a rule path as the Kubernetes API server does for `Exact` and `Prefix`, and
     /// brings it to the form requests are compared in.
     pub fn new(kind: PathKind, path: &str) -> Result<PathRule, PathError> {
+        if kind == PathKind::Regex {
+            return PathRule::regex(path);
+        }
         if !path.starts_with('/') {
             return Err(PathError::NotAbsolute);
         }
@@ -59,7 +70,7 @@ impl PathRule {
         }
         let decoded = decode_unreserved(path)?;
         let path: Box<str> = match kind {
-            PathKind::Exact => decoded.into(),
+            PathKind::Exact | PathKind::Regex => decoded.into(),
             PathKind::Prefix => {
                 let elements: Vec<&str> = elements(&decoded).collect();
                 format!("/{}", elements.join("/")).into()
@@ -80,6 +91,18 @@ impl PathRule {
         })
     }
 
+    /// A path of a host in regex mode: kept as written, matched as `(?i)^<path>`.
+    pub fn regex(path: &str) -> Result<PathRule, PathError> {
+        if !path.starts_with('/') {
+            return Err(PathError::NotAbsolute);
+        }
+        regex_of(path).map_err(|e| PathError::Regex(regex_error(&e)))?;
+        Ok(PathRule {
+            kind: PathKind::Regex,
+            path: path.into(),
+        })
+    }
+
     pub fn rank(&self) -> Rank {
         Rank::new(self.kind, self.path.len())
     }
@@ -94,6 +117,7 @@ impl PathRule {
                 let mut request = elements(request_path);
                 elements(&self.path).all(|rule| request.next() == Some(rule))
             }
+            PathKind::Regex => regex_of(&self.path).is_ok_and(|r| r.is_match(request_path)),
         }
     }
 }
@@ -102,6 +126,30 @@ impl fmt::Display for PathRule {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?} {}", self.kind, self.path)
     }
+}
+
+/// How a regex-mode rule path matches: as nginx's `location ~* "^<path>"`.
+pub(crate) fn regex_of(path: &str) -> Result<regex::Regex, regex::Error> {
+    regex::RegexBuilder::new(&regex_source(path))
+        .case_insensitive(true)
+        .build()
+}
+
+/// A regex error on one line: the parser's own spans the pattern over several, with a caret
+/// line, which a diagnostic or an Event cannot show.
+pub(crate) fn regex_error(error: &regex::Error) -> String {
+    let text = error.to_string();
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    last.trim().trim_start_matches("error: ").to_owned()
+}
+
+/// The regex source of a regex-mode rule path; case is set by the builder.
+pub(crate) fn regex_source(path: &str) -> String {
+    format!("^{path}")
 }
 
 /// The non-empty `/`-separated elements of a path.

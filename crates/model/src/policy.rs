@@ -38,6 +38,9 @@ pub struct ProxyPolicy {
     pub upstream_tls: Option<Arc<UpstreamTls>>,
     /// Write an access log line for these requests (`enable-access-log`, on).
     pub access_log: bool,
+    /// Largest upstream HTTP/1.1 response head accepted (64 KiB; `proxy-buffer-size` above
+    /// that raises it).
+    pub response_head_limit: usize,
 }
 
 impl Default for ProxyPolicy {
@@ -55,6 +58,7 @@ impl Default for ProxyPolicy {
             backend_protocol: None,
             upstream_tls: None,
             access_log: true,
+            response_head_limit: 64 << 10,
         }
     }
 }

@@ -16,6 +16,7 @@ pub struct Rank {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum KindRank {
+    Regex,
     Prefix,
     Exact,
 }
@@ -25,6 +26,7 @@ impl Rank {
         let kind = match kind {
             PathKind::Exact => KindRank::Exact,
             PathKind::Prefix => KindRank::Prefix,
+            PathKind::Regex => KindRank::Regex,
         };
         Rank {
             len: normalized_len,

@@ -3,11 +3,14 @@
 //! candidate), then shorter prefixes, starting no deeper than the deepest rule. Cost depends
 //! on the request's depth, not on how many rules or hosts the table holds. Keys up to 24 bytes
 //! are stored inline, so a probe does not chase a pointer to compare them.
+//!
+//! A host in regex mode has a [`RegexPaths`] instead: every rule path compiled into one
+//! regex set, so a request is matched against all of them in one pass.
 
 use compact_str::CompactString;
 use hashbrown::HashMap;
 
-use crate::path::{PathKind, PathRule, elements};
+use crate::path::{PathKind, PathRule, elements, regex_source};
 
 /// Index of a route in its table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
@@ -40,7 +43,8 @@ impl PathRouter {
             .entry(CompactString::new(&rule.path))
             .or_default();
         let held = match rule.kind {
-            PathKind::Exact => {
+            // A regex rule never reaches a plain router: the table builder keeps them apart.
+            PathKind::Exact | PathKind::Regex => {
                 self.has_exact = true;
                 &mut slot.exact
             }
@@ -114,6 +118,114 @@ impl PathRouter {
     }
 }
 
+/// The rules of a host in regex mode, tried longest rule path first (older first at equal
+/// length), the first that matches winning, as nginx tries its regex locations in order.
+#[derive(Debug, Clone)]
+pub(crate) struct RegexPaths {
+    /// `None` only if the rules together are too large for one set; then each is tried in
+    /// turn (the same answer, more slowly).
+    set: Option<regex::RegexSet>,
+    each: Vec<regex::Regex>,
+    /// Route of each pattern, in the order they are tried.
+    routes: Vec<RouteId>,
+    /// The rule paths, for equality and display.
+    paths: Vec<Box<str>>,
+}
+
+impl PartialEq for RegexPaths {
+    fn eq(&self, other: &Self) -> bool {
+        self.paths == other.paths && self.routes == other.routes
+    }
+}
+
+impl Eq for RegexPaths {}
+
+impl RegexPaths {
+    /// Compiles `rules` (rule path, route, in the order they were added). Plain rules among
+    /// them are matched literally, never widened: Exact as the whole path, Prefix by elements.
+    pub(crate) fn new(mut rules: Vec<(PathRule, RouteId)>) -> RegexPaths {
+        // Stable: at equal length the older rule stays first.
+        rules.sort_by_key(|(rule, _)| std::cmp::Reverse(rule.path.len()));
+        let sources: Vec<String> = rules
+            .iter()
+            .map(|(rule, _)| match rule.kind {
+                PathKind::Regex => regex_source(&rule.path),
+                PathKind::Exact => format!("^{}$", regex::escape(&rule.path)),
+                PathKind::Prefix if &*rule.path == "/" => "^/".to_owned(),
+                PathKind::Prefix => format!("^{}(/|$)", regex::escape(&rule.path)),
+            })
+            .collect();
+        let case = |kind: PathKind| kind == PathKind::Regex;
+        // Each pattern is also kept alone, for the fallback; patterns were validated when
+        // their rules were made, and one that still fails matches nothing.
+        let each = rules
+            .iter()
+            .zip(&sources)
+            .map(|((rule, _), source)| {
+                regex::RegexBuilder::new(source)
+                    .case_insensitive(case(rule.kind))
+                    .build()
+                    .unwrap_or_else(|_| never())
+            })
+            .collect();
+        let set_sources: Vec<String> = rules
+            .iter()
+            .zip(&sources)
+            .map(|((rule, _), source)| {
+                if case(rule.kind) {
+                    format!("(?i:{source})")
+                } else {
+                    source.clone()
+                }
+            })
+            .collect();
+        let set = regex::RegexSetBuilder::new(&set_sources)
+            .size_limit(256 << 20)
+            .dfa_size_limit(64 << 20)
+            .build()
+            .ok();
+        RegexPaths {
+            set,
+            each,
+            routes: rules.iter().map(|(_, id)| *id).collect(),
+            paths: rules.into_iter().map(|(rule, _)| rule.path).collect(),
+        }
+    }
+
+    /// The first rule, in trying order, that matches the normalised request path.
+    pub(crate) fn lookup(&self, path: &str) -> Option<RouteId> {
+        let first = match &self.set {
+            Some(set) => set.matches(path).iter().next(),
+            None => self.each.iter().position(|r| r.is_match(path)),
+        };
+        first.map(|at| self.routes[at])
+    }
+}
+
+fn never() -> regex::Regex {
+    // An empty class matches nothing; it always compiles.
+    regex::Regex::new("[^\\s\\S]").unwrap_or_else(|_| unreachable!("a fixed pattern"))
+}
+
+/// The path matcher of one host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Paths {
+    Plain(PathRouter),
+    /// Boxed so that plain hosts' map entries stay as small as before: every lookup of every
+    /// host touches them.
+    Regex(Box<RegexPaths>),
+}
+
+impl Paths {
+    #[inline]
+    pub(crate) fn lookup(&self, path: &str) -> Option<RouteId> {
+        match self {
+            Paths::Plain(router) => router.lookup(path),
+            Paths::Regex(regex) => regex.lookup(path),
+        }
+    }
+}
+
 /// Byte offset where the `depth`-th element of `path` ends (the whole path if it has fewer).
 /// `path` starts with `/` (or is empty) and has no empty elements.
 fn end_of_element(path: &str, depth: usize) -> usize {
@@ -133,6 +245,77 @@ fn end_of_element(path: &str, depth: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn regex_paths(rules: &[(PathKind, &str)]) -> RegexPaths {
+        RegexPaths::new(
+            rules
+                .iter()
+                .enumerate()
+                .map(|(i, (kind, path))| {
+                    let rule = match kind {
+                        PathKind::Regex => PathRule::regex(path),
+                        kind => PathRule::new(*kind, path),
+                    };
+                    (
+                        rule.unwrap_or_else(|e| panic!("{path}: {e}")),
+                        RouteId(i as u32),
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn regex_rules_are_tried_longest_first_and_the_first_match_wins() {
+        use PathKind::Regex;
+        let paths = regex_paths(&[
+            (Regex, "/"),
+            (Regex, "/api"),
+            (Regex, "/api/v[0-9]+"),
+            (Regex, "/something(/|$)(.*)"),
+            (Regex, "/b"),
+        ]);
+        let cases = [
+            ("/api/v2/x", Some(2)),
+            ("/API/V2", Some(2)),
+            ("/apix", Some(1)),
+            ("/API", Some(1)),
+            ("/something/new", Some(3)),
+            ("/somethingelse", Some(0)),
+            ("/b/c", Some(4)),
+            ("/c", Some(0)),
+        ];
+        for (path, want) in cases {
+            assert_eq!(paths.lookup(path), want.map(RouteId), "{path}");
+        }
+        let fallback = RegexPaths {
+            set: None,
+            ..paths.clone()
+        };
+        for (path, want) in cases {
+            assert_eq!(
+                fallback.lookup(path),
+                want.map(RouteId),
+                "{path} without the set"
+            );
+        }
+    }
+
+    #[test]
+    fn at_equal_length_the_older_rule_wins_and_plain_rules_are_not_widened() {
+        let paths = regex_paths(&[
+            (PathKind::Regex, "/a.c"),
+            (PathKind::Regex, "/abc"),
+            (PathKind::Exact, "/x.y"),
+            (PathKind::Prefix, "/p"),
+        ]);
+        assert_eq!(paths.lookup("/abc"), Some(RouteId(0)));
+        assert_eq!(paths.lookup("/x.y"), Some(RouteId(2)));
+        assert_eq!(paths.lookup("/xzy"), None, "an Exact path's dot is a dot");
+        assert_eq!(paths.lookup("/X.Y"), None, "an Exact path keeps its case");
+        assert_eq!(paths.lookup("/p/q"), Some(RouteId(3)));
+        assert_eq!(paths.lookup("/pq"), None);
+    }
 
     #[test]
     fn element_ends() {

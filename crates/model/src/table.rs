@@ -10,10 +10,11 @@ use std::sync::Arc;
 
 use crate::cluster::{Cluster, ClusterId, ClusterKey, Endpoint, UpstreamProtocol};
 use crate::host::{HostPattern, wildcard_suffix};
-use crate::path::PathRule;
+use crate::path::{PathKind, PathRule};
 use crate::policy::ProxyPolicy;
-use crate::router::PathRouter;
 pub use crate::router::RouteId;
+use crate::router::{PathRouter, Paths, RegexPaths};
+use crate::rules::{Redirect, Refusal, Rewrite, ServerRules};
 use crate::tls::{TlsBuilder, TlsHosts};
 
 /// Where a request that matched goes.
@@ -47,6 +48,14 @@ pub struct RoutePolicy {
     pub force_ssl_redirect: bool,
     /// Timeouts, retries, limits, balancing and upstream protocol.
     pub proxy: Arc<ProxyPolicy>,
+    /// Requests are refused (503): the Ingress asks for protection that cannot be given.
+    pub refused: Option<Arc<Refusal>>,
+    /// Requests are answered with this redirect (`permanent-redirect`, `temporal-redirect`).
+    pub redirect: Option<Arc<Redirect>>,
+    /// The path sent upstream (`rewrite-target`).
+    pub rewrite: Option<Arc<Rewrite>>,
+    /// The `Host` sent upstream (`upstream-vhost`); the client's otherwise.
+    pub upstream_host: Option<Arc<str>>,
 }
 
 impl Default for RoutePolicy {
@@ -55,6 +64,10 @@ impl Default for RoutePolicy {
             ssl_redirect: true,
             force_ssl_redirect: false,
             proxy: Arc::default(),
+            refused: None,
+            redirect: None,
+            rewrite: None,
+            upstream_host: None,
         }
     }
 }
@@ -84,6 +97,10 @@ pub struct VirtualHost {
     /// The host has a TLS section of its own: HTTPS responses get HSTS, and plain-HTTP
     /// requests are redirected unless the matched route opts out.
     pub tls: bool,
+    /// What the host answers before its routes are looked at, when anything.
+    pub server: Option<Arc<ServerRules>>,
+    /// Other names that reach this host's routes (`server-alias`).
+    pub aliases: Vec<HostPattern>,
     routes: Vec<RouteId>,
 }
 
@@ -92,7 +109,7 @@ pub struct VirtualHost {
 /// fewer cache lines touched per request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct HostEntry {
-    paths: PathRouter,
+    paths: Paths,
     vhost: u32,
 }
 
@@ -108,9 +125,9 @@ pub struct DefaultBackend {
     pub backend: Backend,
     /// `None` when it comes from the controller's own flag rather than an Ingress.
     pub origin: Option<RouteOrigin>,
-    /// How its requests are proxied: by the annotations of the Ingress that sets it, as for
+    /// How its requests are treated: by the annotations of the Ingress that sets it, as for
     /// that Ingress's rules; `None` for the flag's, proxied with the controller-wide defaults.
-    pub proxy: Option<Arc<ProxyPolicy>>,
+    pub policy: Option<RoutePolicy>,
 }
 
 /// The result of matching one request: the virtual host chosen by the host (if any), and
@@ -214,6 +231,10 @@ impl Serialize for RouteTable {
         struct VhostView<'a> {
             host: String,
             tls: bool,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            server: Option<&'a ServerRules>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            aliases: Vec<String>,
             routes: Vec<&'a Route>,
         }
         let vhosts: Vec<VhostView<'_>> = self
@@ -222,6 +243,8 @@ impl Serialize for RouteTable {
             .map(|v| VhostView {
                 host: v.host.to_string(),
                 tls: v.tls,
+                server: v.server.as_deref(),
+                aliases: v.aliases.iter().map(ToString::to_string).collect(),
                 routes: v.routes.iter().map(|id| self.route(*id)).collect(),
             })
             .collect();
@@ -244,7 +267,9 @@ pub struct Conflict {
 #[derive(Debug, Default)]
 pub struct TableBuilder {
     table: RouteTable,
-    routers: Vec<PathRouter>,
+    routers: Vec<RouterBuilder>,
+    /// Alias name → the host whose entry it shares.
+    aliases: Vec<(HostPattern, usize)>,
     vhost_index: HashMap<HostPattern, usize>,
     tls: TlsBuilder,
     cluster_index: HashMap<ClusterKey, ClusterId>,
@@ -296,25 +321,15 @@ impl TableBuilder {
         origin: RouteOrigin,
         policy: RoutePolicy,
     ) -> Result<RouteId, Conflict> {
+        let vhost_at = self.vhost_at(&host);
         let table = &mut self.table;
-        let routers = &mut self.routers;
-        let vhost_at = *self.vhost_index.entry(host.clone()).or_insert_with(|| {
-            table.vhosts.push(VirtualHost {
-                host: host.clone(),
-                tls: false,
-                routes: Vec::new(),
-            });
-            routers.push(PathRouter::default());
-            routers.len() - 1
-        });
         let id = RouteId(index_u32(table.routes.len()));
-        let vhost = &mut table.vhosts[vhost_at];
-        if let Err(existing) = routers[vhost_at].insert(&rule, id) {
+        if let Err(existing) = self.routers[vhost_at].insert(&rule, id) {
             return Err(Conflict {
                 existing: table.routes[existing.0 as usize].origin.clone(),
             });
         }
-        vhost.routes.push(id);
+        table.vhosts[vhost_at].routes.push(id);
         table.routes.push(Route {
             id,
             host,
@@ -324,6 +339,49 @@ impl TableBuilder {
             policy,
         });
         Ok(id)
+    }
+
+    /// The index of `host`'s virtual host, made empty the first time.
+    fn vhost_at(&mut self, host: &HostPattern) -> usize {
+        let table = &mut self.table;
+        let routers = &mut self.routers;
+        *self.vhost_index.entry(host.clone()).or_insert_with(|| {
+            table.vhosts.push(VirtualHost {
+                host: host.clone(),
+                tls: false,
+                server: None,
+                aliases: Vec::new(),
+                routes: Vec::new(),
+            });
+            routers.push(RouterBuilder::default());
+            routers.len() - 1
+        })
+    }
+
+    /// Sets what `host` answers before its routes; the host exists from here on even with no
+    /// route (a `www.` name that only redirects).
+    pub fn server_rules(&mut self, host: &HostPattern, rules: ServerRules) {
+        let at = self.vhost_at(host);
+        self.table.vhosts[at].server = (!rules.is_empty()).then(|| Arc::new(rules));
+    }
+
+    /// Whether a host has routes or server rules of its own.
+    pub fn has_host(&self, host: &HostPattern) -> bool {
+        self.vhost_index.contains_key(host)
+    }
+
+    /// Makes `alias` reach `host`'s routes. Refused (false) when `alias` is a host of its own
+    /// or another host's alias already, or `host` does not exist.
+    pub fn alias(&mut self, alias: HostPattern, host: &HostPattern) -> bool {
+        let Some(&at) = self.vhost_index.get(host) else {
+            return false;
+        };
+        if self.vhost_index.contains_key(&alias) || self.aliases.iter().any(|(a, _)| *a == alias) {
+            return false;
+        }
+        self.table.vhosts[at].aliases.push(alias.clone());
+        self.aliases.push((alias, at));
+        true
     }
 
     /// Sets the default backend unless one is set already; returns the one that stays.
@@ -348,24 +406,76 @@ impl TableBuilder {
         for vhost in &mut table.vhosts {
             vhost.tls = table.tls.has_tls(&vhost.host);
         }
-        for (at, paths) in self.routers.into_iter().enumerate() {
-            let entry = HostEntry {
-                paths,
+        let entries: Vec<HostEntry> = self
+            .routers
+            .into_iter()
+            .enumerate()
+            .map(|(at, router)| HostEntry {
+                paths: router.build(&table.routes),
                 vhost: index_u32(at),
-            };
-            match &table.vhosts[at].host {
-                HostPattern::Exact(name) => {
-                    table.exact_hosts.insert(CompactString::new(name), entry);
-                }
-                HostPattern::Wildcard(suffix) => {
-                    table
-                        .wildcard_hosts
-                        .insert(CompactString::new(suffix), entry);
-                }
-                HostPattern::Any => table.catch_all = Some(entry),
-            }
+            })
+            .collect();
+        for (alias, at) in &self.aliases {
+            table.place(alias, entries[*at].clone());
+        }
+        for (at, entry) in entries.into_iter().enumerate() {
+            let host = table.vhosts[at].host.clone();
+            table.place(&host, entry);
         }
         table
+    }
+}
+
+impl RouteTable {
+    fn place(&mut self, host: &HostPattern, entry: HostEntry) {
+        match host {
+            HostPattern::Exact(name) => {
+                self.exact_hosts.insert(CompactString::new(name), entry);
+            }
+            HostPattern::Wildcard(suffix) => {
+                self.wildcard_hosts
+                    .insert(CompactString::new(suffix), entry);
+            }
+            HostPattern::Any => self.catch_all = Some(entry),
+        }
+    }
+}
+
+/// The rules of one host as they are added: plain ones into the path router; regex ones
+/// compiled, with the rest, when the table is built.
+#[derive(Debug, Default)]
+struct RouterBuilder {
+    plain: PathRouter,
+    regex: HashMap<Box<str>, RouteId>,
+    /// Every route of the host in the order added, for a host that turns out to have regex
+    /// rules.
+    order: Vec<RouteId>,
+}
+
+impl RouterBuilder {
+    fn insert(&mut self, rule: &PathRule, id: RouteId) -> Result<(), RouteId> {
+        if rule.kind == PathKind::Regex {
+            if let Some(existing) = self.regex.get(&rule.path) {
+                return Err(*existing);
+            }
+            self.regex.insert(rule.path.clone(), id);
+        } else {
+            self.plain.insert(rule, id)?;
+        }
+        self.order.push(id);
+        Ok(())
+    }
+
+    fn build(self, routes: &[Route]) -> Paths {
+        if self.regex.is_empty() {
+            return Paths::Plain(self.plain);
+        }
+        let rules = self
+            .order
+            .into_iter()
+            .map(|id| (routes[id.0 as usize].rule.clone(), id))
+            .collect();
+        Paths::Regex(Box::new(RegexPaths::new(rules)))
     }
 }
 

@@ -212,6 +212,16 @@ impl TlsBuilder {
         Ok(())
     }
 
+    /// What an exact or wildcard host is bound to so far, if anything.
+    pub fn bound(&self, host: &HostPattern) -> Option<CertificateRef> {
+        let (map, key) = match host {
+            HostPattern::Exact(name) => (&self.tls.exact, name),
+            HostPattern::Wildcard(suffix) => (&self.tls.wildcard, suffix),
+            HostPattern::Any => return None,
+        };
+        map.get(&**key).copied()
+    }
+
     /// A certificate added so far.
     pub fn certificate_at(&self, index: u32) -> Option<&Arc<Certificate>> {
         self.tls.certificate(index)

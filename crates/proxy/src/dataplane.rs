@@ -7,11 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 use tracing::error;
 use vestibule_model::{
-    Backend, BackendProtocol, Certificate, ClusterKey, ProxyPolicy, RouteId, RouteOrigin,
-    RouteTable, UpstreamProtocol,
+    Backend, BackendProtocol, Certificate, ClusterKey, ProxyPolicy, Redirect, Refusal, Rewrite,
+    RouteId, RouteOrigin, RoutePolicy, RouteTable, UpstreamProtocol,
 };
 
 use crate::balance::ClusterBalancer;
@@ -49,6 +50,14 @@ pub(crate) struct RouteState {
     /// Timeouts, retries, limits, balancing and upstream protocol: the route's Ingress's,
     /// or for the flag's default backend the controller-wide defaults.
     pub(crate) proxy: Arc<ProxyPolicy>,
+    /// Set when its Ingress asks for protection that cannot be given: its requests get 503.
+    pub(crate) refused: Option<Arc<Refusal>>,
+    /// Every request is answered with this redirect.
+    pub(crate) redirect: Option<Arc<Redirect>>,
+    /// The path the upstream gets.
+    pub(crate) rewrite: Option<Arc<Rewrite>>,
+    /// The `Host` the upstream gets, instead of the client's.
+    pub(crate) upstream_host: Option<HeaderValue>,
     /// How its requests reach the backend; `None` for a backend that cannot be served.
     pub(crate) upstream: Option<Upstream>,
     /// Its metrics, when metrics are on.
@@ -110,12 +119,16 @@ impl Runtime {
                     origin: Some(&route.origin),
                     host: Some(route.host.to_string().into()),
                 };
-                settle.route(&route.backend, route.policy.proxy.clone(), labels)
+                settle.route(&route.backend, &route.policy, labels)
             })
             .collect();
         let default = match table.default_backend() {
             Some(default) => {
-                let policy = default.proxy.clone().unwrap_or(default_policy);
+                let flags = RoutePolicy {
+                    proxy: default_policy,
+                    ..RoutePolicy::default()
+                };
+                let policy = default.policy.as_ref().unwrap_or(&flags);
                 let labels = Labels {
                     origin: default.origin.as_ref(),
                     host: None,
@@ -124,6 +137,10 @@ impl Runtime {
             }
             None => RouteState {
                 proxy: default_policy,
+                refused: None,
+                redirect: None,
+                rewrite: None,
+                upstream_host: None,
                 upstream: None,
                 stats: None,
             },
@@ -163,12 +180,8 @@ struct Settle<'a> {
 }
 
 impl Settle<'_> {
-    fn route(
-        &mut self,
-        backend: &Backend,
-        proxy: Arc<ProxyPolicy>,
-        labels: Labels<'_>,
-    ) -> RouteState {
+    fn route(&mut self, backend: &Backend, policy: &RoutePolicy, labels: Labels<'_>) -> RouteState {
+        let proxy = Arc::clone(&policy.proxy);
         let stats = self.metrics.map(|metrics| {
             let (namespace, ingress) = labels
                 .origin
@@ -183,6 +196,14 @@ impl Settle<'_> {
         let upstream = self.upstream(backend, &proxy);
         RouteState {
             proxy,
+            refused: policy.refused.clone(),
+            redirect: policy.redirect.clone(),
+            rewrite: policy.rewrite.clone(),
+            // Checked in the compile as a host name with an optional port.
+            upstream_host: policy
+                .upstream_host
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok()),
             upstream,
             stats,
         }

@@ -34,6 +34,9 @@ pub enum ProxyError {
     UriTooLong,
     #[error("the request headers are too large")]
     HeadersTooLarge,
+    /// The route's Ingress asks for protection Vestibule cannot give (fail closed).
+    #[error("refused: the Ingress asks for {0}, which is not supported")]
+    Refused(Box<str>),
     /// An HTTP/1 request head not complete within the client header timeout.
     #[error("the request headers did not arrive within the client header timeout")]
     RequestTimeout,
@@ -44,9 +47,9 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
-            ProxyError::BackendUnavailable(_) | ProxyError::NoEndpoints(_) => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            ProxyError::BackendUnavailable(_)
+            | ProxyError::NoEndpoints(_)
+            | ProxyError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::UpstreamConnect { .. } | ProxyError::UpstreamFailed { .. } => {
                 StatusCode::BAD_GATEWAY
             }
@@ -65,6 +68,7 @@ impl ProxyError {
             ProxyError::NoRoute => "no route for this host and path",
             ProxyError::BackendUnavailable(_) => "the backend for this route is not available",
             ProxyError::NoEndpoints(_) => "the backend has no ready endpoints",
+            ProxyError::Refused(_) => "this route is closed until its protection is available",
             ProxyError::UpstreamConnect { .. } => "the backend could not be reached",
             ProxyError::UpstreamFailed { .. } => "the backend failed to answer",
             ProxyError::UpstreamTimeout { .. } => "the backend did not answer in time",
@@ -85,6 +89,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) | ProxyError::UriTooLong => "13",
             ProxyError::BackendUnavailable(_)
             | ProxyError::NoEndpoints(_)
+            | ProxyError::Refused(_)
             | ProxyError::UpstreamConnect { .. }
             | ProxyError::UpstreamFailed { .. } => "14",
         }
@@ -186,16 +191,32 @@ pub(crate) fn redirect_to_https(
     host: &str,
     port: u16,
     target: &str,
+    code: StatusCode,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     let location = if port == 443 {
         format!("https://{host}{target}")
     } else {
         format!("https://{host}:{port}{target}")
     };
+    redirect(code, &location)
+}
+
+/// A redirect Vestibule answers itself, with a one-line body naming the status.
+pub(crate) fn redirect(
+    code: StatusCode,
+    location: &str,
+) -> Result<Response<ProxyBody>, ProxyError> {
     let location = HeaderValue::try_from(location)
         .map_err(|_| ProxyError::BadRequest("the request target is not valid"))?;
-    let mut response = Response::new(full("308 Permanent Redirect\n"));
-    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    let body = match code {
+        StatusCode::MOVED_PERMANENTLY => "301 Moved Permanently\n",
+        StatusCode::FOUND => "302 Found\n",
+        StatusCode::TEMPORARY_REDIRECT => "307 Temporary Redirect\n",
+        StatusCode::PERMANENT_REDIRECT => "308 Permanent Redirect\n",
+        _ => "Redirect\n",
+    };
+    let mut response = Response::new(full(body));
+    *response.status_mut() = code;
     let headers = response.headers_mut();
     headers.insert(LOCATION, location);
     headers.insert(CONTENT_TYPE, HeaderValue::from_static(TEXT));
@@ -213,6 +234,7 @@ mod tests {
         vec![
             (ProxyError::BadRequest("the path is not valid"), 400),
             (ProxyError::NoRoute, 404),
+            (ProxyError::Refused("auth-url".into()), 503),
             (ProxyError::RequestTimeout, 408),
             (
                 ProxyError::BackendUnavailable("Service a/b not found".into()),

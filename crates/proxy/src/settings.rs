@@ -24,6 +24,9 @@ pub struct ProxySettings {
     pub tls_session_cache_size: usize,
     /// The port that HTTP→HTTPS redirects send clients to; left out of the URL when 443.
     pub https_redirect_port: u16,
+    /// Status of the redirect from HTTP to HTTPS (`--http-redirect-code`: 301, 302, 307 or
+    /// 308).
+    pub http_redirect_code: http::StatusCode,
     /// `Strict-Transport-Security` for HTTPS responses of hosts with TLS; `None` turns it off.
     pub hsts: Option<HeaderValue>,
     /// Longest request target (path and query) accepted; longer gets 414.
@@ -60,6 +63,7 @@ impl Default for ProxySettings {
             tls_handshake_timeout: Duration::from_secs(10),
             tls_session_cache_size: 20_000,
             https_redirect_port: 443,
+            http_redirect_code: http::StatusCode::PERMANENT_REDIRECT,
             // ingress-nginx's default: a year, subdomains included, no preload.
             hsts: Some(hsts_header(31_536_000, true, false)),
             max_uri_bytes: 8 << 10,

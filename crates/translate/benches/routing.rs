@@ -1,5 +1,6 @@
 //! Routing at scale: per-request lookup (host and path normalisation included) and compile
-//! time, on 10,000 Ingresses with 50,000 paths over 5,000 hosts.
+//! time, on 10,000 Ingresses with 50,000 paths over 5,000 hosts; and lookup on one host in
+//! regex mode with 1,000 regex paths.
 //!
 //! `cargo bench -p vestibule-translate --bench routing`
 
@@ -9,6 +10,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use vestibule_model::{Target, normalize_request_path, request_host};
 use vestibule_testkit::scale::{scale_requests, scale_set};
+use vestibule_testkit::{ingress, ingress_class, svc};
 use vestibule_translate::{Object, Options, Snapshot, compile};
 
 const INGRESSES: usize = 10_000;
@@ -108,5 +110,71 @@ fn routing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, routing);
+const REGEX_PATHS: usize = 1_000;
+
+/// One host with `use-regex` and 1,000 paths of the shapes regex users write.
+fn regex_snapshot() -> Snapshot {
+    let mut regex = ingress("default", "regex")
+        .class("vestibule")
+        .host("regex.example")
+        .annotation("nginx.ingress.kubernetes.io/use-regex", "true");
+    for i in 0..REGEX_PATHS {
+        let path = match i % 4 {
+            0 => format!("/svc{i}/v[0-9]+/items"),
+            1 => format!("/svc{i}/(orders|carts)/[a-z0-9-]+"),
+            2 => format!("/svc{i}(/|$)(.*)"),
+            _ => format!("/svc{i}/static/.*\\.(css|js)$"),
+        };
+        regex = regex.implementation_specific(&path, svc("web", 80));
+    }
+    let class = ingress_class("vestibule", "vestibule.dev/ingress-controller").build();
+    Snapshot::from_objects([Object::from(class), Object::from(regex.build())])
+}
+
+fn regex_host(c: &mut Criterion) {
+    let compiled = compile(&regex_snapshot(), &Options::default());
+    assert_eq!(
+        compiled.table.routes().len(),
+        REGEX_PATHS,
+        "every path compiled"
+    );
+    let table = compiled.table;
+    let requests: Vec<String> = (0..4096)
+        .map(|n| {
+            let i = (n * 7919) % (REGEX_PATHS + 50);
+            match i % 4 {
+                _ if i >= REGEX_PATHS => format!("/none{i}/x"),
+                0 => format!("/svc{i}/v2/items"),
+                1 => format!("/svc{i}/orders/ab-12"),
+                2 => format!("/svc{i}/deep/er"),
+                _ => format!("/svc{i}/static/app.css"),
+            }
+        })
+        .collect();
+    let hits = requests
+        .iter()
+        .filter(|p| matches!(table.lookup("regex.example", p).target, Target::Route(_)))
+        .count();
+    assert!(
+        hits > requests.len() * 9 / 10,
+        "the mix mostly hits: {hits}"
+    );
+    let mut group = c.benchmark_group("routing");
+    let mut i = 0;
+    group.bench_function("lookup_regex_host_1k_paths", |b| {
+        b.iter(|| {
+            let path = &requests[i % requests.len()];
+            i += 1;
+            let host = request_host(black_box("regex.example"));
+            let path = normalize_request_path(black_box(path)).unwrap_or_default();
+            black_box(matches!(
+                table.lookup(&host, &path).target,
+                Target::Route(_)
+            ))
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, routing, regex_host);
 criterion_main!(benches);

@@ -2,6 +2,11 @@
 //! settings (an invalid value is reported and the default applies); every other one gets a
 //! warning, so that migrating users see what is ignored instead of guessing.
 
+mod buffering;
+mod closed;
+mod hosts;
+mod redirect;
+mod rewrite;
 pub(crate) mod syntax;
 
 use std::collections::BTreeMap;
@@ -11,8 +16,8 @@ use std::sync::Arc;
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 use vestibule_model::{
-    AffinityMode, BackendProtocol, Balance, HashKey, HashPart, ProxyPolicy, RoutePolicy, SameSite,
-    UpstreamTls,
+    AffinityMode, BackendProtocol, Balance, HashKey, HashPart, HostPattern, ProxyPolicy,
+    RoutePolicy, SameSite, UpstreamTls,
 };
 
 use crate::report::{Diagnostics, ObjectRef};
@@ -89,10 +94,33 @@ const BOOLEAN: &str = "a boolean (\"true\" or \"false\")";
 const ON_OFF: &str = "\"on\" or \"off\"";
 const TIME: &str = "a time (seconds, or a number with ms, s, m, h or d)";
 
-/// Settings an Ingress's annotations give to all its paths.
+/// Settings an Ingress's annotations give to its paths and hosts.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct IngressSettings {
     pub(crate) policy: RoutePolicy,
+    /// `use-regex`: this Ingress's hosts are in regex mode.
+    pub(crate) use_regex: bool,
+    /// `rewrite-target`, checked; compiled with each path.
+    pub(crate) rewrite_target: Option<Box<str>>,
+    /// `x-forwarded-prefix`, sent with rewritten requests.
+    pub(crate) forwarded_prefix: Option<Box<str>>,
+    /// The annotations make the paths impossible to serve as meant (an invalid rewrite
+    /// target): they are skipped.
+    pub(crate) unservable: bool,
+    /// `app-root`.
+    pub(crate) app_root: Option<Box<str>>,
+    /// `from-to-www-redirect`.
+    pub(crate) www_redirect: bool,
+    /// `server-alias`.
+    pub(crate) aliases: Vec<HostPattern>,
+}
+
+impl IngressSettings {
+    /// Whether this Ingress puts a host with this rule path in regex mode, as ingress-nginx
+    /// does: `use-regex`, or a rewrite target that differs from the path.
+    pub(crate) fn wants_regex(&self, path: &str) -> bool {
+        self.use_regex || self.rewrite_target.as_deref().is_some_and(|t| t != path)
+    }
 }
 
 /// Reads an Ingress's annotations over the controller-wide `defaults`. An Ingress whose
@@ -101,58 +129,78 @@ pub(crate) struct IngressSettings {
 pub(crate) fn read(
     annotations: Option<&BTreeMap<String, String>>,
     object: &ObjectRef,
-    defaults: &Arc<ProxyPolicy>,
+    defaults: &RoutePolicy,
     secrets: &Secrets<'_>,
     diags: &mut Diagnostics,
 ) -> IngressSettings {
-    let mut policy = RoutePolicy {
-        proxy: Arc::clone(defaults),
-        ..RoutePolicy::default()
+    let mut settings = IngressSettings {
+        policy: defaults.clone(),
+        ..IngressSettings::default()
     };
-    let mut proxy_values = BTreeMap::new();
-    for (key, value) in annotations.into_iter().flatten() {
-        let Some(short) = key.strip_prefix(PREFIX) else {
-            continue;
-        };
-        let field = format!("metadata.annotations[{key:?}]");
-        let mut boolean = |target: &mut bool| match parse_bool(value) {
-            Some(v) => *target = v,
-            None => diags.error(
-                object,
-                field.clone(),
-                format!("{value:?} is not a boolean (\"true\" or \"false\"); the default applies"),
-            ),
-        };
-        match short {
-            "ssl-redirect" => boolean(&mut policy.ssl_redirect),
-            "force-ssl-redirect" => boolean(&mut policy.force_ssl_redirect),
-            _ if PROXY_KEYS.contains(&short) => {
-                proxy_values.insert(short, value.as_str());
-            }
-            _ if SNIPPETS.contains(&short) => diags.warning(
-                object,
-                field,
+    let values: BTreeMap<&str, &str> = annotations
+        .into_iter()
+        .flatten()
+        .filter_map(|(key, value)| Some((key.strip_prefix(PREFIX)?, value.as_str())))
+        .collect();
+    if values.is_empty() {
+        return settings;
+    }
+    let mut reader = Reader {
+        values,
+        object,
+        diags,
+    };
+    let policy = &mut settings.policy;
+    if let Some(on) = reader.read("ssl-redirect", parse_bool, BOOLEAN, policy.ssl_redirect) {
+        policy.ssl_redirect = on;
+    }
+    let default = policy.force_ssl_redirect;
+    if let Some(on) = reader.read("force-ssl-redirect", parse_bool, BOOLEAN, default) {
+        policy.force_ssl_redirect = on;
+    }
+    if reader
+        .values
+        .keys()
+        .any(|k| PROXY_KEYS.contains(k) || buffering::KEYS.contains(k))
+    {
+        let mut proxy = reader.proxy(&defaults.proxy, secrets);
+        buffering::read(&mut reader, &mut proxy);
+        if proxy != *defaults.proxy {
+            settings.policy.proxy = Arc::new(proxy);
+        }
+    }
+    closed::read(&mut reader, &mut settings);
+    redirect::read(&mut reader, &mut settings);
+    rewrite::read(&mut reader, &mut settings);
+    hosts::read(&mut reader, &mut settings);
+    let others: Vec<&str> = reader
+        .values
+        .keys()
+        .copied()
+        .filter(|k| !known(k))
+        .collect();
+    for short in others {
+        if SNIPPETS.contains(&short) {
+            reader.warning(
+                short,
                 "configuration snippets are never executed; this annotation is ignored",
-            ),
-            _ => diags.warning(
-                object,
-                field,
-                "this annotation is not supported yet and is ignored",
-            ),
+            );
+        } else {
+            reader.warning(short, "this annotation is not supported yet and is ignored");
         }
     }
-    if !proxy_values.is_empty() {
-        let mut reader = Reader {
-            values: proxy_values,
-            object,
-            diags,
-        };
-        let proxy = reader.proxy(defaults, secrets);
-        if proxy != **defaults {
-            policy.proxy = Arc::new(proxy);
-        }
-    }
-    IngressSettings { policy }
+    settings
+}
+
+/// Whether a key is read by one of the families above.
+fn known(short: &str) -> bool {
+    ["ssl-redirect", "force-ssl-redirect"].contains(&short)
+        || PROXY_KEYS.contains(&short)
+        || buffering::KEYS.contains(&short)
+        || closed::knows(short)
+        || redirect::KEYS.contains(&short)
+        || rewrite::KEYS.contains(&short)
+        || hosts::KEYS.contains(&short)
 }
 
 /// The proxy annotations of one Ingress, and where to report on them.
@@ -162,7 +210,7 @@ struct Reader<'a> {
     diags: &'a mut Diagnostics,
 }
 
-fn field(short: &str) -> String {
+pub(crate) fn field(short: &str) -> String {
     format!("metadata.annotations[{:?}]", format!("{PREFIX}{short}"))
 }
 
@@ -181,6 +229,10 @@ impl<'a> Reader<'a> {
 
     fn warning(&mut self, short: &str, message: impl Into<String>) {
         self.diags.warning(self.object, field(short), message);
+    }
+
+    fn info(&mut self, short: &str, message: impl Into<String>) {
+        self.diags.info(self.object, field(short), message);
     }
 
     /// The value of `short` read by `parse`, if present and valid; if invalid, an error saying

@@ -1,7 +1,7 @@
 //! The compile: which Ingresses are ours, their TLS, their rules in precedence order,
 //! backends, and the default backend, into one table and one report.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend, IngressSpec};
@@ -9,7 +9,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use vestibule_model::{
     Backend, Certificate, CertificateRef, DefaultBackend, HostPattern, PathKind, PathRule,
-    ProxyPolicy, RouteOrigin, RouteTable, TableBuilder,
+    ProxyPolicy, Rewrite, RouteOrigin, RoutePolicy, RouteTable, ServerRules, TableBuilder,
 };
 
 use crate::annotations::{self, IngressSettings};
@@ -38,6 +38,12 @@ pub struct Options {
     /// Timeouts, retries, body limit, balancing and upstream TLS for every route, before the
     /// annotations of its Ingress override them.
     pub proxy: ProxyPolicy,
+    /// Plain HTTP is redirected to HTTPS on hosts with TLS unless an Ingress says otherwise
+    /// (`--ssl-redirect`, ingress-nginx's `ssl-redirect`).
+    pub ssl_redirect: bool,
+    /// Plain HTTP is redirected to HTTPS on every host unless an Ingress says otherwise
+    /// (`--force-ssl-redirect`).
+    pub force_ssl_redirect: bool,
 }
 
 impl Default for Options {
@@ -50,6 +56,8 @@ impl Default for Options {
             watch_namespaces: Vec::new(),
             default_ssl_certificate: None,
             proxy: ProxyPolicy::default(),
+            ssl_redirect: true,
+            force_ssl_redirect: false,
         }
     }
 }
@@ -154,11 +162,18 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
         ),
         builder: TableBuilder::new(),
         diags: Diagnostics::default(),
-        default_proxy: Arc::new(options.proxy.clone()),
+        default_policy: RoutePolicy {
+            ssl_redirect: options.ssl_redirect,
+            force_ssl_redirect: options.force_ssl_redirect,
+            proxy: Arc::new(options.proxy.clone()),
+            ..RoutePolicy::default()
+        },
+        regex_hosts: HashMap::new(),
     };
     compiler.default_certificate();
     let mut outcomes = Vec::new();
     let mut seen = HashSet::new();
+    let mut ours: Vec<(&Ingress, ObjectRef)> = Vec::new();
     for ingress in ingresses {
         let object = ObjectRef::of(Kind::Ingress, &ingress.metadata);
         if !seen.insert((object.namespace.clone(), object.name.clone())) {
@@ -177,9 +192,26 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
             reason: decision.clone().unwrap_or_else(|why_not| why_not),
         });
         if decision.is_ok() {
-            compiler.ingress(ingress, &object);
+            ours.push((ingress, object));
         }
     }
+    let settings: Vec<IngressSettings> = ours
+        .iter()
+        .map(|(ingress, object)| {
+            annotations::read(
+                ingress.metadata.annotations.as_ref(),
+                object,
+                &compiler.default_policy,
+                &compiler.secrets,
+                &mut compiler.diags,
+            )
+        })
+        .collect();
+    compiler.regex_hosts = regex_hosts(&ours, &settings);
+    for ((ingress, object), settings) in ours.iter().zip(&settings) {
+        compiler.ingress(ingress, object, settings);
+    }
+    compiler.servers(&ours, &settings);
     compiler.flag_default_backend();
     outcomes.sort();
     Compiled {
@@ -210,19 +242,15 @@ struct Compiler<'s> {
     secrets: Secrets<'s>,
     builder: TableBuilder,
     diags: Diagnostics,
-    /// `options.proxy`, shared by the routes of every Ingress whose annotations change none of it.
-    default_proxy: Arc<ProxyPolicy>,
+    /// The flags' policy; its `proxy` is shared by the routes of every Ingress whose
+    /// annotations change none of it.
+    default_policy: RoutePolicy,
+    /// Hosts in regex mode, with the (oldest) Ingress that put them there.
+    regex_hosts: HashMap<HostPattern, ObjectRef>,
 }
 
 impl Compiler<'_> {
-    fn ingress(&mut self, ingress: &Ingress, object: &ObjectRef) {
-        let settings = annotations::read(
-            ingress.metadata.annotations.as_ref(),
-            object,
-            &self.default_proxy,
-            &self.secrets,
-            &mut self.diags,
-        );
+    fn ingress(&mut self, ingress: &Ingress, object: &ObjectRef, settings: &IngressSettings) {
         let Some(spec) = &ingress.spec else {
             self.diags.error(object, "spec", "spec is missing");
             return;
@@ -237,7 +265,7 @@ impl Compiler<'_> {
             );
         }
         if let Some(default) = &spec.default_backend {
-            self.ingress_default_backend(default, object, &settings);
+            self.ingress_default_backend(default, object, settings);
         }
         for (i, rule) in rules.iter().enumerate() {
             let raw_host = rule.host.as_deref().unwrap_or("");
@@ -262,6 +290,10 @@ impl Compiler<'_> {
             let Some(http) = &rule.http else {
                 continue;
             };
+            if settings.unservable {
+                continue;
+            }
+            self.regex_note(&host, http.paths.iter(), object, settings, i);
             if http.paths.is_empty() {
                 self.diags.error(
                     object,
@@ -271,7 +303,7 @@ impl Compiler<'_> {
             }
             for (j, path) in http.paths.iter().enumerate() {
                 let field = format!("spec.rules[{i}].http.paths[{j}]");
-                self.path(&host, path, object, &field, &settings);
+                self.path(&host, path, object, &field, settings);
             }
         }
     }
@@ -284,7 +316,13 @@ impl Compiler<'_> {
         field: &str,
         settings: &IngressSettings,
     ) {
-        let rule = match path_rule(path) {
+        let raw = raw_path(path);
+        let regex = self.regex_hosts.contains_key(host);
+        let rule = match if regex {
+            regex_rule(path)
+        } else {
+            path_rule(path)
+        } {
             Ok(rule) => rule,
             Err((sub, message)) => {
                 self.diags.error(
@@ -295,7 +333,8 @@ impl Compiler<'_> {
                 return;
             }
         };
-        if path.path_type == "ImplementationSpecific"
+        if !regex
+            && path.path_type == "ImplementationSpecific"
             && path.path.as_deref().is_some_and(|p| {
                 p.contains([
                     '^', '$', '*', '+', '?', '(', ')', '[', ']', '{', '}', '|', '\\',
@@ -305,21 +344,33 @@ impl Compiler<'_> {
             self.diags.warning(
                 object,
                 format!("{field}.path"),
-                "this looks like a regular expression, but ImplementationSpecific paths are \
-                 matched as literal prefixes (use-regex is not supported yet)",
+                "this looks like a regular expression, but without use-regex \
+                 ImplementationSpecific paths are matched as literal prefixes",
             );
         }
         let Some(backend) = self.backend(&path.backend, object, &format!("{field}.backend")) else {
             return;
         };
         let origin = origin(object, field);
-        if let Err(conflict) = self.builder.route_with(
-            host.clone(),
-            rule.clone(),
-            backend,
-            origin,
-            settings.policy.clone(),
-        ) {
+        let mut policy = settings.policy.clone();
+        if let Some(target) = settings.rewrite_target.as_deref().filter(|t| *t != raw) {
+            let prefix = settings.forwarded_prefix.as_deref();
+            match Rewrite::new(raw, target, prefix) {
+                Ok(rewrite) => policy.rewrite = Some(Arc::new(rewrite)),
+                Err(e) => {
+                    self.diags.error(
+                        object,
+                        format!("{field}.path"),
+                        format!("rewrite-target cannot apply: {e}; this path is ignored"),
+                    );
+                    return;
+                }
+            }
+        }
+        if let Err(conflict) =
+            self.builder
+                .route_with(host.clone(), rule.clone(), backend, origin, policy)
+        {
             let existing = conflict.existing;
             self.diags.error(
                 object,
@@ -330,6 +381,143 @@ impl Compiler<'_> {
                     rule.kind, rule.path, existing.namespace, existing.name, existing.field
                 ),
             );
+        }
+    }
+
+    /// Warns an Ingress whose paths on `host` are read as regular expressions because
+    /// another Ingress put the host in regex mode.
+    fn regex_note<'p>(
+        &mut self,
+        host: &HostPattern,
+        mut paths: impl Iterator<Item = &'p HTTPIngressPath>,
+        object: &ObjectRef,
+        settings: &IngressSettings,
+        rule: usize,
+    ) {
+        let Some(by) = self.regex_hosts.get(host) else {
+            return;
+        };
+        if by == object || paths.any(|p| settings.wants_regex(raw_path(p))) {
+            return;
+        }
+        let message = format!(
+            "host {host} is in regex mode because Ingress {by} uses use-regex or \
+             rewrite-target: as in ingress-nginx, every path of this rule is matched as a \
+             case-insensitive regular expression anchored at the start only (an Exact /api \
+             also matches /API and /api/x)"
+        );
+        self.diags
+            .warning(object, format!("spec.rules[{rule}].host"), message);
+    }
+
+    /// What Ingresses set on their hosts rather than their paths: `app-root`,
+    /// `from-to-www-redirect` and `server-alias`, the oldest Ingress winning.
+    fn servers(&mut self, ours: &[(&Ingress, ObjectRef)], settings: &[IngressSettings]) {
+        let hosts_of = |ingress: &Ingress| -> Vec<HostPattern> {
+            let mut hosts: Vec<HostPattern> = ingress
+                .spec
+                .iter()
+                .flat_map(|s| s.rules.iter().flatten())
+                .filter_map(|r| HostPattern::parse(r.host.as_deref().unwrap_or("")).ok())
+                .collect();
+            hosts.dedup();
+            hosts
+        };
+        let all: HashSet<HostPattern> = ours.iter().flat_map(|(i, _)| hosts_of(i)).collect();
+        let mut rules: Vec<(HostPattern, ServerRules)> = Vec::new();
+        let at = |rules: &mut Vec<(HostPattern, ServerRules)>, host: &HostPattern| match rules
+            .iter()
+            .position(|(h, _)| h == host)
+        {
+            Some(i) => i,
+            None => {
+                rules.push((host.clone(), ServerRules::default()));
+                rules.len() - 1
+            }
+        };
+        for ((ingress, object), settings) in ours.iter().zip(settings) {
+            let hosts = hosts_of(ingress);
+            if let Some(root) = &settings.app_root {
+                for host in &hosts {
+                    let i = at(&mut rules, host);
+                    if rules[i].1.app_root.is_some() {
+                        self.diags.warning(
+                            object,
+                            annotations::field("app-root"),
+                            format!("{host} has an app-root from an older Ingress; this one is ignored there"),
+                        );
+                    } else {
+                        rules[i].1.app_root = Some(root.clone());
+                    }
+                }
+            }
+            if settings.www_redirect {
+                for host in &hosts {
+                    let HostPattern::Exact(name) = host else {
+                        continue;
+                    };
+                    let other = match name.strip_prefix("www.") {
+                        Some(bare) => bare.to_owned(),
+                        None => format!("www.{name}"),
+                    };
+                    let Ok(other) = HostPattern::parse(&other) else {
+                        continue;
+                    };
+                    if all.contains(&other) {
+                        self.diags.warning(
+                            object,
+                            annotations::field("from-to-www-redirect"),
+                            format!("{other} is an Ingress host of its own; it is not redirected to {host}"),
+                        );
+                        continue;
+                    }
+                    let i = at(&mut rules, &other);
+                    if rules[i].1.redirect_host.is_none() {
+                        rules[i].1.redirect_host = Some(name.clone());
+                    }
+                }
+            }
+            self.aliases(hosts.first(), &all, object, settings);
+        }
+        for (host, server) in rules {
+            self.builder.server_rules(&host, server);
+        }
+    }
+
+    /// `server-alias`: more names for the Ingress's first host, with its certificate.
+    fn aliases(
+        &mut self,
+        host: Option<&HostPattern>,
+        all: &HashSet<HostPattern>,
+        object: &ObjectRef,
+        settings: &IngressSettings,
+    ) {
+        let field = || annotations::field("server-alias");
+        for alias in &settings.aliases {
+            let refused = if all.contains(alias) {
+                Some(format!("{alias} is an Ingress host of its own"))
+            } else if let Some(host) = host.filter(|h| **h != HostPattern::Any) {
+                if self.builder.alias(alias.clone(), host) {
+                    if let Some(to) = self.builder.tls().bound(host) {
+                        let _ = self.builder.tls().bind(alias, to);
+                    }
+                    None
+                } else if self.builder.has_host(host) {
+                    Some(format!(
+                        "{alias} is already an alias of an older Ingress's host"
+                    ))
+                } else {
+                    Some(format!(
+                        "{host} has no path served, so {alias} has nothing to reach"
+                    ))
+                }
+            } else {
+                Some("this Ingress has no named host to give aliases to".to_owned())
+            };
+            if let Some(why) = refused {
+                self.diags
+                    .warning(object, field(), format!("{why}; this alias is ignored"));
+            }
         }
     }
 
@@ -491,12 +679,19 @@ impl Compiler<'_> {
             return;
         };
         // Its Ingress's proxying annotations apply, as ingress-nginx applies them to the
-        // catch-all location; the HTTPS redirects do not, as they are a host's, and a default
-        // backend answers whatever host was asked.
+        // catch-all location, and so does a refusal (fail closed); the HTTPS redirects do
+        // not, as they are a host's, and a default backend answers whatever host was asked;
+        // nor do the path redirects and rewrites, which belong to the Ingress's paths.
         let candidate = DefaultBackend {
             backend,
             origin: Some(origin(object, field)),
-            proxy: Some(Arc::clone(&settings.policy.proxy)),
+            policy: Some(RoutePolicy {
+                ssl_redirect: false,
+                force_ssl_redirect: false,
+                redirect: None,
+                rewrite: None,
+                ..settings.policy.clone()
+            }),
         };
         if let Err(existing) = self.builder.default_backend(candidate) {
             let by = existing
@@ -658,7 +853,7 @@ impl Compiler<'_> {
         let _ = self.builder.default_backend(DefaultBackend {
             backend,
             origin: None,
-            proxy: None,
+            policy: None,
         });
     }
 }
@@ -680,6 +875,46 @@ fn origin(object: &ObjectRef, field: &str) -> RouteOrigin {
 }
 
 /// The rule for one path, or the sub-field and message of why it is invalid.
+/// A path as written, or `/` when empty, as ingress-nginx reads it.
+fn raw_path(p: &HTTPIngressPath) -> &str {
+    p.path.as_deref().filter(|p| !p.is_empty()).unwrap_or("/")
+}
+
+/// A path of a host in regex mode: a regular expression whatever its type, as in
+/// ingress-nginx.
+fn regex_rule(p: &HTTPIngressPath) -> Result<PathRule, (&'static str, String)> {
+    if let ("pathType", message) = path_rule(p).err().unwrap_or(("", String::new())) {
+        return Err(("pathType", message));
+    }
+    let path = raw_path(p);
+    PathRule::regex(path).map_err(|e| ("path", format!("path {path:?}: {e}")))
+}
+
+/// The hosts in regex mode: those where some path of some Ingress asks for it. The oldest
+/// such Ingress is named in the warnings of the others.
+fn regex_hosts(
+    ours: &[(&Ingress, ObjectRef)],
+    settings: &[IngressSettings],
+) -> HashMap<HostPattern, ObjectRef> {
+    let mut hosts = HashMap::new();
+    for ((ingress, object), settings) in ours.iter().zip(settings) {
+        if !settings.use_regex && settings.rewrite_target.is_none() || settings.unservable {
+            continue;
+        }
+        let rules = ingress.spec.iter().flat_map(|s| s.rules.iter().flatten());
+        for rule in rules {
+            let Ok(host) = HostPattern::parse(rule.host.as_deref().unwrap_or("")) else {
+                continue;
+            };
+            let mut paths = rule.http.iter().flat_map(|h| &h.paths);
+            if paths.any(|p| settings.wants_regex(raw_path(p))) {
+                hosts.entry(host).or_insert_with(|| object.clone());
+            }
+        }
+    }
+    hosts
+}
+
 fn path_rule(p: &HTTPIngressPath) -> Result<PathRule, (&'static str, String)> {
     let path = p.path.as_deref().unwrap_or("");
     let invalid = |e: vestibule_model::PathError| ("path", format!("path {path:?}: {e}"));

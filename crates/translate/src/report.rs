@@ -76,6 +76,9 @@ impl fmt::Display for ObjectRef {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Severity {
+    /// Accepted and understood, for the record: a key Vestibule reads but needs nothing
+    /// from (nginx's buffering settings), or what a setting amounts to here.
+    Info,
     /// Used, but not as the user probably meant (a missing Service answers 503 until it
     /// appears, an unsupported annotation is ignored).
     Warning,
@@ -97,6 +100,7 @@ impl fmt::Display for Diagnostic {
     /// `namespace/name: field: message`, with `warning: ` before the message of a warning.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let level = match self.severity {
+            Severity::Info => "info: ",
             Severity::Warning => "warning: ",
             Severity::Error => "",
         };
@@ -129,6 +133,12 @@ impl Report {
         self.diagnostics
             .iter()
             .filter(|d| d.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = &Diagnostic> {
+        self.diagnostics
+            .iter()
+            .filter(|d| d.severity == Severity::Warning)
     }
 
     pub fn has_errors(&self) -> bool {
@@ -170,6 +180,15 @@ impl Diagnostics {
         message: impl Into<String>,
     ) {
         self.push(Severity::Error, object, field, message);
+    }
+
+    pub(crate) fn info(
+        &mut self,
+        object: &ObjectRef,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.push(Severity::Info, object, field, message);
     }
 
     pub(crate) fn warning(

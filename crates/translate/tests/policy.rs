@@ -817,9 +817,9 @@ fn invalid_upstream_tls_flags_are_errors_and_the_default_applies() {
 }
 
 #[test]
-fn other_annotations_keep_their_warnings() {
+fn other_annotations_keep_their_warnings_and_buffering_keys_are_noted() {
     let c = annotated(&[
-        ("rewrite-target", "/"),
+        ("enable-cors", "true"),
         ("server-snippet", "return 200;"),
         ("proxy-buffering", "on"),
         ("proxy-read-timeout", "10"),
@@ -827,8 +827,8 @@ fn other_annotations_keep_their_warnings() {
     assert_eq!(
         findings(&c),
         [
-            format!("warning Ingress default/a {}", field("proxy-buffering")),
-            format!("warning Ingress default/a {}", field("rewrite-target")),
+            format!("warning Ingress default/a {}", field("enable-cors")),
+            format!("info Ingress default/a {}", field("proxy-buffering")),
             format!("warning Ingress default/a {}", field("server-snippet")),
         ]
     );
@@ -992,7 +992,11 @@ fn a_default_backend_is_proxied_as_its_ingress_annotations_say() {
     let Target::Default(default) = c.table.lookup("any.example", "/").target else {
         panic!("no default backend");
     };
-    let policy = default.proxy.as_deref().expect("the Ingress's policy");
+    let policy = default
+        .policy
+        .as_ref()
+        .map(|p| &*p.proxy)
+        .expect("the Ingress's policy");
     assert_eq!(policy.read_timeout, Duration::from_secs(7));
     assert_eq!(policy.backend_protocol, Some(BackendProtocol::Https));
     assert_eq!(
@@ -1008,5 +1012,5 @@ fn a_default_backend_is_proxied_as_its_ingress_annotations_say() {
     let Target::Default(default) = c.table.lookup("any.example", "/").target else {
         panic!("no default backend");
     };
-    assert_eq!(default.proxy, None);
+    assert_eq!(default.policy, None);
 }

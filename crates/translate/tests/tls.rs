@@ -312,6 +312,7 @@ fn a_bad_secret_is_reported_and_its_host_gets_the_default_certificate_alone() {
         let level = match bad.severity {
             Severity::Error => "error",
             Severity::Warning => "warning",
+            Severity::Info => "info",
         };
         assert_eq!(
             findings(&c),

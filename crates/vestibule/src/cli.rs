@@ -63,6 +63,16 @@ pub(crate) struct RunArgs {
     )]
     pub https_port_for_redirects: u16,
 
+    /// Status of the redirect from HTTP to HTTPS: 301, 302, 307 or 308.
+    #[arg(
+        long,
+        value_name = "CODE",
+        env = "VESTIBULE_HTTP_REDIRECT_CODE",
+        default_value_t = 308,
+        value_parser = parse_redirect_code
+    )]
+    pub http_redirect_code: u16,
+
     /// Send Strict-Transport-Security on HTTPS responses of hosts with TLS.
     #[arg(long, value_name = "BOOL", env = "VESTIBULE_HSTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub hsts: bool,
@@ -448,6 +458,16 @@ pub(crate) struct CompileArgs {
     /// to clients that send none); without it, a self-signed certificate made at start-up.
     #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_DEFAULT_SSL_CERTIFICATE", value_parser = parse_namespaced)]
     pub default_ssl_certificate: Option<(String, String)>,
+
+    /// Redirect plain HTTP to HTTPS on hosts with TLS, unless an Ingress's ssl-redirect
+    /// annotation says otherwise (ingress-nginx's ssl-redirect).
+    #[arg(long, value_name = "BOOL", env = "VESTIBULE_SSL_REDIRECT", default_value_t = true, action = clap::ArgAction::Set)]
+    pub ssl_redirect: bool,
+
+    /// Redirect plain HTTP to HTTPS on every host, TLS or not, unless an Ingress's
+    /// force-ssl-redirect annotation says otherwise (TLS terminated in front).
+    #[arg(long, value_name = "BOOL", env = "VESTIBULE_FORCE_SSL_REDIRECT", default_value_t = false, action = clap::ArgAction::Set)]
+    pub force_ssl_redirect: bool,
 }
 
 impl CompileArgs {
@@ -460,6 +480,8 @@ impl CompileArgs {
             watch_namespaces: self.watch_namespaces.clone(),
             default_ssl_certificate: self.default_ssl_certificate.clone(),
             proxy: vestibule_model::ProxyPolicy::default(),
+            ssl_redirect: self.ssl_redirect,
+            force_ssl_redirect: self.force_ssl_redirect,
         }
     }
 }
@@ -494,6 +516,8 @@ impl RunArgs {
                 .unwrap_or_default(),
             proxy_protocol: self.proxy.proxy_protocol,
             https_redirect_port: self.https_port_for_redirects,
+            http_redirect_code: http::StatusCode::from_u16(self.http_redirect_code)
+                .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
             hsts: self.hsts.then(|| {
                 vestibule_proxy::hsts_header(
                     self.hsts_max_age,
@@ -503,6 +527,13 @@ impl RunArgs {
             }),
             ..Default::default()
         }
+    }
+}
+
+fn parse_redirect_code(value: &str) -> Result<u16, String> {
+    match value.trim().parse::<u16>() {
+        Ok(code @ (301 | 302 | 307 | 308)) => Ok(code),
+        _ => Err(format!("{value:?} is not 301, 302, 307 or 308")),
     }
 }
 

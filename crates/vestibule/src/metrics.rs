@@ -124,9 +124,11 @@ impl Collector for ConfigCollector {
             MetricType::Gauge,
         )?;
         for (kind, kind_name) in KINDS {
-            for (severity, severity_name) in
-                [(Severity::Error, "error"), (Severity::Warning, "warning")]
-            {
+            for (severity, severity_name) in [
+                (Severity::Error, "error"),
+                (Severity::Warning, "warning"),
+                (Severity::Info, "info"),
+            ] {
                 let count = published
                     .report
                     .diagnostics

@@ -28,7 +28,7 @@ pub(crate) fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         writeln!(out, "{diagnostic}")?;
     }
     let errors = compiled.report.errors().count() + current.problems.len();
-    let warnings = compiled.report.diagnostics.len() - compiled.report.errors().count();
+    let warnings = compiled.report.warnings().count();
     let served = compiled.report.ours().count();
     writeln!(
         err,

@@ -53,6 +53,7 @@ pub(super) fn reason(diagnostic: &Diagnostic) -> &'static str {
     match diagnostic.severity {
         Severity::Error => "InvalidConfiguration",
         Severity::Warning => "ConfigurationWarning",
+        Severity::Info => "ConfigurationNote",
     }
 }
 
@@ -161,7 +162,12 @@ impl EventWriter {
         let failed: Vec<Key> = stream::iter(new)
             .map(|(key, reference)| async move {
                 let event = Event {
-                    type_: EventType::Warning,
+                    // A note is not a problem: kubectl shows it without the warning flag.
+                    type_: if key.reason == "ConfigurationNote" {
+                        EventType::Normal
+                    } else {
+                        EventType::Warning
+                    },
                     reason: key.reason.to_owned(),
                     note: Some(key.note.clone()),
                     action: "Compile".to_owned(),

@@ -42,7 +42,7 @@ fn table(routes: &[(&str, PathKind, &str, &str)], default: Option<&str>) -> Rout
                 reason: label.into(),
             },
             origin: None,
-            proxy: None,
+            policy: None,
         })
         .unwrap();
     }
@@ -251,7 +251,7 @@ fn first_default_backend_stays() {
             reason: "first".into(),
         },
         origin: Some(origin("first")),
-        proxy: None,
+        policy: None,
     };
     let second = DefaultBackend {
         origin: Some(origin("second")),
@@ -368,4 +368,89 @@ proptest! {
             prop_assert_eq!(answer(&t, "h", request), want, "request {}", request);
         }
     }
+}
+
+#[test]
+fn a_regex_host_matches_its_paths_in_order_and_plain_hosts_are_untouched() {
+    use PathKind::Regex;
+    let t = table(
+        &[
+            ("a.example", Regex, "/api", "short"),
+            ("a.example", Regex, "/api/v[0-9]+", "versioned"),
+            ("a.example", Regex, "/", "root"),
+            ("b.example", Exact, "/api", "plain"),
+        ],
+        Some("fallback"),
+    );
+    assert_eq!(answer(&t, "a.example", "/API/v2/x"), "versioned");
+    assert_eq!(answer(&t, "a.example", "/apix"), "short");
+    assert_eq!(answer(&t, "a.example", "/z"), "root");
+    assert_eq!(answer(&t, "b.example", "/api"), "plain");
+    assert_eq!(answer(&t, "b.example", "/API"), "default:fallback");
+}
+
+#[test]
+fn a_regex_rule_conflicts_only_with_the_same_regex() {
+    let mut b = TableBuilder::new();
+    let unavailable = || Backend::Unavailable { reason: "x".into() };
+    let regex = PathRule::regex("/a.*").unwrap();
+    b.route(
+        host("a.example"),
+        regex.clone(),
+        unavailable(),
+        origin("one"),
+    )
+    .unwrap();
+    let again = b.route(host("a.example"), regex, unavailable(), origin("two"));
+    assert_eq!(again.err().map(|c| c.existing.name), Some("one".into()));
+    b.route(
+        host("a.example"),
+        rule(Exact, "/a.*"),
+        unavailable(),
+        origin("three"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn an_alias_reaches_the_same_routes_and_server_rules_answer_without_routes() {
+    let mut b = TableBuilder::new();
+    b.route(
+        host("a.example"),
+        rule(Prefix, "/"),
+        Backend::Unavailable { reason: "a".into() },
+        origin("a"),
+    )
+    .unwrap();
+    assert!(b.alias(host("alias.example"), &host("a.example")));
+    assert!(
+        !b.alias(host("a.example"), &host("a.example")),
+        "a host is not an alias"
+    );
+    assert!(
+        !b.alias(host("alias.example"), &host("a.example")),
+        "claimed once"
+    );
+    assert!(!b.alias(host("x.example"), &host("missing.example")));
+    b.server_rules(
+        &host("www.a.example"),
+        ServerRules {
+            app_root: None,
+            redirect_host: Some("a.example".into()),
+        },
+    );
+    let t = b.build();
+    assert_eq!(answer(&t, "alias.example", "/x"), "a");
+    let vhost = t
+        .lookup("alias.example", "/")
+        .vhost
+        .map(|v| v.host.to_string());
+    assert_eq!(vhost.as_deref(), Some("a.example"));
+    let www = t.lookup("www.a.example", "/x");
+    assert_eq!(www.target, Target::NotFound);
+    let server = www.vhost.and_then(|v| v.server.as_deref());
+    assert_eq!(
+        server.and_then(|s| s.redirect_host.as_deref()),
+        Some("a.example")
+    );
 }

@@ -1,23 +1,52 @@
 //! Early answers: what Vestibule answers itself once the route is known and before access
-//! control, as nginx's rewrite phase does. Today that is the redirect from plain HTTP to
-//! HTTPS, which spares ACME HTTP-01 challenges.
+//! control, as nginx's rewrite phase does: the host's own redirects (`from-to-www-redirect`,
+//! then `app-root`), the route's fixed redirect (`permanent-redirect`, `temporal-redirect`),
+//! then the redirect from plain HTTP to HTTPS, which spares ACME HTTP-01 challenges.
 
-use http::Response;
+use http::{Response, StatusCode};
+use vestibule_model::ServerRules;
 
 use super::head::Head;
 use super::route::Routed;
 use crate::body::response::ProxyBody;
-use crate::respond::{ProxyError, redirect_to_https};
+use crate::respond::{ProxyError, redirect, redirect_to_https};
+use crate::settings::ProxySettings;
 
-/// The answer Vestibule gives itself, if any. `https`: the request came over TLS;
-/// `https_port` is where redirected clients go.
+type Answer = Option<Result<Response<ProxyBody>, ProxyError>>;
+
+/// The host's own answer, if any, whether or not a route matched. `https`: the request's
+/// scheme, as the client or a trusted proxy in front saw it.
 #[inline]
-pub(super) fn answer(
+pub(super) fn server(server: Option<&ServerRules>, head: &Head<'_>, https: bool) -> Answer {
+    let server = server?;
+    let scheme = if https { "https" } else { "http" };
+    let authority = head.authority.to_str().unwrap_or("");
+    if let Some(to) = &server.redirect_host {
+        let port = port_of(authority);
+        let location = format!("{scheme}://{to}{port}{}", head.target);
+        return Some(redirect(StatusCode::PERMANENT_REDIRECT, &location));
+    }
+    match &server.app_root {
+        Some(root) if &*head.path == "/" && !authority.is_empty() => {
+            let location = format!("{scheme}://{authority}{root}");
+            Some(redirect(StatusCode::FOUND, &location))
+        }
+        _ => None,
+    }
+}
+
+/// The route's answer, if any.
+#[inline]
+pub(super) fn route(
     routed: &Routed,
     head: &Head<'_>,
     https: bool,
-    https_port: u16,
-) -> Option<Result<Response<ProxyBody>, ProxyError>> {
+    settings: &ProxySettings,
+) -> Answer {
+    if let Some(fixed) = &routed.state().redirect {
+        let code = StatusCode::from_u16(fixed.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
+        return Some(redirect(code, &fixed.location));
+    }
     if !routed.wants_https || https {
         return None;
     }
@@ -28,7 +57,22 @@ pub(super) fn answer(
     if host.is_empty() || is_acme_challenge(&head.path) {
         return None;
     }
-    Some(redirect_to_https(&host, https_port, head.target))
+    let (port, code) = (settings.https_redirect_port, settings.http_redirect_code);
+    Some(redirect_to_https(&host, port, head.target, code))
+}
+
+/// `:port` when the client's Host names one, else nothing.
+fn port_of(authority: &str) -> &str {
+    match authority.rfind(':') {
+        Some(at)
+            if !authority[at..].contains(']')
+                && authority.len() > at + 1
+                && authority[at + 1..].bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            &authority[at..]
+        }
+        _ => "",
+    }
 }
 
 fn is_acme_challenge(path: &str) -> bool {
@@ -44,5 +88,14 @@ mod tests {
         assert!(is_acme_challenge("/.well-known/acme-challenge/token"));
         assert!(!is_acme_challenge("/.well-known/acme-challenge"));
         assert!(!is_acme_challenge("/x/.well-known/acme-challenge/token"));
+    }
+
+    #[test]
+    fn the_port_of_a_host_is_kept_and_an_ipv6_address_is_not_a_port() {
+        assert_eq!(port_of("a.example:8080"), ":8080");
+        assert_eq!(port_of("a.example"), "");
+        assert_eq!(port_of("[::1]"), "");
+        assert_eq!(port_of("[::1]:81"), ":81");
+        assert_eq!(port_of("a.example:"), "");
     }
 }

@@ -98,6 +98,25 @@ pub(super) fn client_address(
     }
 }
 
+/// Whether the request's scheme is HTTPS: the connection's, or from a trusted proxy the first
+/// value of its `X-Forwarded-Proto`, so that a proxy in front that took the TLS off does not
+/// make an HTTPS request look like plain HTTP (and redirect it forever).
+#[inline]
+pub(super) fn forwarded_https(https: bool, headers: &HeaderMap, trusted: bool) -> bool {
+    if !trusted {
+        return https;
+    }
+    let Some(value) = headers.get("x-forwarded-proto") else {
+        return https;
+    };
+    let first = value.as_bytes().split(|b| *b == b',').next().unwrap_or(b"");
+    match first.trim_ascii() {
+        p if p.eq_ignore_ascii_case(b"https") => true,
+        p if p.eq_ignore_ascii_case(b"http") => false,
+        _ => https,
+    }
+}
+
 /// Refuses request lines and header blocks past the limits, as nginx's
 /// `large_client_header_buffers` does. The header block's size, as HTTP/1.1 writes it, is
 /// kept for the upstream request's buffer.
@@ -167,6 +186,28 @@ mod tests {
             request = request.header(*name, *value);
         }
         request.body(()).unwrap().into_parts().0
+    }
+
+    #[test]
+    fn a_trusted_proxys_forwarded_proto_is_the_scheme() {
+        let headers = |v: &str| parts(Version::HTTP_11, "/", &[("x-forwarded-proto", v)]).headers;
+        let cases = [
+            ("https", false, true, true),
+            ("HTTPS, http", false, true, true),
+            ("http", true, true, false),
+            ("https", false, false, false),
+            ("gopher", true, true, true),
+        ];
+        for (value, tls, trusted, want) in cases {
+            assert_eq!(
+                forwarded_https(tls, &headers(value), trusted),
+                want,
+                "{value} {tls} {trusted}"
+            );
+        }
+        let none = parts(Version::HTTP_11, "/", &[]).headers;
+        assert!(forwarded_https(true, &none, true));
+        assert!(!forwarded_https(false, &none, true));
     }
 
     fn read(parts: &http::request::Parts) -> Result<(String, String, String), u16> {

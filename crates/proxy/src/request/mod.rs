@@ -147,17 +147,25 @@ impl Shared {
         let trusted = &self.settings.trusted_proxies;
         let (client_ip, trusted) = head::client_address(client, &parts.headers, trusted);
         record.client(client_ip);
+        // The scheme as the client used it: a trusted proxy in front may have taken its TLS.
+        let https = head::forwarded_https(client.https, &parts.headers, trusted);
 
         // Route.
-        let routed = self.route(&head, client.https, record)?;
+        let routing = self.route(&head, client.https, record);
 
-        // Early answers.
-        let https_port = self.settings.https_redirect_port;
-        if let Some(answer) = early::answer(&routed, &head, client.https, https_port) {
+        // Early answers: the host's own, then the route's.
+        if let Some(answer) = early::server(routing.server(), &head, https) {
+            return answer.map(Prepared::Answered);
+        }
+        let Routing::Found(routed) = routing else {
+            return Err(ProxyError::NoRoute);
+        };
+        if let Some(answer) = early::route(&routed, &head, https, &self.settings) {
             return answer.map(Prepared::Answered);
         }
 
-        // Access control: the route's own limit on the body.
+        // Access control: fail closed, then the route's own limit on the body.
+        routed.check_access()?;
         routed.check_length(head.content_length)?;
 
         // Rewrite.
@@ -170,8 +178,7 @@ impl Shared {
             request_id,
         };
         let upgrade = tunnel.as_ref().map(|t| t.upgrade.clone());
-        let policy = &*routed.state().proxy;
-        let rewritten = rewrite::rewrite(parts, body, &head, uri, policy, &hop, upgrade);
+        let rewritten = rewrite::rewrite(parts, body, &head, uri, routed.state(), &hop, upgrade);
 
         // Pick: the cluster here, an endpoint per attempt as the request is sent.
         let cluster = pick::cluster(&routed)?;
@@ -187,27 +194,21 @@ impl Shared {
     }
 
     /// The route phase, and what the record keeps of it.
-    fn route(
-        &self,
-        head: &Head<'_>,
-        https: bool,
-        record: &mut Record,
-    ) -> Result<route::Routed, ProxyError> {
-        let routed = match route::route(&self.dataplane, https, &head.host(), &head.path) {
-            Routing::Found(routed) => routed,
-            Routing::NotFound { hsts } => {
-                record.hsts = hsts;
-                return Err(ProxyError::NoRoute);
+    fn route(&self, head: &Head<'_>, https: bool, record: &mut Record) -> Routing {
+        let routing = route::route(&self.dataplane, https, &head.host(), &head.path);
+        match &routing {
+            Routing::Found(routed) => {
+                let state = routed.state();
+                record.hsts = routed.hsts;
+                record.routed(
+                    &routed.runtime,
+                    routed.at,
+                    state.stats.clone(),
+                    state.proxy.access_log,
+                );
             }
-        };
-        let state = routed.state();
-        record.hsts = routed.hsts;
-        record.routed(
-            &routed.runtime,
-            routed.at,
-            state.stats.clone(),
-            state.proxy.access_log,
-        );
-        Ok(routed)
+            Routing::NotFound { hsts, .. } => record.hsts = *hsts,
+        }
+        routing
     }
 }

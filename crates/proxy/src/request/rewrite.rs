@@ -1,19 +1,22 @@
 //! Rewriting the request for the upstream: the target it gets (the normalised path, with the
-//! query), its `Host`, the client's fields without the hop-by-hop ones and with the fields this
+//! query, or what the route's `rewrite-target` makes of them), its `Host` (the client's, or
+//! the route's `upstream-vhost`), the client's fields without the hop-by-hop ones and with the fields this
 //! hop sets, and the body as it goes up, held to the route's size limit and send timeout.
 
 use std::sync::Arc;
 
+use http::HeaderValue;
 use http::Uri;
 use http::header::{CONTENT_TYPE, EXPECT};
 use http::request::Parts;
 use http_body_util::Either;
 use hyper::body::Incoming;
-use vestibule_model::ProxyPolicy;
+use std::borrow::Cow;
 
-use super::forwarded::{Hop, forwarded};
+use super::forwarded::{Hop, X_FORWARDED_PREFIX, forwarded};
 use super::head::Head;
 use crate::body::request::{Limited, Progress, UpstreamBody};
+use crate::dataplane::RouteState;
 use crate::fields::remove_hop_by_hop;
 use crate::upstream::client::Outgoing;
 use crate::upstream::request::{BodyFraming, Upgrade, UpstreamRequest};
@@ -39,10 +42,11 @@ pub(super) fn rewrite<'u>(
     body: Incoming,
     head: &Head<'u>,
     uri: &'u Uri,
-    policy: &ProxyPolicy,
+    route: &RouteState,
     hop: &Hop<'_>,
     upgrade: Option<Upgrade>,
 ) -> Rewritten<'u> {
+    let policy = &*route.proxy;
     // A tunnel's bytes flow through the upgraded connection, never as a body; a request
     // without a body sends none, on every attempt alike.
     let replayable = upgrade.is_some() || body_is_empty(head.content_length, &body);
@@ -63,7 +67,9 @@ pub(super) fn rewrite<'u>(
         ))
     });
     Rewritten {
-        outgoing: Outgoing::new(upstream_request(parts, head, uri, hop, upgrade, framing)),
+        outgoing: Outgoing::new(upstream_request(
+            parts, head, uri, route, hop, upgrade, framing,
+        )),
         body,
         progress,
         replayable,
@@ -76,6 +82,7 @@ fn upstream_request<'u>(
     mut parts: Parts,
     head: &Head<'u>,
     uri: &'u Uri,
+    route: &RouteState,
     hop: &Hop<'_>,
     upgrade: Option<Upgrade>,
     framing: BodyFraming,
@@ -88,17 +95,32 @@ fn upstream_request<'u>(
         .headers
         .get(CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
-    let forwarded = forwarded(&parts.headers, hop);
+    let mut forwarded = forwarded(&parts.headers, hop);
+    let mut target = None;
+    if let Some(rewrite) = &route.rewrite
+        && let Some(rewritten) = rewrite.apply(&head.path, uri.query())
+    {
+        target = Some(Cow::Owned(rewritten));
+        // Checked in the compile as visible ASCII, so always a valid header value.
+        let prefix = rewrite.prefix.as_deref().map(HeaderValue::from_str);
+        if let Some(Ok(prefix)) = prefix {
+            forwarded.push(&X_FORWARDED_PREFIX, prefix);
+        }
+    }
     UpstreamRequest {
         method: parts.method,
-        target: head.upstream_target(uri),
-        host: head.authority.clone(),
+        target: target.unwrap_or_else(|| head.upstream_target(uri)),
+        host: route
+            .upstream_host
+            .clone()
+            .unwrap_or_else(|| head.authority.clone()),
         headers: parts.headers,
         forwarded,
         upgrade,
         grpc,
         body: framing,
         header_bytes: head.header_bytes,
+        response_head_limit: route.proxy.response_head_limit,
     }
 }
 
@@ -116,6 +138,68 @@ mod tests {
 
     use crate::server::client::ClientSide;
     use crate::settings::ProxySettings;
+    use crate::upstream::request::Forwarded;
+
+    fn state(rewrite: Option<vestibule_model::Rewrite>, host: Option<&'static str>) -> RouteState {
+        RouteState {
+            proxy: Arc::default(),
+            refused: None,
+            redirect: None,
+            rewrite: rewrite.map(Arc::new),
+            upstream_host: host.map(HeaderValue::from_static),
+            upstream: None,
+            stats: None,
+        }
+    }
+
+    /// What the upstream gets for a request for `target` to `shop.example:8080`.
+    fn sent(
+        target: &str,
+        headers: &[(&str, &str)],
+        route: &RouteState,
+    ) -> (String, HeaderValue, Forwarded) {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(target)
+            .header("host", "shop.example:8080");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let (mut parts, ()) = request.body(()).unwrap().into_parts();
+        let uri = std::mem::take(&mut parts.uri);
+        let settings = ProxySettings::default();
+        let head = Head::read(&uri, &parts.headers, Version::HTTP_11, &settings).unwrap();
+        let client = ClientSide::new([192, 0, 2, 7].into(), 80, false);
+        let id = HeaderValue::from_static("id-1");
+        let hop = Hop {
+            client: &client,
+            host: &head.authority,
+            trusted: false,
+            client_ip: client.peer,
+            request_id: &id,
+        };
+        let sent = upstream_request(parts, &head, &uri, route, &hop, None, BodyFraming::Chunked);
+        (sent.target.to_string(), sent.host, sent.forwarded)
+    }
+
+    #[test]
+    fn a_rewrite_replaces_the_path_keeps_the_query_and_names_the_prefix() {
+        let rewrite =
+            vestibule_model::Rewrite::new("/shop(/|$)(.*)", "/$2", Some("/shop")).unwrap();
+        let route = state(Some(rewrite), Some("internal.svc"));
+        let (target, host, forwarded) = sent("/SHOP/cart/./x?id=3", &[], &route);
+        assert_eq!(target, "/cart/x?id=3");
+        assert_eq!(host, "internal.svc");
+        let mut headers = http::HeaderMap::new();
+        forwarded.apply(&mut headers);
+        assert_eq!(headers["x-forwarded-prefix"], "/shop");
+        assert_eq!(headers["x-forwarded-host"], "shop.example:8080");
+        // A path the pattern does not match goes as it came, without the prefix field.
+        let (target, _, forwarded) =
+            sent("/other?id=3", &[("x-forwarded-prefix", "/client")], &route);
+        assert_eq!(target, "/other?id=3");
+        assert!(!forwarded.replaces(&X_FORWARDED_PREFIX));
+    }
 
     #[test]
     fn the_upstream_gets_the_normalised_target_and_no_connection_fields() {
@@ -148,7 +232,8 @@ mod tests {
             client_ip: client.peer,
             request_id: &id,
         };
-        let sent = upstream_request(parts, &head, &uri, &hop, None, BodyFraming::Chunked);
+        let route = state(None, None);
+        let sent = upstream_request(parts, &head, &uri, &route, &hop, None, BodyFraming::Chunked);
         assert_eq!(sent.method, Method::POST);
         assert_eq!(sent.target, "/a/b?x=1");
         assert_eq!(sent.host, "shop.example:8080");

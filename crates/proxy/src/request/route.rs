@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use vestibule_model::{Backend, Target};
+use vestibule_model::{Backend, ServerRules, Target};
 
 use crate::dataplane::{DataPlane, RouteAt, RouteState, Runtime};
 use crate::respond::ProxyError;
@@ -17,7 +17,19 @@ pub(super) enum Routing {
     /// request came over HTTPS, so even the 404 carries the policy.
     NotFound {
         hsts: bool,
+        server: Option<Arc<ServerRules>>,
     },
+}
+
+impl Routing {
+    /// What the host answers before its routes, when anything.
+    #[inline]
+    pub(super) fn server(&self) -> Option<&ServerRules> {
+        match self {
+            Routing::Found(routed) => routed.server.as_deref(),
+            Routing::NotFound { server, .. } => server.as_deref(),
+        }
+    }
 }
 
 /// The route (or the default backend) a request matched.
@@ -32,6 +44,8 @@ pub(super) struct Routed {
     /// The route wants plain-HTTP requests sent to HTTPS (`ssl-redirect` on a host with
     /// TLS, or `force-ssl-redirect`).
     pub(super) wants_https: bool,
+    /// What the host answers before its routes, when anything (`app-root`, `www.`).
+    pub(super) server: Option<Arc<ServerRules>>,
 }
 
 /// Looks the request up in the installed table.
@@ -40,19 +54,21 @@ pub(super) fn route(dataplane: &DataPlane, https: bool, host: &str, path: &str) 
     let runtime = dataplane.load_full();
     let lookup = runtime.table.lookup(host, path);
     let hsts = https && lookup.vhost.is_some_and(|v| v.tls);
+    let server = lookup.vhost.and_then(|v| v.server.clone());
     let (at, wants_https) = match lookup.target {
         Target::Route(route) => (
             RouteAt::Route(route.id),
             lookup.vhost.is_some_and(|v| route.redirects_http(v)),
         ),
         Target::Default(_) => (RouteAt::Default, false),
-        Target::NotFound => return Routing::NotFound { hsts },
+        Target::NotFound => return Routing::NotFound { hsts, server },
     };
     Routing::Found(Routed {
         runtime,
         at,
         hsts,
         wants_https,
+        server,
     })
 }
 
@@ -79,6 +95,16 @@ impl Routed {
         match self.at {
             RouteAt::Route(id) => &self.runtime.table.route(id).rule.path,
             RouteAt::Default => "/",
+        }
+    }
+
+    /// Refuses every request of a route whose Ingress asks for protection that cannot be
+    /// given: fail closed.
+    #[inline]
+    pub(super) fn check_access(&self) -> Result<(), ProxyError> {
+        match &self.state().refused {
+            Some(refusal) => Err(ProxyError::Refused(refusal.keys.clone())),
+            None => Ok(()),
         }
     }
 
@@ -174,7 +200,7 @@ mod tests {
         }
         assert!(matches!(
             route(&plane, true, "c.other", "/"),
-            Routing::NotFound { hsts: false }
+            Routing::NotFound { hsts: false, .. }
         ));
     }
 

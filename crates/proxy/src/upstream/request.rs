@@ -31,6 +31,8 @@ pub(crate) struct UpstreamRequest<'a> {
     /// The size of the client's header block, so an HTTP/1.1 head's buffer is made once at
     /// about the right size.
     pub(crate) header_bytes: usize,
+    /// Largest HTTP/1.1 response head accepted for it (the route's `proxy-buffer-size`).
+    pub(crate) response_head_limit: usize,
 }
 
 /// How the request's body goes upstream.
@@ -186,6 +188,7 @@ mod tests {
         static XFF: HeaderName = HeaderName::from_static("x-forwarded-for");
         forwarded.push(&XFF, HeaderValue::from_static("192.0.2.7"));
         UpstreamRequest {
+            response_head_limit: 64 << 10,
             method: Method::GET,
             target: Cow::Borrowed("/a?b=c"),
             host: HeaderValue::from_static("example.com"),

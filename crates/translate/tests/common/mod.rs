@@ -76,6 +76,7 @@ pub(crate) fn findings(c: &Compiled) -> Vec<String> {
             let level = match d.severity {
                 Severity::Error => "error",
                 Severity::Warning => "warning",
+                Severity::Info => "info",
             };
             format!("{level} {:?} {} {}", d.object.kind, d.object, d.field)
         })

@@ -18,7 +18,7 @@ use super::body::ResponseBody;
 use super::connection::Connection;
 use super::error::H1Error;
 use super::request::{RequestHead, last_chunk};
-use super::response::{MAX_HEAD, ParsedHead, State, framing, parse_head};
+use super::response::{ParsedHead, State, framing, parse_head};
 use crate::body::request::UpstreamBody;
 use crate::upstream::pool::Return;
 use crate::upstream::request::BodyFraming;
@@ -67,7 +67,7 @@ impl Connection {
         let mut write_failed = None;
         if let (Some(body), true) = (body, request.body != BodyFraming::None) {
             let chunked = request.body == BodyFraming::Chunked;
-            match self.send_body(body, chunked).await {
+            match self.send_body(body, chunked, request.head_limit).await {
                 Ok(all_sent) => body_unsent = !all_sent,
                 Err(H1Error::Write(e)) => {
                     body_unsent = true;
@@ -77,8 +77,10 @@ impl Connection {
             }
         }
         let mut interim = 0;
-        let (head_len, parsed) =
-            std::future::poll_fn(|cx| self.poll_head(cx, &mut interim, &mut write_failed)).await?;
+        let (head_len, parsed) = std::future::poll_fn(|cx| {
+            self.poll_head(cx, &mut interim, &mut write_failed, request.head_limit)
+        })
+        .await?;
         let head = self.buf.split_to(head_len).freeze();
         let (mut headers, delimiting) = match parsed.headers(&head, fields) {
             Ok(parsed) => parsed,
@@ -117,6 +119,7 @@ impl Connection {
         cx: &mut Context<'_>,
         interim: &mut usize,
         write_failed: &mut Option<io::Error>,
+        limit: usize,
     ) -> Poll<Result<(usize, ParsedHead), Failure>> {
         loop {
             let parsed = if self.buf.is_empty() {
@@ -127,8 +130,8 @@ impl Connection {
             let (head_len, parsed) = match parsed {
                 Ok(Some(parsed)) => parsed,
                 Ok(None) => {
-                    if self.buf.len() >= MAX_HEAD {
-                        return Poll::Ready(Err(self.failed(H1Error::HeadTooLarge(MAX_HEAD))));
+                    if self.buf.len() >= limit {
+                        return Poll::Ready(Err(self.failed(H1Error::HeadTooLarge(limit))));
                     }
                     let read = ready!(self.poll_fill(cx));
                     if let Ok(n) = read
@@ -173,13 +176,18 @@ impl Connection {
     /// Sends the request body as the client gives it, while watching the connection: a
     /// final response that begins first ends the sending (`false`), as the upstream wants no
     /// more (a 413, a 401, a redirect). Interim responses (100 Continue) do not.
-    async fn send_body(&mut self, mut body: UpstreamBody, chunked: bool) -> Result<bool, H1Error> {
+    async fn send_body(
+        &mut self,
+        mut body: UpstreamBody,
+        chunked: bool,
+        head_limit: usize,
+    ) -> Result<bool, H1Error> {
         let mut pending = Bytes::new();
         let mut ended = false;
         std::future::poll_fn(|cx| {
             loop {
                 // The upstream's side first: anything it says may change what to do.
-                if self.buf.len() < MAX_HEAD {
+                if self.buf.len() < head_limit {
                     match self.poll_fill(cx) {
                         Poll::Ready(Ok(0)) => {
                             return Poll::Ready(Err(H1Error::Closed(

@@ -14,7 +14,12 @@ pub(crate) struct RequestHead {
     /// A response to HEAD has no body, whatever its header says.
     pub(super) head_method: bool,
     pub(super) body: BodyFraming,
+    /// Largest response head accepted.
+    pub(super) head_limit: usize,
 }
+
+/// No route accepts smaller response heads than nginx's default buffer.
+const MIN_HEAD_LIMIT: usize = 4 << 10;
 
 /// The request for the upstream, as HTTP/1.1 bytes: the method and target, `Host` first,
 /// then the client's remaining fields as they are (hop-by-hop ones already removed) but for
@@ -29,6 +34,7 @@ pub(crate) fn request_head(request: &UpstreamRequest<'_>) -> Result<RequestHead,
         forwarded,
         body,
         header_bytes,
+        response_head_limit,
         ..
     } = request;
     let body = *body;
@@ -80,6 +86,7 @@ pub(crate) fn request_head(request: &UpstreamRequest<'_>) -> Result<RequestHead,
         bytes: out.freeze(),
         head_method: *method == Method::HEAD,
         body,
+        head_limit: (*response_head_limit).max(MIN_HEAD_LIMIT),
     })
 }
 
@@ -148,6 +155,7 @@ mod tests {
         body: BodyFraming,
     ) -> Result<RequestHead, &'static str> {
         request_head(&UpstreamRequest {
+            response_head_limit: 64 << 10,
             method: method.clone(),
             target: Cow::Borrowed(target),
             host: HeaderValue::from_static("example.com"),

@@ -1,0 +1,81 @@
+//! Fail closed: the annotations that protect a route (authentication, client certificates,
+//! allow and deny lists, request rate limits, `ssl-passthrough`) that Vestibule cannot honour
+//! yet close the Ingress's paths (503) instead of leaving them open.
+
+use std::sync::Arc;
+
+use vestibule_model::Refusal;
+
+use super::syntax::parse_bool;
+use super::{IngressSettings, Reader};
+
+/// Exact keys of the protecting families; every `auth-` key (basic, digest and external
+/// authentication, `auth-tls-*`) belongs too.
+const KEYS: &[&str] = &[
+    "whitelist-source-range",
+    "allowlist-source-range",
+    "denylist-source-range",
+    "limit-rps",
+    "limit-rpm",
+    "limit-connections",
+    "limit-burst-multiplier",
+    "limit-allowlist",
+    "limit-whitelist",
+    "ssl-passthrough",
+];
+
+/// Bandwidth limits: not protection, so only a warning when unsupported.
+const BANDWIDTH: &[&str] = &["limit-rate", "limit-rate-after"];
+
+pub(super) fn knows(short: &str) -> bool {
+    short.starts_with("auth-")
+        || short == "enable-global-auth"
+        || KEYS.contains(&short)
+        || BANDWIDTH.contains(&short)
+}
+
+pub(super) fn read(reader: &mut Reader<'_>, settings: &mut IngressSettings) {
+    let mut closing = Vec::new();
+    let keys: Vec<(&str, &str)> = reader
+        .values
+        .iter()
+        .map(|(k, v)| (*k, *v))
+        .filter(|(k, _)| knows(k))
+        .collect();
+    for (short, value) in keys {
+        if BANDWIDTH.contains(&short) {
+            reader.warning(
+                short,
+                "bandwidth limits are not supported yet; responses are sent at full speed",
+            );
+        } else if short == "enable-global-auth" {
+            if parse_bool(value).is_some() {
+                reader.info(
+                    short,
+                    "Vestibule has no global authentication, so there is nothing to turn on or off",
+                );
+            } else {
+                reader.error(
+                    short,
+                    format!(
+                        "{value:?} is not a boolean; this Ingress's paths answer 503 rather than \
+                         guess whether they are to be protected"
+                    ),
+                );
+                closing.push(short);
+            }
+        } else {
+            reader.error(
+                short,
+                "this protection is not supported yet; this Ingress's paths answer 503 until it \
+                 is, rather than being served unprotected",
+            );
+            closing.push(short);
+        }
+    }
+    if !closing.is_empty() {
+        settings.policy.refused = Some(Arc::new(Refusal {
+            keys: closing.join(", ").into(),
+        }));
+    }
+}

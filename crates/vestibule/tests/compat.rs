@@ -1,0 +1,466 @@
+//! ingress-nginx annotations through `vestibule run`, as a migrating user meets them: fail
+//! closed on protection Vestibule cannot give, rewrites and regex paths (the host flip
+//! included), redirects, the forwarded scheme, upstream host and aliases, and the buffering
+//! keys.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vestibule_testkit::{Echo, EchoReply, ManifestDir, endpoint_slice, ingress, raw, service, svc};
+
+const A: &str = "nginx.ingress.kubernetes.io/";
+
+fn key(short: &str) -> String {
+    format!("{A}{short}")
+}
+
+/// `GET target` to `host` through the plain listener, with extra header lines.
+async fn get(v: &Vestibule, host: &str, target: &str, extra: &str) -> raw::RawResponse {
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    raw::send(v.http, &request, Duration::from_secs(10))
+        .await
+        .unwrap()
+}
+
+fn echoed(response: &raw::RawResponse) -> EchoReply {
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    serde_json::from_slice(&response.body).unwrap()
+}
+
+/// Diagnostics of `/debug/config` as `severity namespace/name field: message`.
+fn diagnostics(config: &Value) -> Vec<String> {
+    config["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}/{} {}: {}",
+                d["severity"].as_str().unwrap_or(""),
+                d["object"]["namespace"].as_str().unwrap_or(""),
+                d["object"]["name"].as_str().unwrap_or(""),
+                d["field"].as_str().unwrap_or(""),
+                d["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+fn has(diagnostics: &[String], needles: &[&str]) -> bool {
+    diagnostics
+        .iter()
+        .any(|d| needles.iter().all(|n| d.contains(n)))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_it_open() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "guarded")
+                .host("shop.example")
+                .prefix("/admin", svc("web", 80))
+                .annotation(&key("auth-url"), "http://auth.example/check")
+                .annotation(&key("whitelist-source-range"), "10.0.0.0/8"),
+            ingress("default", "open")
+                .host("shop.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("limit-rate"), "100"),
+        ],
+        &[("web", &[&web])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+    let closed = get(&v, "shop.example", "/admin/users", "").await;
+    assert_eq!(closed.status, 503);
+    let grpc = get(
+        &v,
+        "shop.example",
+        "/admin/Svc/Call",
+        "Content-Type: application/grpc\r\nTE: trailers\r\n",
+    )
+    .await;
+    assert_eq!(grpc.header("grpc-status"), Some("14"));
+    // The rest of the host, and a bandwidth limit (not protection), are served.
+    assert_eq!(echoed(&get(&v, "shop.example", "/", "").await).name, "web");
+    assert_eq!(
+        web.hits(),
+        1,
+        "nothing reached the backend through the closed paths"
+    );
+
+    let found = diagnostics(&v.config().await);
+    for short in ["auth-url", "whitelist-source-range"] {
+        assert!(
+            has(&found, &["error default/guarded", short, "503"]),
+            "{short}: {found:#?}"
+        );
+    }
+    assert!(
+        has(&found, &["warning default/open", "limit-rate"]),
+        "{found:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rewrites_and_regex_paths_behave_as_in_ingress_nginx_and_flip_the_whole_host() {
+    let web = Echo::start("web").await.unwrap();
+    let api = Echo::start("api").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            // The older Ingress: plain Exact and Prefix paths.
+            ingress("default", "plain")
+                .created(1)
+                .host("shop.example")
+                .exact("/api", svc("api", 80))
+                .prefix("/", svc("web", 80)),
+            ingress("default", "rewriting")
+                .created(2)
+                .host("shop.example")
+                .implementation_specific("/something(/|$)(.*)", svc("web", 80))
+                .annotation(&key("rewrite-target"), "/$2")
+                .annotation(&key("x-forwarded-prefix"), "/something"),
+            ingress("default", "pcre")
+                .created(3)
+                .host("other.example")
+                .implementation_specific("/a(?!b)", svc("web", 80))
+                .implementation_specific("/ok", svc("api", 80))
+                .annotation(&key("use-regex"), "true"),
+        ],
+        &[("web", &[&web]), ("api", &[&api])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+
+    // The documented example.
+    for (target, path, query) in [
+        ("/something", "/", None),
+        ("/something/", "/", None),
+        ("/something/new?x=1", "/new", Some("x=1")),
+        ("/SOMETHING/new", "/new", None),
+    ] {
+        let reply = echoed(&get(&v, "shop.example", target, "").await);
+        assert_eq!(
+            (reply.path.as_str(), reply.query.as_deref()),
+            (path, query),
+            "{target}"
+        );
+        assert_eq!(
+            reply.header("x-forwarded-prefix"),
+            Some("/something"),
+            "{target}"
+        );
+    }
+    // The older Ingress's Exact /api now matches case-insensitively and as a prefix, as
+    // ingress-nginx's regex mode makes it; no rewrite, so no prefix field.
+    for target in ["/api", "/API", "/api/v1"] {
+        let reply = echoed(&get(&v, "shop.example", target, "").await);
+        assert_eq!(reply.name, "api", "{target}");
+        assert_eq!(reply.path, target, "the path is not rewritten");
+        assert_eq!(reply.header("x-forwarded-prefix"), None);
+    }
+    assert_eq!(
+        echoed(&get(&v, "shop.example", "/other", "").await).name,
+        "web"
+    );
+
+    // PCRE-only syntax skips that path alone.
+    assert_eq!(
+        echoed(&get(&v, "other.example", "/OK", "").await).name,
+        "api"
+    );
+    assert_eq!(get(&v, "other.example", "/ac", "").await.status, 404);
+
+    let found = diagnostics(&v.config().await);
+    assert!(
+        has(
+            &found,
+            &["warning default/plain", "regex mode", "default/rewriting"]
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            &found,
+            &["error default/pcre", "paths[0].path", "look-around"]
+        ),
+        "{found:#?}"
+    );
+    assert!(!has(&found, &["warning default/rewriting"]), "{found:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_answer_before_anything_else_with_their_codes() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "moved")
+                .host("old.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("permanent-redirect"), "https://new.example/landing")
+                .annotation(&key("permanent-redirect-code"), "308")
+                // Redirects come before access control: a closed route still redirects.
+                .annotation(&key("auth-type"), "digest"),
+            ingress("default", "both")
+                .host("tmp.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("permanent-redirect"), "https://a.example/")
+                .annotation(&key("temporal-redirect"), "https://b.example/")
+                .annotation(&key("temporal-redirect-code"), "999"),
+            ingress("default", "app")
+                .host("example.com")
+                .prefix("/shop", svc("web", 80))
+                .annotation(&key("app-root"), "/shop")
+                .annotation(&key("from-to-www-redirect"), "true"),
+            ingress("default", "bad")
+                .host("bad.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("app-root"), "https://elsewhere.example/")
+                .annotation(&key("permanent-redirect"), "/relative/$1"),
+        ],
+        &[("web", &[&web])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+    let moved = get(&v, "old.example", "/any/path?q=1", "").await;
+    assert_eq!(moved.status, 308);
+    assert_eq!(
+        moved.header("location"),
+        Some("https://new.example/landing")
+    );
+    let both = get(&v, "tmp.example", "/", "").await;
+    assert_eq!(
+        both.status, 302,
+        "temporal wins; an invalid code leaves the default"
+    );
+    assert_eq!(both.header("location"), Some("https://b.example/"));
+
+    let root = get(&v, "example.com", "/?drop=me", "").await;
+    assert_eq!(root.status, 302);
+    assert_eq!(root.header("location"), Some("http://example.com/shop"));
+    assert_eq!(
+        echoed(&get(&v, "example.com", "/shop/x", "").await).path,
+        "/shop/x"
+    );
+    let www = get(&v, "www.example.com", "/shop/x?y=1", "").await;
+    assert_eq!(www.status, 308);
+    assert_eq!(
+        www.header("location"),
+        Some("http://example.com/shop/x?y=1")
+    );
+
+    // Invalid values: reported, and the rest of the Ingress served.
+    assert_eq!(echoed(&get(&v, "bad.example", "/", "").await).name, "web");
+    let found = diagnostics(&v.config().await);
+    for short in ["app-root", "permanent-redirect"] {
+        assert!(has(&found, &["error default/bad", short]), "{found:#?}");
+    }
+    assert!(
+        has(&found, &["error default/both", "temporal-redirect-code"]),
+        "{found:#?}"
+    );
+    assert_eq!(web.hits(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trusted_proxys_https_is_the_scheme_so_forced_redirects_do_not_loop() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "forced")
+                .host("shop.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("force-ssl-redirect"), "true")
+                .annotation(&key("app-root"), "/app"),
+        ],
+        &[("web", &[&web])],
+    );
+    let behind = Vestibule::start(
+        dir.path(),
+        &[
+            "--trusted-proxies",
+            "127.0.0.1/32",
+            "--http-redirect-code",
+            "301",
+        ],
+    );
+    let from_lb = "X-Forwarded-Proto: https\r\n";
+    let reply = echoed(&get(&behind, "shop.example", "/cart", from_lb).await);
+    assert_eq!(reply.header("x-forwarded-proto"), Some("https"));
+    let root = get(&behind, "shop.example", "/", from_lb).await;
+    assert_eq!(root.header("location"), Some("https://shop.example/app"));
+    let plain = get(
+        &behind,
+        "shop.example",
+        "/cart",
+        "X-Forwarded-Proto: http\r\n",
+    )
+    .await;
+    assert_eq!(plain.status, 301, "--http-redirect-code");
+    assert_eq!(plain.header("location"), Some("https://shop.example/cart"));
+
+    // From a peer that is not trusted, the header is a claim: still redirected.
+    let exposed = Vestibule::start(dir.path(), &[]);
+    let claimed = get(&exposed, "shop.example", "/cart", from_lb).await;
+    assert_eq!(claimed.status, 308);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ssl_redirect_flags_set_the_default_the_annotations_override() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "site")
+                .host("shop.example")
+                .prefix("/", svc("web", 80)),
+            ingress("default", "exempt")
+                .host("open.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("force-ssl-redirect"), "false"),
+        ],
+        &[("web", &[&web])],
+    );
+    let v = Vestibule::start(dir.path(), &["--force-ssl-redirect", "true"]);
+    assert_eq!(get(&v, "shop.example", "/", "").await.status, 308);
+    assert_eq!(echoed(&get(&v, "open.example", "/", "").await).name, "web");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_vhost_and_server_aliases_change_the_host_as_in_ingress_nginx() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "site")
+                .created(1)
+                .host("shop.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("upstream-vhost"), "internal.shop.svc:8080")
+                .annotation(
+                    &key("server-alias"),
+                    "store.example, *.shops.example, other.example, ~^re.*$",
+                ),
+            ingress("default", "other")
+                .created(2)
+                .host("other.example")
+                .prefix("/", svc("web", 80)),
+        ],
+        &[("web", &[&web])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+    for host in ["shop.example", "store.example", "eu.shops.example"] {
+        let reply = echoed(&get(&v, host, "/x", "").await);
+        assert_eq!(
+            reply.host.as_deref(),
+            Some("internal.shop.svc:8080"),
+            "{host}"
+        );
+        assert_eq!(reply.header("x-forwarded-host"), Some(host), "{host}");
+    }
+    // The alias that is another Ingress's host stays that Ingress's.
+    let other = echoed(&get(&v, "other.example", "/", "").await);
+    assert_eq!(other.host.as_deref(), Some("other.example"));
+    let found = diagnostics(&v.config().await);
+    assert!(
+        has(
+            &found,
+            &["warning default/site", "other.example is an Ingress host"]
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            &found,
+            &["error default/site", "server-alias", "regular expression"]
+        ),
+        "{found:#?}"
+    );
+}
+
+/// An upstream whose every response carries a header of `size` bytes.
+async fn large_head_upstream(size: usize) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut seen = Vec::new();
+                while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nX-Large: {}\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                    "a".repeat(size)
+                );
+                let _ = stream.write_all(head.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_buffer_size_raises_the_response_head_limit_and_buffering_keys_are_noted() {
+    let upstream = large_head_upstream(100 << 10).await;
+    let dir = ManifestDir::new().unwrap();
+    let large = |name: &str, host: &str| {
+        ingress("default", name)
+            .host(host)
+            .prefix("/", svc("large", 80))
+    };
+    write_world(
+        &dir,
+        vec![
+            large("roomy", "roomy.example")
+                .annotation(&key("proxy-buffer-size"), "128k")
+                .annotation(&key("proxy-buffering"), "on"),
+            large("tight", "tight.example"),
+        ],
+        &[],
+    );
+    let svc_manifest = service("default", "large").port("http", 80, 8080).build();
+    let slice = endpoint_slice("default", "large-0", "large")
+        .port("http", i32::from(upstream.port()))
+        .ready(&upstream.ip().to_string())
+        .build();
+    dir.write("svc-large.yaml", &[&svc_manifest, &slice])
+        .unwrap();
+    let v = Vestibule::start(dir.path(), &[]);
+    let roomy = get(&v, "roomy.example", "/", "").await;
+    assert_eq!(roomy.status, 200);
+    assert_eq!(roomy.header("x-large").map(str::len), Some(100 << 10));
+    assert_eq!(get(&v, "tight.example", "/", "").await.status, 502);
+    let found = diagnostics(&v.config().await);
+    assert!(
+        has(&found, &["info default/roomy", "proxy-buffering"]),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            &found,
+            &["info default/roomy", "proxy-buffer-size", "131072"]
+        ),
+        "{found:#?}"
+    );
+}
