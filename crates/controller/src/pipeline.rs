@@ -1,12 +1,13 @@
 //! The compile loop: take the source's latest snapshot, compile it on a blocking thread,
 //! publish, then wait for the next settled change, or for a served certificate to expire.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
-use tracing::{Instrument, debug, error, info, info_span};
-use vestibule_translate::{CertMemory, Context, Options, compile_with, unix_now};
+use tracing::{Instrument, debug, error, info, info_span, warn};
+use vestibule_translate::{CertMemory, Context, Diagnostic, Options, compile_with, unix_now};
 
 use crate::publish::{ObjectCounts, Publisher};
 use crate::{Debounce, SourceSnapshot};
@@ -25,6 +26,8 @@ pub async fn run_pipeline(
     // The soonest expiry among the certificates served. A compile drops expired certificates,
     // so one that expires while served needs a compile of its own: nothing else changes.
     let mut next_expiry: Option<i64> = None;
+    // Errors already logged: each is logged when it appears, not again on every compile.
+    let mut logged: HashSet<Diagnostic> = HashSet::new();
     loop {
         let current = source.borrow_and_update().clone();
         let span = info_span!("compile", objects = current.snapshot.len());
@@ -56,6 +59,14 @@ pub async fn run_pipeline(
                     for diagnostic in compiled.report.diagnostics.iter().take(100) {
                         debug!(object = %diagnostic.object, field = %diagnostic.field, severity = ?diagnostic.severity, "{}", diagnostic.message);
                     }
+                    // An error is part of the object not served as written (or, failing
+                    // closed, answering 503): the log says so when it first happens.
+                    let errors_now: HashSet<Diagnostic> =
+                        compiled.report.errors().cloned().collect();
+                    for diagnostic in errors_now.difference(&logged).take(100) {
+                        warn!(object = %diagnostic.object, field = %diagnostic.field, "{}", diagnostic.message);
+                    }
+                    logged = errors_now;
                     let generation = publisher.publish(
                         compiled,
                         current.problems.clone(),

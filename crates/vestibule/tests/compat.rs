@@ -80,7 +80,7 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
         ],
         &[("web", &[&web])],
     );
-    let v = Vestibule::start(dir.path(), &[]);
+    let mut v = Vestibule::start(dir.path(), &[]);
     let closed = get(&v, "shop.example", "/admin/users", "").await;
     assert_eq!(closed.status, 503);
     let grpc = get(
@@ -110,6 +110,13 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
         has(&found, &["warning default/open", "limit-rate"]),
         "{found:#?}"
     );
+    // And the log says so, once, as a warning naming the key.
+    v.wait_for_log(Duration::from_secs(5), |line| {
+        line["level"] == "WARN"
+            && line["field"]
+                .as_str()
+                .is_some_and(|f| f.contains("auth-url"))
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
