@@ -5,6 +5,7 @@
 //! with its ready *endpoints*. The table is built once per configuration by `translate`, then
 //! shared read-only by every request.
 
+mod access;
 mod cluster;
 mod host;
 mod path;
@@ -15,6 +16,7 @@ mod rules;
 mod table;
 mod tls;
 
+pub use access::BasicAuth;
 pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, UpstreamProtocol};
 pub use host::{HostError, HostPattern, request_host};
 pub use path::{PathError, PathKind, PathRule, normalize_request_path};

@@ -8,6 +8,7 @@ use serde::ser::{SerializeStruct, Serializer};
 
 use std::sync::Arc;
 
+use crate::access::BasicAuth;
 use crate::cluster::{Cluster, ClusterId, ClusterKey, Endpoint, UpstreamProtocol};
 use crate::host::{HostPattern, wildcard_suffix};
 use crate::path::{PathKind, PathRule};
@@ -56,6 +57,8 @@ pub struct RoutePolicy {
     pub rewrite: Option<Arc<Rewrite>>,
     /// The `Host` sent upstream (`upstream-vhost`); the client's otherwise.
     pub upstream_host: Option<Arc<str>>,
+    /// Requests must carry a user and password of these (`auth-type: basic`).
+    pub basic_auth: Option<Arc<BasicAuth>>,
 }
 
 impl Default for RoutePolicy {
@@ -68,6 +71,7 @@ impl Default for RoutePolicy {
             redirect: None,
             rewrite: None,
             upstream_host: None,
+            basic_auth: None,
         }
     }
 }
@@ -127,7 +131,7 @@ pub struct DefaultBackend {
     pub origin: Option<RouteOrigin>,
     /// How its requests are treated: by the annotations of the Ingress that sets it, as for
     /// that Ingress's rules; `None` for the flag's, proxied with the controller-wide defaults.
-    pub policy: Option<RoutePolicy>,
+    pub policy: Option<Arc<RoutePolicy>>,
 }
 
 /// The result of matching one request: the virtual host chosen by the host (if any), and

@@ -18,6 +18,7 @@ use vestibule_model::{
 use crate::balance::ClusterBalancer;
 use crate::crypto::{certified_key, provider};
 use crate::observe::metrics::{Metrics, RouteLabels, RouteStats};
+use crate::request::access::BasicGuard;
 use crate::upstream::tls::{TlsClients, TlsResolved};
 
 /// One installed table and the state that goes with its clusters and routes.
@@ -58,6 +59,8 @@ pub(crate) struct RouteState {
     pub(crate) rewrite: Option<Arc<Rewrite>>,
     /// The `Host` the upstream gets, instead of the client's.
     pub(crate) upstream_host: Option<HeaderValue>,
+    /// Users and password checks of basic authentication.
+    pub(crate) basic_auth: Option<Arc<BasicGuard>>,
     /// How its requests reach the backend; `None` for a backend that cannot be served.
     pub(crate) upstream: Option<Upstream>,
     /// Its metrics, when metrics are on.
@@ -105,8 +108,20 @@ impl Runtime {
             .collect();
         let keys = signing_keys(&table, previous);
         let mut tls_clients = TlsClients::default();
+        // Verified passwords carry over while a route's Secret stays the same.
+        let guards: HashMap<u64, Arc<BasicGuard>> = previous
+            .map(|p| {
+                p.routes
+                    .iter()
+                    .chain([&p.default])
+                    .filter_map(|r| r.basic_auth.as_ref())
+                    .map(|g| (g.version(), Arc::clone(g)))
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut settle = Settle {
             table: &table,
+            guards: &guards,
             metrics,
             previous_clients: previous.map(|p| &p.tls_clients),
             tls_clients: &mut tls_clients,
@@ -128,7 +143,7 @@ impl Runtime {
                     proxy: default_policy,
                     ..RoutePolicy::default()
                 };
-                let policy = default.policy.as_ref().unwrap_or(&flags);
+                let policy = default.policy.as_deref().unwrap_or(&flags);
                 let labels = Labels {
                     origin: default.origin.as_ref(),
                     host: None,
@@ -141,6 +156,7 @@ impl Runtime {
                 redirect: None,
                 rewrite: None,
                 upstream_host: None,
+                basic_auth: None,
                 upstream: None,
                 stats: None,
             },
@@ -174,6 +190,7 @@ struct Labels<'a> {
 /// Settles each route's state as a table is installed.
 struct Settle<'a> {
     table: &'a RouteTable,
+    guards: &'a HashMap<u64, Arc<BasicGuard>>,
     metrics: Option<&'a Metrics>,
     previous_clients: Option<&'a TlsClients>,
     tls_clients: &'a mut TlsClients,
@@ -204,6 +221,12 @@ impl Settle<'_> {
                 .upstream_host
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok()),
+            basic_auth: policy.basic_auth.as_ref().map(|auth| {
+                self.guards
+                    .get(&auth.version)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(BasicGuard::new(Arc::clone(auth))))
+            }),
             upstream,
             stats,
         }

@@ -34,6 +34,10 @@ pub enum ProxyError {
     UriTooLong,
     #[error("the request headers are too large")]
     HeadersTooLarge,
+    /// The route wants a user and password, and the request has none that are right; the
+    /// value is the `WWW-Authenticate` challenge.
+    #[error("authentication required")]
+    Unauthorized(HeaderValue),
     /// The route's Ingress asks for protection Vestibule cannot give (fail closed).
     #[error("refused: the Ingress asks for {0}, which is not supported")]
     Refused(Box<str>),
@@ -47,6 +51,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ProxyError::BackendUnavailable(_)
             | ProxyError::NoEndpoints(_)
             | ProxyError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -66,6 +71,7 @@ impl ProxyError {
         match self {
             ProxyError::BadRequest(why) => why,
             ProxyError::NoRoute => "no route for this host and path",
+            ProxyError::Unauthorized(_) => "authentication required",
             ProxyError::BackendUnavailable(_) => "the backend for this route is not available",
             ProxyError::NoEndpoints(_) => "the backend has no ready endpoints",
             ProxyError::Refused(_) => "this route is closed until its protection is available",
@@ -84,6 +90,7 @@ impl ProxyError {
     fn grpc_status(&self) -> &'static str {
         match self {
             ProxyError::NoRoute => "12",
+            ProxyError::Unauthorized(_) => "16",
             ProxyError::UpstreamTimeout { .. } | ProxyError::RequestTimeout => "4",
             ProxyError::PayloadTooLarge(_) | ProxyError::HeadersTooLarge => "8",
             ProxyError::BadRequest(_) | ProxyError::UriTooLong => "13",
@@ -125,6 +132,16 @@ impl Style {
 
 /// The response for an error.
 pub(crate) fn error_response(error: &ProxyError, style: Style) -> Response<ProxyBody> {
+    let mut response = error_body(error, style);
+    if let ProxyError::Unauthorized(challenge) = error {
+        response
+            .headers_mut()
+            .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
+    }
+    response
+}
+
+fn error_body(error: &ProxyError, style: Style) -> Response<ProxyBody> {
     let status = error.status();
     if style == Style::Grpc {
         let mut response = Response::new(full(""));
@@ -234,6 +251,10 @@ mod tests {
         vec![
             (ProxyError::BadRequest("the path is not valid"), 400),
             (ProxyError::NoRoute, 404),
+            (
+                ProxyError::Unauthorized(HeaderValue::from_static("Basic realm=\"x\"")),
+                401,
+            ),
             (ProxyError::Refused("auth-url".into()), 503),
             (ProxyError::RequestTimeout, 408),
             (

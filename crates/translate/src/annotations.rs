@@ -2,12 +2,15 @@
 //! settings (an invalid value is reported and the default applies); every other one gets a
 //! warning, so that migrating users see what is ignored instead of guessing.
 
+mod auth;
 mod buffering;
 mod closed;
 mod hosts;
 mod redirect;
 mod rewrite;
 pub(crate) mod syntax;
+
+pub(crate) use auth::is_password_hash;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -131,6 +134,7 @@ pub(crate) fn read(
     object: &ObjectRef,
     defaults: &RoutePolicy,
     secrets: &Secrets<'_>,
+    cross_namespace: bool,
     diags: &mut Diagnostics,
 ) -> IngressSettings {
     let mut settings = IngressSettings {
@@ -169,7 +173,8 @@ pub(crate) fn read(
             settings.policy.proxy = Arc::new(proxy);
         }
     }
-    closed::read(&mut reader, &mut settings);
+    let closing = auth::read(&mut reader, &mut settings, secrets, cross_namespace);
+    closed::read(&mut reader, &mut settings, &closing);
     redirect::read(&mut reader, &mut settings);
     rewrite::read(&mut reader, &mut settings);
     hosts::read(&mut reader, &mut settings);
@@ -197,6 +202,7 @@ fn known(short: &str) -> bool {
     ["ssl-redirect", "force-ssl-redirect"].contains(&short)
         || PROXY_KEYS.contains(&short)
         || buffering::KEYS.contains(&short)
+        || auth::KEYS.contains(&short)
         || closed::knows(short)
         || redirect::KEYS.contains(&short)
         || rewrite::KEYS.contains(&short)

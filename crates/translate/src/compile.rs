@@ -44,6 +44,9 @@ pub struct Options {
     /// Plain HTTP is redirected to HTTPS on every host unless an Ingress says otherwise
     /// (`--force-ssl-redirect`).
     pub force_ssl_redirect: bool,
+    /// Annotations may name Secrets in other namespaces than their Ingress's
+    /// (`auth-secret`); off, as in ingress-nginx.
+    pub allow_cross_namespace_resources: bool,
 }
 
 impl Default for Options {
@@ -58,6 +61,7 @@ impl Default for Options {
             proxy: ProxyPolicy::default(),
             ssl_redirect: true,
             force_ssl_redirect: false,
+            allow_cross_namespace_resources: false,
         }
     }
 }
@@ -203,6 +207,7 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
                 object,
                 &compiler.default_policy,
                 &compiler.secrets,
+                options.allow_cross_namespace_resources,
                 &mut compiler.diags,
             )
         })
@@ -685,13 +690,13 @@ impl Compiler<'_> {
         let candidate = DefaultBackend {
             backend,
             origin: Some(origin(object, field)),
-            policy: Some(RoutePolicy {
+            policy: Some(Arc::new(RoutePolicy {
                 ssl_redirect: false,
                 force_ssl_redirect: false,
                 redirect: None,
                 rewrite: None,
                 ..settings.policy.clone()
-            }),
+            })),
         };
         if let Err(existing) = self.builder.default_backend(candidate) {
             let by = existing

@@ -41,6 +41,12 @@ pub mod values {
         syntax::parse_size(value)
     }
 
+    /// Whether a Secret value is a password hash basic authentication can verify: the
+    /// values an `auth-map` Secret holds, which the Kubernetes source keeps.
+    pub fn password_hash(value: &[u8]) -> bool {
+        crate::annotations::is_password_hash(value)
+    }
+
     /// `proxy-next-upstream` conditions.
     pub fn next_upstream(value: &str) -> Result<NextUpstream, String> {
         syntax::parse_next_upstream(value)

@@ -468,6 +468,11 @@ pub(crate) struct CompileArgs {
     /// force-ssl-redirect annotation says otherwise (TLS terminated in front).
     #[arg(long, value_name = "BOOL", env = "VESTIBULE_FORCE_SSL_REDIRECT", default_value_t = false, action = clap::ArgAction::Set)]
     pub force_ssl_redirect: bool,
+
+    /// Let annotations name Secrets in other namespaces than their Ingress's (auth-secret),
+    /// as ingress-nginx's allow-cross-namespace-resources.
+    #[arg(long, value_name = "BOOL", env = "VESTIBULE_ALLOW_CROSS_NAMESPACE_RESOURCES", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_cross_namespace_resources: bool,
 }
 
 impl CompileArgs {
@@ -482,6 +487,7 @@ impl CompileArgs {
             proxy: vestibule_model::ProxyPolicy::default(),
             ssl_redirect: self.ssl_redirect,
             force_ssl_redirect: self.force_ssl_redirect,
+            allow_cross_namespace_resources: self.allow_cross_namespace_resources,
         }
     }
 }

@@ -471,3 +471,115 @@ async fn proxy_buffer_size_raises_the_response_head_limit_and_buffering_keys_are
         "{found:#?}"
     );
 }
+
+/// Hashes of "password", in each format nginx reads from an htpasswd file.
+const APR1: &str = "$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00";
+const BCRYPT: &str = "$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe";
+const SHA: &str = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=";
+const SHA512: &str = "$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/";
+
+fn basic(user: &str, password: &str) -> String {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Authorization: Basic {encoded}\r\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn basic_auth_lets_in_the_users_of_the_secret_and_no_one_else() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    let protected = |name: &str, host: &str, secret: &str| {
+        ingress("default", name)
+            .host(host)
+            .prefix("/", svc("web", 80))
+            .annotation(&key("auth-type"), "basic")
+            .annotation(&key("auth-secret"), secret)
+            .annotation(&key("auth-realm"), "Staff only")
+    };
+    write_world(
+        &dir,
+        vec![
+            protected("staff", "staff.example", "users"),
+            protected("mapped", "map.example", "user-map")
+                .annotation(&key("auth-secret-type"), "auth-map"),
+            protected("foreign", "foreign.example", "other/users"),
+            protected("missing", "missing.example", "nobody"),
+        ],
+        &[("web", &[&web])],
+    );
+    let secrets = format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: users, namespace: default}}\ntype: Opaque\n\
+         stringData:\n  auth: |\n    ann:{APR1}\n    bob:{BCRYPT}\n    # a comment\n    cid:{SHA}\n    \
+         not a user line\n    eve:plaintext\n    dan:{SHA512}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: user-map, namespace: default}}\ntype: Opaque\n\
+         stringData:\n  zed: \"{SHA}\"\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: users, namespace: other}}\ntype: Opaque\n\
+         stringData:\n  auth: \"ann:{APR1}\"\n"
+    );
+    dir.write_raw("secrets.yaml", &secrets).unwrap();
+    let v = Vestibule::start(dir.path(), &[]);
+
+    let denied = get(&v, "staff.example", "/", "").await;
+    assert_eq!(denied.status, 401);
+    assert_eq!(
+        denied.header("www-authenticate"),
+        Some("Basic realm=\"Staff only\"")
+    );
+    for user in ["ann", "bob", "cid", "dan"] {
+        // Twice: the second time from what was remembered.
+        for _ in 0..2 {
+            let reply = echoed(&get(&v, "staff.example", "/", &basic(user, "password")).await);
+            assert_eq!(
+                reply.header("authorization"),
+                None,
+                "{user}: credentials stay here"
+            );
+        }
+    }
+    for (user, password) in [
+        ("ann", "wrong"),
+        ("eve", "plaintext"),
+        ("nobody", "password"),
+    ] {
+        let refused = get(&v, "staff.example", "/", &basic(user, password)).await;
+        assert_eq!(refused.status, 401, "{user}");
+    }
+    let garbage = get(&v, "staff.example", "/", "Authorization: Basic %%%\r\n").await;
+    assert_eq!(garbage.status, 401);
+    assert_eq!(
+        echoed(&get(&v, "map.example", "/", &basic("zed", "password")).await).name,
+        "web"
+    );
+    // A Secret of another namespace, or none: closed.
+    let ann = basic("ann", "password");
+    assert_eq!(get(&v, "foreign.example", "/", &ann).await.status, 503);
+    assert_eq!(get(&v, "missing.example", "/", &ann).await.status, 503);
+
+    let found = diagnostics(&v.config().await);
+    assert!(
+        has(&found, &["error default/staff", "line 5", "not user:hash"]),
+        "{found:#?}"
+    );
+    assert!(
+        has(&found, &["error default/staff", "line 6", "not hashed"]),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            &found,
+            &["error default/foreign", "--allow-cross-namespace-resources"]
+        ),
+        "{found:#?}"
+    );
+    let shown = format!("{found:?} {}", v.config().await);
+    assert!(
+        !shown.contains("plaintext") && !shown.contains("lZL6V"),
+        "no password or hash shown"
+    );
+
+    let open = Vestibule::start(dir.path(), &["--allow-cross-namespace-resources", "true"]);
+    assert_eq!(
+        echoed(&get(&open, "foreign.example", "/", &ann).await).name,
+        "web"
+    );
+}

@@ -21,7 +21,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
-use vestibule_translate::{Options, Snapshot};
+use vestibule_translate::{Options, Snapshot, values};
 
 use crate::{Debounce, SourceSnapshot};
 
@@ -32,8 +32,9 @@ const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 const TLS_TYPE: &str = "kubernetes.io/tls";
 /// The only keys of a TLS Secret the compile reads.
 const TLS_SECRET_KEYS: [&str; 3] = ["tls.crt", "tls.key", "ca.crt"];
-/// The only key of any other Secret the compile reads: the CA that `proxy-ssl-secret` names.
-const CA_SECRET_KEYS: [&str; 1] = ["ca.crt"];
+/// The keys of any other Secret the compile reads: the CA that `proxy-ssl-secret` names, and
+/// the htpasswd file of `auth-secret`.
+const OPAQUE_SECRET_KEYS: [&str; 2] = ["ca.crt", "auth"];
 /// The Secret types listed and watched: certificates, and the CAs that `proxy-ssl-secret`
 /// names, which users create as either (`kubectl create secret generic --from-file=ca.crt`
 /// makes an Opaque one). Other types (service account tokens, Helm releases, registry
@@ -430,14 +431,19 @@ impl Watched for Secret {
         meta.managed_fields = None;
         meta.annotations = None;
         self.string_data = None;
-        // An Opaque Secret may hold anything (an application's passwords): only its CA is
-        // kept.
-        let keys: &[&str] = match self.type_.as_deref() {
-            Some(TLS_TYPE) => &TLS_SECRET_KEYS,
-            _ => &CA_SECRET_KEYS,
+        // An Opaque Secret may hold anything (an application's passwords): only what the
+        // compile reads is kept: its CA, an htpasswd file (`auth`), and the values that are
+        // password hashes (an `auth-map`, whose keys are user names).
+        let tls = self.type_.as_deref() == Some(TLS_TYPE);
+        let keys: &[&str] = if tls {
+            &TLS_SECRET_KEYS
+        } else {
+            &OPAQUE_SECRET_KEYS
         };
         if let Some(data) = &mut self.data {
-            data.retain(|key, _| keys.contains(&key.as_str()));
+            data.retain(|key, value| {
+                keys.contains(&key.as_str()) || (!tls && values::password_hash(&value.0))
+            });
         }
     }
 
@@ -478,8 +484,13 @@ mod tests {
             kept(secret(TLS_TYPE, &all)),
             ["ca.crt", "tls.crt", "tls.key"]
         );
-        // An Opaque Secret is read for its CA alone, whatever else it holds.
+        // An Opaque Secret is read for its CA and its users alone, whatever else it holds.
         assert_eq!(kept(secret("Opaque", &all)), ["ca.crt"]);
         assert!(kept(secret("Opaque", &["password"])).is_empty());
+        let mut users = secret("Opaque", &["auth", "token"]);
+        let data = users.data.get_or_insert_default();
+        data.insert("ann".into(), ByteString(b"$apr1$salt$hash".to_vec()));
+        data.insert("bob".into(), ByteString(b"plain".to_vec()));
+        assert_eq!(kept(users), ["ann", "auth"]);
     }
 }

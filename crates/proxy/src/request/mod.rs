@@ -5,6 +5,7 @@
 //! returns what it decided, and the request's one record is filled in from those results
 //! here, then handed to observability when the response is done.
 
+pub(crate) mod access;
 mod early;
 mod forwarded;
 mod head;
@@ -57,6 +58,8 @@ struct Ready<'u> {
     tunnel: Option<tunnel::Tunnel>,
     cluster: vestibule_model::ClusterId,
     client_ip: std::net::IpAddr,
+    /// A password to verify before anything is sent.
+    pending: Option<access::Pending>,
 }
 
 /// What every request reads: the installed configuration, the upstream pool (one for every
@@ -86,7 +89,13 @@ impl Shared {
         let uri = std::mem::take(&mut parts.uri);
         let answered = match self.prepare(client, &uri, parts, body, &request_id, &mut record) {
             Ok(Prepared::Answered(response)) => Ok(response),
-            Ok(Prepared::Send(mut ready)) => {
+            Ok(Prepared::Send(mut ready)) => 'sent: {
+                // Access control, the part that waits: a password not verified before.
+                if let Some(pending) = ready.pending.take()
+                    && let Err(refused) = pending.verify().await
+                {
+                    break 'sent Err(refused);
+                }
                 // Send with retries.
                 let balancing = pick::Balancing::new(
                     &ready.routed,
@@ -164,8 +173,9 @@ impl Shared {
             return answer.map(Prepared::Answered);
         }
 
-        // Access control: fail closed, then the route's own limit on the body.
+        // Access control: fail closed, basic authentication, the route's limit on the body.
         routed.check_access()?;
+        let pending = access::basic(routed.state().basic_auth.as_ref(), &mut parts.headers)?;
         routed.check_length(head.content_length)?;
 
         // Rewrite.
@@ -190,6 +200,7 @@ impl Shared {
             tunnel,
             cluster,
             client_ip,
+            pending,
         }))
     }
 

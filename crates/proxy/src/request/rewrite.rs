@@ -147,6 +147,7 @@ mod tests {
             redirect: None,
             rewrite: rewrite.map(Arc::new),
             upstream_host: host.map(HeaderValue::from_static),
+            basic_auth: None,
             upstream: None,
             stats: None,
         }

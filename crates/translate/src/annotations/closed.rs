@@ -1,4 +1,4 @@
-//! Fail closed: the annotations that protect a route (authentication, client certificates,
+//! Fail closed: the annotations that protect a route (external authentication, client certificates,
 //! allow and deny lists, request rate limits, `ssl-passthrough`) that Vestibule cannot honour
 //! yet close the Ingress's paths (503) instead of leaving them open.
 
@@ -28,14 +28,15 @@ const KEYS: &[&str] = &[
 const BANDWIDTH: &[&str] = &["limit-rate", "limit-rate-after"];
 
 pub(super) fn knows(short: &str) -> bool {
-    short.starts_with("auth-")
+    (short.starts_with("auth-") && !super::auth::KEYS.contains(&short))
         || short == "enable-global-auth"
         || KEYS.contains(&short)
         || BANDWIDTH.contains(&short)
 }
 
-pub(super) fn read(reader: &mut Reader<'_>, settings: &mut IngressSettings) {
-    let mut closing = Vec::new();
+/// `closing`: keys another family already found it cannot honour.
+pub(super) fn read(reader: &mut Reader<'_>, settings: &mut IngressSettings, closing: &[&str]) {
+    let mut closing = closing.to_vec();
     let keys: Vec<(&str, &str)> = reader
         .values
         .iter()

@@ -1,0 +1,110 @@
+//! Who may use a route: the credentials of basic authentication (`auth-type: basic`). Data
+//! only; the proxy verifies passwords against it. Password hashes never leave this type:
+//! neither `Debug` nor `Serialize` shows them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::hash::{DefaultHasher, Hash, Hasher};
+
+use serde::{Serialize, Serializer};
+
+/// The users of one `auth-secret`, and the realm the browser is told.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BasicAuth {
+    pub realm: Box<str>,
+    /// `namespace/name` of the Secret, for `/debug/config` and the log.
+    pub source: Box<str>,
+    /// Changes whenever the users, their hashes or the realm do: a cache of verified
+    /// passwords made for one version is never consulted for another.
+    pub version: u64,
+    users: HashMap<Box<str>, Box<str>>,
+}
+
+impl BasicAuth {
+    /// `users`: user name and password hash. A user named twice keeps the first hash, as
+    /// nginx reads an htpasswd file from the top.
+    pub fn new(
+        realm: &str,
+        source: &str,
+        users: impl IntoIterator<Item = (String, String)>,
+    ) -> BasicAuth {
+        let mut map: HashMap<Box<str>, Box<str>> = HashMap::new();
+        for (user, hash) in users {
+            map.entry(user.into()).or_insert_with(|| hash.into());
+        }
+        let mut sorted: Vec<(&Box<str>, &Box<str>)> = map.iter().collect();
+        sorted.sort();
+        let mut hasher = DefaultHasher::new();
+        (realm, source, sorted).hash(&mut hasher);
+        BasicAuth {
+            realm: realm.into(),
+            source: source.into(),
+            version: hasher.finish(),
+            users: map,
+        }
+    }
+
+    /// The password hash of `user`, if it is one.
+    pub fn hash_of(&self, user: &str) -> Option<&str> {
+        self.users.get(user).map(|h| &**h)
+    }
+
+    pub fn user_count(&self) -> usize {
+        self.users.len()
+    }
+}
+
+impl fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("realm", &self.realm)
+            .field("source", &self.source)
+            .field("users", &self.users.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Serialize for BasicAuth {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct View<'a> {
+            realm: &'a str,
+            secret: &'a str,
+            users: usize,
+        }
+        View {
+            realm: &self.realm,
+            secret: &self.source,
+            users: self.users.len(),
+        }
+        .serialize(serializer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(users: &[(&str, &str)]) -> BasicAuth {
+        let users = users
+            .iter()
+            .map(|(u, h)| ((*u).to_owned(), (*h).to_owned()));
+        BasicAuth::new("Private", "default/users", users)
+    }
+
+    #[test]
+    fn hashes_are_looked_up_but_never_shown() {
+        let a = auth(&[("ann", "{SHA}secret-hash"), ("ann", "{SHA}second")]);
+        assert_eq!(a.hash_of("ann"), Some("{SHA}secret-hash"));
+        assert_eq!(a.hash_of("bob"), None);
+        let shown = format!("{a:?} {}", serde_json::to_string(&a).unwrap_or_default());
+        assert!(!shown.contains("secret-hash"), "{shown}");
+    }
+
+    #[test]
+    fn the_version_follows_the_content() {
+        let a = auth(&[("ann", "h1"), ("bob", "h2")]);
+        assert_eq!(a.version, auth(&[("bob", "h2"), ("ann", "h1")]).version);
+        assert_ne!(a.version, auth(&[("ann", "h1"), ("bob", "h3")]).version);
+    }
+}
