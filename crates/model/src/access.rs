@@ -1,12 +1,40 @@
-//! Who may use a route: the credentials of basic authentication (`auth-type: basic`). Data
-//! only; the proxy verifies passwords against it. Password hashes never leave this type:
-//! neither `Debug` nor `Serialize` shows them.
+//! Who may use a route: the credentials of basic authentication (`auth-type: basic`), and the
+//! external authentication service of `auth-url`. Data only; the proxy verifies passwords
+//! and asks the service. Password hashes never leave this module: neither `Debug` nor
+//! `Serialize` shows them.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Serialize, Serializer};
+
+use crate::template::Template;
+
+/// `auth-url` and its companions: a service asked, for every request, whether it may go on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ExternalAuth {
+    /// The service: `https` or plain HTTP.
+    pub https: bool,
+    /// Its host name or address, and port.
+    pub host: Box<str>,
+    pub port: u16,
+    /// The path and query asked for, with variables.
+    pub target: Template,
+    /// `auth-method`: GET unless set.
+    pub method: Box<str>,
+    /// `auth-signin` with the redirect parameter already added: where a 401 sends the
+    /// client instead.
+    pub signin: Option<Template>,
+    /// `auth-response-headers`, lower case: set on the upstream request from the service's
+    /// answer, or removed from it when the answer lacks them.
+    pub response_headers: Vec<Box<str>>,
+    /// `auth-request-redirect`: `X-Auth-Request-Redirect`; the request target when unset.
+    pub request_redirect: Option<Template>,
+    /// `auth-always-set-cookie`: the service's `Set-Cookie` on every response, not only
+    /// successful ones.
+    pub always_set_cookie: bool,
+}
 
 /// The users of one `auth-secret`, and the realm the browser is told.
 #[derive(Clone, PartialEq, Eq)]

@@ -14,9 +14,10 @@ mod precedence;
 mod router;
 mod rules;
 mod table;
+mod template;
 mod tls;
 
-pub use access::BasicAuth;
+pub use access::{BasicAuth, ExternalAuth};
 pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, UpstreamProtocol};
 pub use host::{HostError, HostPattern, request_host};
 pub use path::{PathError, PathKind, PathRule, normalize_request_path};
@@ -30,4 +31,5 @@ pub use table::{
     Backend, Conflict, DefaultBackend, Lookup, Route, RouteId, RouteOrigin, RoutePolicy,
     RouteTable, TableBuilder, Target, VirtualHost,
 };
+pub use template::{Template, Var, escape_component};
 pub use tls::{Certificate, CertificateInfo, CertificateRef, KeyFormat, TlsBuilder, TlsHosts};

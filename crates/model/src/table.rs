@@ -8,7 +8,7 @@ use serde::ser::{SerializeStruct, Serializer};
 
 use std::sync::Arc;
 
-use crate::access::BasicAuth;
+use crate::access::{BasicAuth, ExternalAuth};
 use crate::cluster::{Cluster, ClusterId, ClusterKey, Endpoint, UpstreamProtocol};
 use crate::host::{HostPattern, wildcard_suffix};
 use crate::path::{PathKind, PathRule};
@@ -59,6 +59,8 @@ pub struct RoutePolicy {
     pub upstream_host: Option<Arc<str>>,
     /// Requests must carry a user and password of these (`auth-type: basic`).
     pub basic_auth: Option<Arc<BasicAuth>>,
+    /// Every request is first put to this service (`auth-url`, or `--global-auth-url`).
+    pub external_auth: Option<Arc<ExternalAuth>>,
 }
 
 impl Default for RoutePolicy {
@@ -72,6 +74,7 @@ impl Default for RoutePolicy {
             rewrite: None,
             upstream_host: None,
             basic_auth: None,
+            external_auth: None,
         }
     }
 }

@@ -11,14 +11,15 @@ use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 use tracing::error;
 use vestibule_model::{
-    Backend, BackendProtocol, Certificate, ClusterKey, ProxyPolicy, Redirect, Refusal, Rewrite,
-    RouteId, RouteOrigin, RoutePolicy, RouteTable, UpstreamProtocol,
+    Backend, BackendProtocol, Certificate, ClusterKey, EndpointAddress, ExternalAuth, ProxyPolicy,
+    Redirect, Refusal, Rewrite, RouteId, RouteOrigin, RoutePolicy, RouteTable, UpstreamProtocol,
 };
 
 use crate::balance::ClusterBalancer;
 use crate::crypto::{certified_key, provider};
 use crate::observe::metrics::{Metrics, RouteLabels, RouteStats};
 use crate::request::access::BasicGuard;
+use crate::request::auth::AuthService;
 use crate::upstream::tls::{TlsClients, TlsResolved};
 
 /// One installed table and the state that goes with its clusters and routes.
@@ -61,6 +62,8 @@ pub(crate) struct RouteState {
     pub(crate) upstream_host: Option<HeaderValue>,
     /// Users and password checks of basic authentication.
     pub(crate) basic_auth: Option<Arc<BasicGuard>>,
+    /// The service every request is first put to (`auth-url`).
+    pub(crate) external_auth: Option<Arc<AuthService>>,
     /// How its requests reach the backend; `None` for a backend that cannot be served.
     pub(crate) upstream: Option<Upstream>,
     /// Its metrics, when metrics are on.
@@ -157,6 +160,7 @@ impl Runtime {
                 rewrite: None,
                 upstream_host: None,
                 basic_auth: None,
+                external_auth: None,
                 upstream: None,
                 stats: None,
             },
@@ -227,9 +231,30 @@ impl Settle<'_> {
                     .cloned()
                     .unwrap_or_else(|| Arc::new(BasicGuard::new(Arc::clone(auth))))
             }),
+            external_auth: policy
+                .external_auth
+                .as_ref()
+                .map(|auth| Arc::new(self.auth_service(auth))),
             upstream,
             stats,
         }
+    }
+
+    /// How an external authentication service is reached: its address and TLS client,
+    /// settled like an upstream's.
+    fn auth_service(&mut self, auth: &Arc<ExternalAuth>) -> AuthService {
+        let endpoint = match auth.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => EndpointAddress::Socket(std::net::SocketAddr::new(ip, auth.port)),
+            Err(_) => EndpointAddress::Dns {
+                host: auth.host.clone(),
+                port: auth.port,
+            },
+        };
+        let tls = auth.https.then(|| {
+            self.tls_clients
+                .resolve(self.previous_clients, None, false, &auth.host)
+        });
+        AuthService::new(Arc::clone(auth), endpoint, tls)
     }
 
     fn upstream(&mut self, backend: &Backend, policy: &ProxyPolicy) -> Option<Upstream> {

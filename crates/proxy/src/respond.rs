@@ -37,7 +37,14 @@ pub enum ProxyError {
     /// The route wants a user and password, and the request has none that are right; the
     /// value is the `WWW-Authenticate` challenge.
     #[error("authentication required")]
-    Unauthorized(HeaderValue),
+    Unauthorized(Option<HeaderValue>),
+    /// The authentication service said no (403).
+    #[error("the authentication service refused the request")]
+    Forbidden,
+    /// The authentication service could not be asked, or answered other than 2xx, 401 or
+    /// 403: a 500, as nginx's `auth_request` gives.
+    #[error("authentication failed: {0}")]
+    AuthFailed(Box<str>),
     /// The route's Ingress asks for protection Vestibule cannot give (fail closed).
     #[error("refused: the Ingress asks for {0}, which is not supported")]
     Refused(Box<str>),
@@ -52,6 +59,8 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
             ProxyError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ProxyError::Forbidden => StatusCode::FORBIDDEN,
+            ProxyError::AuthFailed(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ProxyError::BackendUnavailable(_)
             | ProxyError::NoEndpoints(_)
             | ProxyError::Refused(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -72,6 +81,8 @@ impl ProxyError {
             ProxyError::BadRequest(why) => why,
             ProxyError::NoRoute => "no route for this host and path",
             ProxyError::Unauthorized(_) => "authentication required",
+            ProxyError::Forbidden => "access to this route is denied",
+            ProxyError::AuthFailed(_) => "authentication could not be checked",
             ProxyError::BackendUnavailable(_) => "the backend for this route is not available",
             ProxyError::NoEndpoints(_) => "the backend has no ready endpoints",
             ProxyError::Refused(_) => "this route is closed until its protection is available",
@@ -91,6 +102,8 @@ impl ProxyError {
         match self {
             ProxyError::NoRoute => "12",
             ProxyError::Unauthorized(_) => "16",
+            ProxyError::Forbidden => "7",
+            ProxyError::AuthFailed(_) => "13",
             ProxyError::UpstreamTimeout { .. } | ProxyError::RequestTimeout => "4",
             ProxyError::PayloadTooLarge(_) | ProxyError::HeadersTooLarge => "8",
             ProxyError::BadRequest(_) | ProxyError::UriTooLong => "13",
@@ -133,7 +146,7 @@ impl Style {
 /// The response for an error.
 pub(crate) fn error_response(error: &ProxyError, style: Style) -> Response<ProxyBody> {
     let mut response = error_body(error, style);
-    if let ProxyError::Unauthorized(challenge) = error {
+    if let ProxyError::Unauthorized(Some(challenge)) = error {
         response
             .headers_mut()
             .insert(http::header::WWW_AUTHENTICATE, challenge.clone());
@@ -252,9 +265,11 @@ mod tests {
             (ProxyError::BadRequest("the path is not valid"), 400),
             (ProxyError::NoRoute, 404),
             (
-                ProxyError::Unauthorized(HeaderValue::from_static("Basic realm=\"x\"")),
+                ProxyError::Unauthorized(Some(HeaderValue::from_static("Basic realm=\"x\""))),
                 401,
             ),
+            (ProxyError::Forbidden, 403),
+            (ProxyError::AuthFailed("auth.example: refused".into()), 500),
             (ProxyError::Refused("auth-url".into()), 503),
             (ProxyError::RequestTimeout, 408),
             (

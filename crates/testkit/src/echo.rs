@@ -60,6 +60,8 @@ pub struct Counters {
     pub answered: AtomicUsize,
     /// Connections accepted.
     pub connections: AtomicUsize,
+    /// The description of the last request that asked to be kept (`record=1`).
+    pub last: std::sync::Mutex<Option<Bytes>>,
 }
 
 impl Echo {
@@ -92,6 +94,12 @@ impl Echo {
 
     pub fn port(&self) -> u16 {
         self.addr.port()
+    }
+
+    /// The last request that asked to be kept (`record=1`), as the backend saw it.
+    pub fn last_recorded(&self) -> Option<EchoReply> {
+        let last = self.counters.last.lock().ok()?.clone()?;
+        serde_json::from_slice(&last).ok()
     }
 
     /// Requests answered so far.
@@ -160,7 +168,9 @@ const MAX_BYTES: usize = 16 << 20;
 
 /// Answers with the JSON description. Query parameters change the behaviour for tests:
 /// `delay_ms=N` waits before answering, `status=N` sets the status code, `bytes=N` answers
-/// N bytes of text (at most 16 MiB) in place of the description, as a page or an asset would.
+/// N bytes of text (at most 16 MiB) in place of the description, as a page or an asset would;
+/// `header=name:value` (repeatable) adds a response field, and `record=1` keeps the request's
+/// description for [`Echo::last_recorded`]: with both, an echo plays an authentication service.
 async fn respond(
     req: Request<Incoming>,
     name: Arc<str>,
@@ -186,12 +196,31 @@ async fn respond(
         Some(n) => (padding(n), "text/plain"),
         None => (describe(&parts, &name, body_len), "application/json"),
     };
+    if query_param(query, "record").is_some()
+        && let Ok(mut last) = counters.last.lock()
+    {
+        *last = Some(describe(&parts, &name, body_len));
+    }
     let mut response = Response::new(Full::new(body));
     *response.status_mut() = status;
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(content_type),
     );
+    let added = query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| pair.strip_prefix("header="))
+        .filter_map(|field| field.split_once(':'));
+    for (field, value) in added {
+        if let (Ok(field), Ok(value)) = (
+            http::HeaderName::from_bytes(field.as_bytes()),
+            http::HeaderValue::from_str(value),
+        ) {
+            headers.append(field, value);
+        }
+    }
     Ok(response)
 }
 

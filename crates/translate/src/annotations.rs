@@ -5,12 +5,14 @@
 mod auth;
 mod buffering;
 mod closed;
+mod external;
 mod hosts;
 mod redirect;
 mod rewrite;
 pub(crate) mod syntax;
 
 pub(crate) use auth::is_password_hash;
+pub use external::{AuthValues, external_auth};
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -141,12 +143,16 @@ pub(crate) fn read(
         policy: defaults.clone(),
         ..IngressSettings::default()
     };
+    // The global authentication is the default; `auth-url` or `enable-global-auth: "false"`
+    // replaces it, once read below.
+    let global = settings.policy.external_auth.take();
     let values: BTreeMap<&str, &str> = annotations
         .into_iter()
         .flatten()
         .filter_map(|(key, value)| Some((key.strip_prefix(PREFIX)?, value.as_str())))
         .collect();
     if values.is_empty() {
+        settings.policy.external_auth = global;
         return settings;
     }
     let mut reader = Reader {
@@ -173,7 +179,8 @@ pub(crate) fn read(
             settings.policy.proxy = Arc::new(proxy);
         }
     }
-    let closing = auth::read(&mut reader, &mut settings, secrets, cross_namespace);
+    let mut closing = auth::read(&mut reader, &mut settings, secrets, cross_namespace);
+    closing.extend(external::read(&mut reader, &mut settings, global.as_ref()));
     closed::read(&mut reader, &mut settings, &closing);
     redirect::read(&mut reader, &mut settings);
     rewrite::read(&mut reader, &mut settings);
@@ -203,6 +210,7 @@ fn known(short: &str) -> bool {
         || PROXY_KEYS.contains(&short)
         || buffering::KEYS.contains(&short)
         || auth::KEYS.contains(&short)
+        || external::KEYS.contains(&short)
         || closed::knows(short)
         || redirect::KEYS.contains(&short)
         || rewrite::KEYS.contains(&short)

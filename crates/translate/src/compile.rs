@@ -8,8 +8,9 @@ use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend,
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use vestibule_model::{
-    Backend, Certificate, CertificateRef, DefaultBackend, HostPattern, PathKind, PathRule,
-    ProxyPolicy, Rewrite, RouteOrigin, RoutePolicy, RouteTable, ServerRules, TableBuilder,
+    Backend, Certificate, CertificateRef, DefaultBackend, ExternalAuth, HostPattern, PathKind,
+    PathRule, ProxyPolicy, Rewrite, RouteOrigin, RoutePolicy, RouteTable, ServerRules,
+    TableBuilder,
 };
 
 use crate::annotations::{self, IngressSettings};
@@ -47,6 +48,11 @@ pub struct Options {
     /// Annotations may name Secrets in other namespaces than their Ingress's
     /// (`auth-secret`); off, as in ingress-nginx.
     pub allow_cross_namespace_resources: bool,
+    /// External authentication for every Ingress that has none of its own and does not
+    /// opt out (`--global-auth-url` and its companions).
+    pub global_auth: Option<Arc<ExternalAuth>>,
+    /// Paths that the global authentication spares (`--no-auth-locations`), by prefix.
+    pub no_auth_locations: Vec<String>,
 }
 
 impl Default for Options {
@@ -62,6 +68,8 @@ impl Default for Options {
             ssl_redirect: true,
             force_ssl_redirect: false,
             allow_cross_namespace_resources: false,
+            global_auth: None,
+            no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
         }
     }
 }
@@ -170,6 +178,7 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
             ssl_redirect: options.ssl_redirect,
             force_ssl_redirect: options.force_ssl_redirect,
             proxy: Arc::new(options.proxy.clone()),
+            external_auth: options.global_auth.clone(),
             ..RoutePolicy::default()
         },
         regex_hosts: HashMap::new(),
@@ -358,6 +367,13 @@ impl Compiler<'_> {
         };
         let origin = origin(object, field);
         let mut policy = settings.policy.clone();
+        let spared = |l: &String| raw.starts_with(l.as_str());
+        if let (Some(global), Some(auth)) = (&self.options.global_auth, &policy.external_auth)
+            && Arc::ptr_eq(global, auth)
+            && self.options.no_auth_locations.iter().any(spared)
+        {
+            policy.external_auth = None;
+        }
         if let Some(target) = settings.rewrite_target.as_deref().filter(|t| *t != raw) {
             let prefix = settings.forwarded_prefix.as_deref();
             match Rewrite::new(raw, target, prefix) {

@@ -47,6 +47,8 @@ pub mod values {
         crate::annotations::is_password_hash(value)
     }
 
+    pub use crate::annotations::{AuthValues, external_auth};
+
     /// `proxy-next-upstream` conditions.
     pub fn next_upstream(value: &str) -> Result<NextUpstream, String> {
         syntax::parse_next_upstream(value)

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -19,7 +20,7 @@ pub(crate) enum Command {
     /// Serve traffic, following configuration from manifest files or the Kubernetes API.
     Run(Box<RunArgs>),
     /// Compile manifests offline and print every diagnostic; exit 1 if any object is invalid.
-    Validate(ValidateArgs),
+    Validate(Box<ValidateArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -473,11 +474,83 @@ pub(crate) struct CompileArgs {
     /// as ingress-nginx's allow-cross-namespace-resources.
     #[arg(long, value_name = "BOOL", env = "VESTIBULE_ALLOW_CROSS_NAMESPACE_RESOURCES", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_cross_namespace_resources: bool,
+
+    /// External authentication for every Ingress without an auth-url of its own and without
+    /// enable-global-auth: "false" (ingress-nginx's global-auth-url); nginx variables such as
+    /// $host and $request_uri are allowed after the host.
+    #[arg(long, value_name = "URL", env = "VESTIBULE_GLOBAL_AUTH_URL")]
+    pub global_auth_url: Option<String>,
+
+    /// Method of the global authentication's request.
+    #[arg(long, value_name = "METHOD", env = "VESTIBULE_GLOBAL_AUTH_METHOD")]
+    pub global_auth_method: Option<String>,
+
+    /// Where the global authentication's 401 sends the client (the way back is added as rd=).
+    #[arg(long, value_name = "URL", env = "VESTIBULE_GLOBAL_AUTH_SIGNIN")]
+    pub global_auth_signin: Option<String>,
+
+    /// Name of the query parameter that carries the way back to the sign-in page.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "VESTIBULE_GLOBAL_AUTH_SIGNIN_REDIRECT_PARAM"
+    )]
+    pub global_auth_signin_redirect_param: Option<String>,
+
+    /// Fields of the global authentication's answer set on the upstream request, comma separated.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        env = "VESTIBULE_GLOBAL_AUTH_RESPONSE_HEADERS"
+    )]
+    pub global_auth_response_headers: Option<String>,
+
+    /// X-Auth-Request-Redirect of the global authentication's request.
+    #[arg(
+        long,
+        value_name = "VALUE",
+        env = "VESTIBULE_GLOBAL_AUTH_REQUEST_REDIRECT"
+    )]
+    pub global_auth_request_redirect: Option<String>,
+
+    /// The global authentication's Set-Cookie on every response, not only those below 400.
+    #[arg(long, value_name = "BOOL", env = "VESTIBULE_GLOBAL_AUTH_ALWAYS_SET_COOKIE", default_value_t = false, action = clap::ArgAction::Set)]
+    pub global_auth_always_set_cookie: bool,
+
+    /// Path prefixes that the global authentication spares, comma separated.
+    #[arg(
+        long,
+        value_name = "PATHS",
+        env = "VESTIBULE_NO_AUTH_LOCATIONS",
+        default_value = "/.well-known/acme-challenge",
+        value_delimiter = ','
+    )]
+    pub no_auth_locations: Vec<String>,
 }
 
 impl CompileArgs {
-    pub(crate) fn options(&self) -> Options {
-        Options {
+    /// The global authentication, when `--global-auth-url` is set.
+    fn global_auth(&self) -> anyhow::Result<Option<Arc<vestibule_model::ExternalAuth>>> {
+        let Some(url) = &self.global_auth_url else {
+            return Ok(None);
+        };
+        let values = vestibule_translate::values::AuthValues {
+            url,
+            method: self.global_auth_method.as_deref(),
+            signin: self.global_auth_signin.as_deref(),
+            signin_redirect_param: self.global_auth_signin_redirect_param.as_deref(),
+            response_headers: self.global_auth_response_headers.as_deref(),
+            request_redirect: self.global_auth_request_redirect.as_deref(),
+            always_set_cookie: self.global_auth_always_set_cookie,
+        };
+        match vestibule_translate::values::external_auth(values) {
+            Ok(auth) => Ok(Some(Arc::new(auth))),
+            Err((key, message)) => anyhow::bail!("--global-{key}: {message}"),
+        }
+    }
+
+    pub(crate) fn options(&self) -> anyhow::Result<Options> {
+        Ok(Options {
             controller_class: self.controller_class.clone(),
             ingress_class: self.ingress_class.clone(),
             watch_ingress_without_class: self.watch_ingress_without_class,
@@ -488,7 +561,14 @@ impl CompileArgs {
             ssl_redirect: self.ssl_redirect,
             force_ssl_redirect: self.force_ssl_redirect,
             allow_cross_namespace_resources: self.allow_cross_namespace_resources,
-        }
+            global_auth: self.global_auth()?,
+            no_auth_locations: self
+                .no_auth_locations
+                .iter()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect(),
+        })
     }
 }
 

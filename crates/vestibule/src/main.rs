@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         Command::Run(args) => {
             logging::init(args.log_format, &args.log_level).and_then(|()| run::run(*args))
         }
-        Command::Validate(args) => validate::validate(args),
+        Command::Validate(args) => validate::validate(*args),
     };
     match result {
         Ok(code) => code,

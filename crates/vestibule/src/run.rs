@@ -62,7 +62,7 @@ pub(crate) fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let mut options = args.compile.options();
+    let mut options = args.compile.options()?;
     options.proxy = args.proxy.policy();
     let default_policy = Arc::new(options.proxy.clone());
     let options = Arc::new(options);

@@ -20,7 +20,14 @@ pub(crate) fn validate(args: ValidateArgs) -> anyhow::Result<ExitCode> {
         }
     };
     let current = source.current();
-    let compiled = compile(&current.snapshot, &args.compile.options());
+    let options = match args.compile.options() {
+        Ok(options) => options,
+        Err(e) => {
+            writeln!(err, "error: {e}")?;
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let compiled = compile(&current.snapshot, &options);
     for problem in &current.problems {
         writeln!(out, "{problem}")?;
     }

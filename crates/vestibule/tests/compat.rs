@@ -71,7 +71,7 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
             ingress("default", "guarded")
                 .host("shop.example")
                 .prefix("/admin", svc("web", 80))
-                .annotation(&key("auth-url"), "http://auth.example/check")
+                .annotation(&key("auth-tls-secret"), "default/client-ca")
                 .annotation(&key("whitelist-source-range"), "10.0.0.0/8"),
             ingress("default", "open")
                 .host("shop.example")
@@ -100,7 +100,7 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
     );
 
     let found = diagnostics(&v.config().await);
-    for short in ["auth-url", "whitelist-source-range"] {
+    for short in ["auth-tls-secret", "whitelist-source-range"] {
         assert!(
             has(&found, &["error default/guarded", short, "503"]),
             "{short}: {found:#?}"
@@ -115,7 +115,7 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
         line["level"] == "WARN"
             && line["field"]
                 .as_str()
-                .is_some_and(|f| f.contains("auth-url"))
+                .is_some_and(|f| f.contains("auth-tls-secret"))
     });
 }
 
@@ -582,4 +582,140 @@ async fn basic_auth_lets_in_the_users_of_the_secret_and_no_one_else() {
         echoed(&get(&open, "foreign.example", "/", &ann).await).name,
         "web"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_auth_service_decides_as_ingress_nginx_asks_it() {
+    let web = Echo::start("web").await.unwrap();
+    let service = Echo::start("auth").await.unwrap();
+    let auth_url = |query: &str| format!("http://{}/check?record=1&{query}", service.addr());
+    let dir = ManifestDir::new().unwrap();
+    let guarded = |name: &str, host: &str, query: &str| {
+        ingress("default", name)
+            .host(host)
+            .prefix("/", svc("web", 80))
+            .annotation(&key("auth-url"), &auth_url(query))
+    };
+    write_world(
+        &dir,
+        vec![
+            guarded(
+                "ok",
+                "ok.example",
+                "header=x-auth-request-user:ann&header=set-cookie:_oauth=abc",
+            )
+            .annotation(
+                &key("auth-response-headers"),
+                "X-Auth-Request-User, X-Auth-Request-Email",
+            ),
+            guarded("login", "login.example", "status=401")
+                .annotation(&key("auth-signin"), "https://sso.example/oauth2/start"),
+            guarded(
+                "challenge",
+                "challenge.example",
+                "status=401&header=www-authenticate:Bearer",
+            )
+            .annotation(&key("auth-method"), "POST"),
+            guarded("forbidden", "forbidden.example", "status=403"),
+            guarded("broken", "broken.example", "status=502"),
+            guarded("slow", "slow.example", "delay_ms=5000")
+                .annotation(&key("proxy-read-timeout"), "1"),
+            ingress("default", "gone")
+                .host("gone.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("auth-url"), "http://127.0.0.1:1/check"),
+            ingress("default", "bad")
+                .host("bad.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("auth-url"), "http://$host/check"),
+        ],
+        &[("web", &[&web])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+
+    let spoofed = "X-Auth-Request-Email: mallory@example\r\nCookie: a=1\r\n";
+    let response = get(&v, "ok.example", "/app?q=1", spoofed).await;
+    assert_eq!(response.header("set-cookie"), Some("_oauth=abc"));
+    let reply = echoed(&response);
+    assert_eq!(reply.header("x-auth-request-user"), Some("ann"));
+    assert_eq!(
+        reply.header("x-auth-request-email"),
+        None,
+        "a listed field the answer lacks goes"
+    );
+    let asked = service.last_recorded().unwrap();
+    assert_eq!(asked.method, "GET");
+    assert_eq!(asked.path, "/check");
+    assert_eq!(
+        asked.header("x-original-url"),
+        Some("http://ok.example/app?q=1")
+    );
+    assert_eq!(asked.header("x-original-method"), Some("GET"));
+    assert_eq!(
+        asked.header("x-sent-from"),
+        Some("nginx-ingress-controller")
+    );
+    assert_eq!(asked.header("x-auth-request-redirect"), Some("/app?q=1"));
+    assert_eq!(
+        asked.header("cookie"),
+        Some("a=1"),
+        "the client's fields go along"
+    );
+    assert_eq!(
+        asked.host.as_deref(),
+        Some(service.addr().to_string().as_str())
+    );
+
+    let login = get(&v, "login.example", "/app?x=1", "").await;
+    assert_eq!(login.status, 302);
+    assert_eq!(
+        login.header("location"),
+        Some("https://sso.example/oauth2/start?rd=http://login.example%2Fapp%3Fx%3D1")
+    );
+    let challenge = get(&v, "challenge.example", "/", "").await;
+    assert_eq!(challenge.status, 401);
+    assert_eq!(challenge.header("www-authenticate"), Some("Bearer"));
+    assert_eq!(service.last_recorded().unwrap().method, "POST");
+    assert_eq!(get(&v, "forbidden.example", "/", "").await.status, 403);
+    for host in ["broken.example", "slow.example", "gone.example"] {
+        assert_eq!(get(&v, host, "/", "").await.status, 500, "{host}");
+    }
+    assert_eq!(get(&v, "bad.example", "/", "").await.status, 503);
+    assert_eq!(
+        web.hits(),
+        1,
+        "only the allowed request reached the backend"
+    );
+    let found = diagnostics(&v.config().await);
+    assert!(
+        has(&found, &["error default/bad", "auth-url", "503"]),
+        "{found:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_auth_covers_every_ingress_but_those_that_opt_out_and_acme() {
+    let web = Echo::start("web").await.unwrap();
+    let service = Echo::start("auth").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "plain")
+                .host("plain.example")
+                .prefix("/", svc("web", 80))
+                .exact("/.well-known/acme-challenge/token", svc("web", 80)),
+            ingress("default", "opted-out")
+                .host("open.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("enable-global-auth"), "false"),
+        ],
+        &[("web", &[&web])],
+    );
+    let url = format!("http://{}/check?status=403", service.addr());
+    let v = Vestibule::start(dir.path(), &["--global-auth-url", &url]);
+    assert_eq!(get(&v, "plain.example", "/", "").await.status, 403);
+    let acme = get(&v, "plain.example", "/.well-known/acme-challenge/token", "").await;
+    assert_eq!(echoed(&acme).name, "web");
+    assert_eq!(echoed(&get(&v, "open.example", "/", "").await).name, "web");
 }

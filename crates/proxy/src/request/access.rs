@@ -61,7 +61,7 @@ impl BasicGuard {
     }
 
     fn unauthorized(&self) -> ProxyError {
-        ProxyError::Unauthorized(self.challenge.clone())
+        ProxyError::Unauthorized(Some(self.challenge.clone()))
     }
 }
 

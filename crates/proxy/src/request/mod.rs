@@ -6,6 +6,7 @@
 //! here, then handed to observability when the response is done.
 
 pub(crate) mod access;
+pub(crate) mod auth;
 mod early;
 mod forwarded;
 mod head;
@@ -34,7 +35,16 @@ use crate::observe::record::Record;
 use crate::respond::{ProxyError, Style, error_response};
 use crate::server::client::ClientSide;
 use crate::settings::ProxySettings;
-use crate::upstream::client::Upstreams;
+use crate::upstream::client::{Timeouts, Upstreams};
+
+/// What the phases that wait need of the request's own.
+struct Sending<'a> {
+    client: &'a ClientSide,
+    request_id: &'a HeaderValue,
+    record: &'a mut Record,
+    /// The authentication service's cookies, for whatever response the client gets.
+    cookies: &'a mut Option<auth::AuthCookies>,
+}
 
 /// Where the phases that decide without waiting leave a request.
 // Boxing the large variant would cost an allocation on every proxied request to save stack
@@ -60,6 +70,8 @@ struct Ready<'u> {
     client_ip: std::net::IpAddr,
     /// A password to verify before anything is sent.
     pending: Option<access::Pending>,
+    /// The request's scheme as the client used it.
+    https: bool,
 }
 
 /// What every request reads: the installed configuration, the upstream pool (one for every
@@ -87,40 +99,17 @@ impl Shared {
         let mut record = Record::start(&self.observe, client, &request, &request_id);
         let (mut parts, body) = request.into_parts();
         let uri = std::mem::take(&mut parts.uri);
+        let mut cookies = None;
         let answered = match self.prepare(client, &uri, parts, body, &request_id, &mut record) {
             Ok(Prepared::Answered(response)) => Ok(response),
-            Ok(Prepared::Send(mut ready)) => 'sent: {
-                // Access control, the part that waits: a password not verified before.
-                if let Some(pending) = ready.pending.take()
-                    && let Err(refused) = pending.verify().await
-                {
-                    break 'sent Err(refused);
-                }
-                // Send with retries.
-                let balancing = pick::Balancing::new(
-                    &ready.routed,
-                    ready.cluster,
-                    &ready.head,
-                    ready.rewritten.outgoing.request(),
-                    ready.client_ip,
-                    client.https,
-                );
-                let (routed, rewritten) = (&ready.routed, &mut ready.rewritten);
-                let sent = send::with_retries(
-                    &self.upstreams,
-                    routed,
-                    ready.cluster,
-                    rewritten,
-                    balancing,
-                )
-                .await;
-                record.sent(sent.attempts, ready.rewritten.progress.clone());
-                // Response rules.
-                let read_timeout = ready.routed.state().proxy.read_timeout;
-                let tunnel = ready.tunnel;
-                let cookie = sent.set_cookie;
-                sent.result
-                    .map(|upstream| response::upstream(upstream, tunnel, read_timeout, cookie))
+            Ok(Prepared::Send(ready)) => {
+                let sending = Sending {
+                    client,
+                    request_id: &request_id,
+                    record: &mut record,
+                    cookies: &mut cookies,
+                };
+                self.forward(ready, sending).await
             }
             Err(error) => Err(error),
         };
@@ -132,12 +121,87 @@ impl Shared {
             }
             error_response(&error, style)
         });
+        if let Some(cookies) = cookies {
+            cookies.apply(&mut response);
+        }
         let hsts = self.settings.hsts.as_ref().filter(|_| record.hsts);
         response::every(&mut response, request_id, hsts);
         // Record: handed to observability, counted and logged once the body is done.
         let unrouted = self.dataplane.unrouted_stats();
         record.finish(&self.observe, unrouted, &mut response);
         response
+    }
+
+    /// The phases that wait: access control's (a password not verified before, the
+    /// authentication service), then send with retries, then the response rules.
+    async fn forward(
+        &self,
+        mut ready: Ready<'_>,
+        sending: Sending<'_>,
+    ) -> Result<Response<ProxyBody>, ProxyError> {
+        if let Some(pending) = ready.pending.take() {
+            pending.verify().await?;
+        }
+        if let Some(service) = ready.routed.state().external_auth.clone() {
+            let verdict = self.ask(&service, &ready, sending.request_id).await;
+            *sending.cookies = Some(verdict.cookies);
+            let fields = match verdict.outcome {
+                auth::Outcome::Allowed(fields) => fields,
+                // Vestibule's own answer: the 401, 403 or 500, or the sign-in redirect.
+                auth::Outcome::Answered(answer) => return *answer,
+            };
+            let headers = &mut ready.rewritten.outgoing.request_mut().headers;
+            for (name, value) in fields {
+                match value {
+                    Some(value) => headers.insert(name, value),
+                    None => headers.remove(name),
+                };
+            }
+        }
+        // Send with retries.
+        let balancing = pick::Balancing::new(
+            &ready.routed,
+            ready.cluster,
+            &ready.head,
+            ready.rewritten.outgoing.request(),
+            ready.client_ip,
+            sending.client.https,
+        );
+        let (routed, rewritten) = (&ready.routed, &mut ready.rewritten);
+        let sent =
+            send::with_retries(&self.upstreams, routed, ready.cluster, rewritten, balancing).await;
+        sending
+            .record
+            .sent(sent.attempts, ready.rewritten.progress.clone());
+        // Response rules.
+        let read_timeout = ready.routed.state().proxy.read_timeout;
+        let (tunnel, cookie) = (ready.tunnel, sent.set_cookie);
+        sent.result
+            .map(|upstream| response::upstream(upstream, tunnel, read_timeout, cookie))
+    }
+
+    /// Puts the request to the route's authentication service.
+    async fn ask(
+        &self,
+        service: &auth::AuthService,
+        ready: &Ready<'_>,
+        request_id: &HeaderValue,
+    ) -> auth::Verdict {
+        let request = ready.rewritten.outgoing.request();
+        let host = ready.head.host();
+        let asking = auth::Asking {
+            method: &request.method,
+            headers: &request.headers,
+            authority: &ready.head.authority,
+            host: &host,
+            target: ready.head.target,
+            path: &ready.head.path,
+            https: ready.https,
+            client_ip: ready.client_ip,
+            request_id,
+        };
+        let timeouts = Timeouts::of(&ready.routed.state().proxy);
+        auth::ask(service, &self.upstreams, timeouts, &asking).await
     }
 
     /// The phases that decide without waiting, in order: read the head, route, early
@@ -201,6 +265,7 @@ impl Shared {
             cluster,
             client_ip,
             pending,
+            https,
         }))
     }
 

@@ -148,6 +148,7 @@ mod tests {
             rewrite: rewrite.map(Arc::new),
             upstream_host: host.map(HeaderValue::from_static),
             basic_auth: None,
+            external_auth: None,
             upstream: None,
             stats: None,
         }

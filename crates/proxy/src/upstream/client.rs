@@ -79,6 +79,12 @@ impl<'a> Outgoing<'a> {
     pub(crate) fn request(&self) -> &UpstreamRequest<'a> {
         &self.request
     }
+
+    /// The request, to change before it is sent: the head written for it is dropped.
+    pub(crate) fn request_mut(&mut self) -> &mut UpstreamRequest<'a> {
+        self.head = None;
+        &mut self.request
+    }
 }
 
 /// What came of one attempt.

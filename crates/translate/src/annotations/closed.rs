@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use vestibule_model::Refusal;
 
-use super::syntax::parse_bool;
 use super::{IngressSettings, Reader};
 
 /// Exact keys of the protecting families; every `auth-` key (basic, digest and external
@@ -28,8 +27,9 @@ const KEYS: &[&str] = &[
 const BANDWIDTH: &[&str] = &["limit-rate", "limit-rate-after"];
 
 pub(super) fn knows(short: &str) -> bool {
-    (short.starts_with("auth-") && !super::auth::KEYS.contains(&short))
-        || short == "enable-global-auth"
+    (short.starts_with("auth-")
+        && !super::auth::KEYS.contains(&short)
+        && !super::external::KEYS.contains(&short))
         || KEYS.contains(&short)
         || BANDWIDTH.contains(&short)
 }
@@ -37,34 +37,13 @@ pub(super) fn knows(short: &str) -> bool {
 /// `closing`: keys another family already found it cannot honour.
 pub(super) fn read(reader: &mut Reader<'_>, settings: &mut IngressSettings, closing: &[&str]) {
     let mut closing = closing.to_vec();
-    let keys: Vec<(&str, &str)> = reader
-        .values
-        .iter()
-        .map(|(k, v)| (*k, *v))
-        .filter(|(k, _)| knows(k))
-        .collect();
-    for (short, value) in keys {
+    let keys: Vec<&str> = reader.values.keys().copied().filter(|k| knows(k)).collect();
+    for short in keys {
         if BANDWIDTH.contains(&short) {
             reader.warning(
                 short,
                 "bandwidth limits are not supported yet; responses are sent at full speed",
             );
-        } else if short == "enable-global-auth" {
-            if parse_bool(value).is_some() {
-                reader.info(
-                    short,
-                    "Vestibule has no global authentication, so there is nothing to turn on or off",
-                );
-            } else {
-                reader.error(
-                    short,
-                    format!(
-                        "{value:?} is not a boolean; this Ingress's paths answer 503 rather than \
-                         guess whether they are to be protected"
-                    ),
-                );
-                closing.push(short);
-            }
         } else {
             reader.error(
                 short,

@@ -1,0 +1,318 @@
+//! External authentication (`auth-url` and its companions): every request is first put to a
+//! service (oauth2-proxy, Authelia, …) that says whether it may go on. A value that cannot
+//! be honoured closes the Ingress, as every protecting annotation does.
+
+use std::sync::Arc;
+
+use vestibule_model::{ExternalAuth, Template};
+
+use super::syntax::parse_bool;
+use super::{BOOLEAN, IngressSettings, Reader};
+
+pub(super) const KEYS: &[&str] = &[
+    "auth-url",
+    "auth-method",
+    "auth-signin",
+    "auth-signin-redirect-param",
+    "auth-response-headers",
+    "auth-request-redirect",
+    "auth-always-set-cookie",
+    "auth-cache-key",
+    "auth-cache-duration",
+    "auth-keepalive",
+    "auth-keepalive-requests",
+    "auth-keepalive-timeout",
+    "auth-keepalive-share-vars",
+    "enable-global-auth",
+];
+
+/// The parts of an external authentication as annotations or flags give them.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuthValues<'a> {
+    pub url: &'a str,
+    pub method: Option<&'a str>,
+    pub signin: Option<&'a str>,
+    pub signin_redirect_param: Option<&'a str>,
+    pub response_headers: Option<&'a str>,
+    pub request_redirect: Option<&'a str>,
+    pub always_set_cookie: bool,
+}
+
+/// Compiles an external authentication; the error names the part that is wrong.
+pub fn external_auth(values: AuthValues<'_>) -> Result<ExternalAuth, (&'static str, String)> {
+    let (https, host, port, target) = url(values.url).map_err(|e| ("auth-url", e))?;
+    let method = values.method.unwrap_or("GET");
+    if method.is_empty() || !method.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(("auth-method", format!("{method:?} is not an HTTP method")));
+    }
+    let param = values.signin_redirect_param.unwrap_or("rd");
+    if param.is_empty()
+        || !param
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err((
+            "auth-signin-redirect-param",
+            format!("{param:?} is not a query parameter name"),
+        ));
+    }
+    let signin = values
+        .signin
+        .map(|s| signin_url(s, param))
+        .transpose()
+        .map_err(|e| ("auth-signin", e))?;
+    let mut response_headers = Vec::new();
+    for name in values
+        .response_headers
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+    {
+        if name.is_empty() {
+            continue;
+        }
+        if !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err((
+                "auth-response-headers",
+                format!("{name:?} is not a header name"),
+            ));
+        }
+        response_headers.push(name.to_ascii_lowercase().into());
+    }
+    let request_redirect = values
+        .request_redirect
+        .map(Template::parse)
+        .transpose()
+        .map_err(|e| ("auth-request-redirect", e))?;
+    Ok(ExternalAuth {
+        https,
+        host: host.into(),
+        port,
+        target,
+        method: method.into(),
+        signin,
+        response_headers,
+        request_redirect,
+        always_set_cookie: values.always_set_cookie,
+    })
+}
+
+/// `http(s)://host[:port][/path?query]`: the host literal, the rest a template.
+fn url(value: &str) -> Result<(bool, String, u16, Template), String> {
+    let bad = || format!("{value:?} is not an http or https URL");
+    let (scheme, rest) = value.split_once("://").ok_or_else(bad)?;
+    let https = match scheme.to_ascii_lowercase().as_str() {
+        "https" => true,
+        "http" => false,
+        _ => return Err(bad()),
+    };
+    let (authority, target) = match rest.find(['/', '?']) {
+        Some(at) => (&rest[..at], &rest[at..]),
+        None => (rest, "/"),
+    };
+    let target = if target.starts_with('?') {
+        format!("/{target}")
+    } else {
+        target.to_owned()
+    };
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(':') && !port.contains(']') => (
+            host,
+            port.parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(bad)?,
+        ),
+        _ => (authority, if https { 443 } else { 80 }),
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let valid_host = !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b':'));
+    if !valid_host {
+        return Err(format!(
+            "{value:?}: the host must be a name or an address (variables only after it)"
+        ));
+    }
+    let target = Template::parse(&target)?;
+    Ok((https, host.to_ascii_lowercase(), port, target))
+}
+
+/// `auth-signin` with the parameter that brings the user back, as ingress-nginx adds it.
+fn signin_url(signin: &str, param: &str) -> Result<Template, String> {
+    let back = "$pass_access_scheme://$http_host$escaped_request_uri";
+    let url = match signin.split_once('?') {
+        None => format!("{signin}?{param}={back}"),
+        Some((_, query)) if query.split('&').any(|p| p.split('=').next() == Some(param)) => {
+            signin.to_owned()
+        }
+        Some(_) => format!("{signin}&{param}={back}"),
+    };
+    if !url.starts_with("http://")
+        && !url.starts_with("https://")
+        && !url.starts_with('/')
+        && !url.starts_with('$')
+    {
+        return Err(format!("{signin:?} is not a URL or a path"));
+    }
+    Template::parse(&url)
+}
+
+/// Reads `auth-url` and its companions. Returns the keys that must close the Ingress.
+pub(super) fn read(
+    reader: &mut Reader<'_>,
+    settings: &mut IngressSettings,
+    global: Option<&Arc<ExternalAuth>>,
+) -> Vec<&'static str> {
+    let global_on = match reader.get("enable-global-auth") {
+        None => true,
+        Some(value) => match parse_bool(value) {
+            Some(on) => {
+                if global.is_none() {
+                    reader.info(
+                        "enable-global-auth",
+                        "no --global-auth-url is set, so there is nothing to turn on or off",
+                    );
+                }
+                on
+            }
+            None => {
+                reader.error(
+                    "enable-global-auth",
+                    format!("{value:?} is not {BOOLEAN}; this Ingress's paths answer 503"),
+                );
+                return vec!["enable-global-auth"];
+            }
+        },
+    };
+    let Some(url) = reader.get("auth-url") else {
+        let companions: Vec<&str> = KEYS[1..KEYS.len() - 1]
+            .iter()
+            .copied()
+            .filter(|k| reader.get(k).is_some())
+            .collect();
+        for key in companions {
+            reader.warning(
+                key,
+                "it means something only with auth-url, which is not set",
+            );
+        }
+        if global_on {
+            settings.policy.external_auth = global.cloned();
+        }
+        return Vec::new();
+    };
+    let always = reader
+        .read("auth-always-set-cookie", parse_bool, BOOLEAN, false)
+        .unwrap_or(false);
+    let values = AuthValues {
+        url,
+        method: reader.get("auth-method"),
+        signin: reader.get("auth-signin"),
+        signin_redirect_param: reader.get("auth-signin-redirect-param"),
+        response_headers: reader.get("auth-response-headers"),
+        request_redirect: reader.get("auth-request-redirect"),
+        always_set_cookie: always,
+    };
+    for key in ["auth-cache-key", "auth-cache-duration"] {
+        if reader.get(key).is_some() {
+            reader.warning(
+                key,
+                "answers of the auth service are not cached yet: it is asked for every request",
+            );
+        }
+    }
+    for key in [
+        "auth-keepalive",
+        "auth-keepalive-requests",
+        "auth-keepalive-timeout",
+        "auth-keepalive-share-vars",
+    ] {
+        if reader.get(key).is_some() {
+            reader.info(
+                key,
+                "connections to the auth service are kept alive and pooled as upstream ones are",
+            );
+        }
+    }
+    match external_auth(values) {
+        Ok(auth) => {
+            settings.policy.external_auth = Some(Arc::new(auth));
+            Vec::new()
+        }
+        Err((key, message)) => {
+            reader.error(key, format!("{message}; this Ingress's paths answer 503"));
+            vec!["auth-url"]
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn auth(url: &str, signin: Option<&str>) -> ExternalAuth {
+        external_auth(AuthValues {
+            url,
+            signin,
+            ..AuthValues::default()
+        })
+        .unwrap_or_else(|e| panic!("{url}: {e:?}"))
+    }
+
+    #[test]
+    fn urls_split_into_service_and_target() {
+        let a = auth("https://Auth.Example/oauth2/auth?x=$host", None);
+        assert_eq!((a.https, &*a.host, a.port), (true, "auth.example", 443));
+        assert_eq!(a.target.as_str(), "/oauth2/auth?x=$host");
+        let a = auth("http://10.0.0.7:4180", None);
+        assert_eq!(
+            (a.https, &*a.host, a.port, a.target.as_str()),
+            (false, "10.0.0.7", 4180, "/")
+        );
+        for bad in [
+            "ftp://x/",
+            "http://$host/auth",
+            "http://x:0/",
+            "auth.example/x",
+            "http://x/$nope",
+        ] {
+            assert!(
+                external_auth(AuthValues {
+                    url: bad,
+                    ..AuthValues::default()
+                })
+                .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_signin_url_gets_the_way_back_as_ingress_nginx_adds_it() {
+        let back = "$pass_access_scheme://$http_host$escaped_request_uri";
+        let signin = |s: &str| {
+            auth("http://a/", Some(s))
+                .signin
+                .unwrap()
+                .as_str()
+                .to_owned()
+        };
+        assert_eq!(
+            signin("https://$host/oauth2/start"),
+            format!("https://$host/oauth2/start?rd={back}")
+        );
+        assert_eq!(
+            signin("https://s/start?x=1"),
+            format!("https://s/start?x=1&rd={back}")
+        );
+        assert_eq!(
+            signin("https://s/start?rd=/home"),
+            "https://s/start?rd=/home"
+        );
+    }
+}
