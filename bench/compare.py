@@ -75,6 +75,12 @@ VESTIBULE_ADMIN_PORT = 19312
 BASELINE_ADMIN_PORT = 19315
 
 HOST = "bench.example"
+BASIC_HOST = "basic.bench.example"
+AUTH_URL_HOST = "authurl.bench.example"
+# "password" hashed as htpasswd does by default ($apr1$, MD5 1,000 rounds); the same file for
+# nginx and the same Secret for Vestibule.
+HTPASSWD = "bench:$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00\n"
+BASIC_CREDENTIALS = "Authorization: Basic YmVuY2g6cGFzc3dvcmQ="  # bench:password
 WS_HOST = "ws.example"
 NAMESPACE = "bench"
 BODY = "hello from the compare.py upstream, a small fixed body\n"
@@ -82,7 +88,8 @@ BIG_BYTES = 16 * 1024
 CONNECTIONS = 50
 PROXY_CPU = 0
 ALL_PROXIES = ["direct", "nginx", "haproxy", "vestibule", "baseline"]
-SCENARIOS = ["h1", "h1-16k", "https", "handshakes", "h2", "h1-10k", "churn"]
+SCENARIOS = ["h1", "h1-16k", "https", "handshakes", "h2", "h1-10k", "basic-auth", "auth-url",
+             "churn"]
 TOOLS = {  # command -> Debian package
     "nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client",
     "openssl": "openssl", "taskset": "util-linux", "git": "git",
@@ -236,6 +243,7 @@ class Route:
     service: str
     endpoints: tuple   # ((ip, port), ...)
     group: str         # which manifest file it goes to, so a change rewrites one small file
+    auth: str = ""     # "basic" (the HTPASSWD users) or "url" (the upstream's /auth says yes)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -253,7 +261,10 @@ def bench_route():
 
 
 def small_table(cert):
-    return Table((bench_route(), Route(WS_HOST, "ws", (("127.0.0.1", WS_PORT),), "ws")), cert)
+    upstream = (("127.0.0.1", UPSTREAM_PORT),)
+    return Table((bench_route(), Route(WS_HOST, "ws", (("127.0.0.1", WS_PORT),), "ws"),
+                  Route(BASIC_HOST, "basic", upstream, "auth", auth="basic"),
+                  Route(AUTH_URL_HOST, "authurl", upstream, "auth", auth="url")), cert)
 
 
 def big_table(cert, hosts=10_000):
@@ -302,8 +313,8 @@ def parse_ms(text):
     return float(m.group(1)) * UNITS[m.group(2)]
 
 
-def wrk_cmd(url, seconds, headers=(), connections=CONNECTIONS):
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {HOST}"]
+def wrk_cmd(url, seconds, headers=(), connections=CONNECTIONS, host=HOST):
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-H", f"Host: {host}"]
     for h in headers:
         cmd += ["-H", h]
     return cmd + [url]
@@ -383,7 +394,7 @@ def tls_context(alpn=("http/1.1",)):
     return ctx
 
 
-def get(port, host=HOST, path="/", tls=False, timeout=3, ip="127.0.0.1"):
+def get(port, host=HOST, path="/", tls=False, timeout=3, ip="127.0.0.1", headers=()):
     """(status, body, tls version, certificate sha256) or None when nothing answers."""
     try:
         if tls:
@@ -391,7 +402,9 @@ def get(port, host=HOST, path="/", tls=False, timeout=3, ip="127.0.0.1"):
                                                context=tls_context())
         else:
             conn = http.client.HTTPConnection(ip, port, timeout=timeout)
-        conn.request("GET", path, headers={"Host": host})
+        fields = {"Host": host}
+        fields.update(h.split(": ", 1) for h in headers)
+        conn.request("GET", path, headers=fields)
         resp = conn.getresponse()
         body = resp.read()
         version = cert = None
@@ -671,8 +684,20 @@ def nginx_conf(d, h, s, table, access_log):
         eps = " ".join(f"server {ip}:{port};" for ip, port in r.endpoints)
         upstreams.append(f"  upstream svc_{r.service} {{ {eps} keepalive 64; "
                          "keepalive_requests 1000000; }")
+        auth = ""
+        if r.auth == "basic":
+            htpasswd = os.path.join(d, "htpasswd")
+            write_atomic(htpasswd, HTPASSWD)
+            auth = f'auth_basic "bench"; auth_basic_user_file {htpasswd}; '
+        elif r.auth == "url":
+            # As ingress-nginx writes it: an internal location the subrequest goes to.
+            auth = ("auth_request /_auth; location = /_auth { internal; "
+                    f"proxy_pass http://svc_{r.service}/auth; proxy_pass_request_body off; "
+                    'proxy_set_header Content-Length ""; proxy_set_header X-Forwarded-Proto ""; '
+                    "proxy_set_header X-Original-URL $scheme://$http_host$request_uri; "
+                    "proxy_set_header X-Original-Method $request_method; } ")
         servers.append(f"  server {{ listen 127.0.0.1:{h}; listen 127.0.0.1:{s} ssl http2; "
-                       f"server_name {r.host}; "
+                       f"server_name {r.host}; {auth}"
                        f"location / {{ proxy_pass http://svc_{r.service}; }} }}")
     # The access log carries what Vestibule's JSON line carries, in the same shape.
     fmt = ('{"time":"$time_iso8601","client_ip":"$remote_addr","method":"$request_method",'
@@ -1004,6 +1029,18 @@ class Vestibule(Proxy):
 
     @staticmethod
     def route_yaml(r):
+        annotations = {
+            "basic": {"nginx.ingress.kubernetes.io/auth-type": "basic",
+                      "nginx.ingress.kubernetes.io/auth-secret": "bench-users",
+                      "nginx.ingress.kubernetes.io/auth-realm": "bench"},
+            "url": {"nginx.ingress.kubernetes.io/auth-url":
+                    f"http://{r.endpoints[0][0]}:{r.endpoints[0][1]}/auth"},
+        }.get(r.auth, {})
+        meta = f"{{name: {r.service}, namespace: {NAMESPACE}"
+        if annotations:
+            meta += ", annotations: {" + ", ".join(f'"{k}": "{v}"'
+                                                  for k, v in annotations.items()) + "}"
+        meta += "}"
         eps = "\n".join(f'  - addresses: ["{ip}"]\n    conditions: {{ready: true}}'
                         for ip, _ in r.endpoints)
         # One EndpointSlice's ports apply to all its endpoints; every endpoint here shares
@@ -1011,7 +1048,7 @@ class Vestibule(Proxy):
         port = r.endpoints[0][1]
         return f"""apiVersion: networking.k8s.io/v1
 kind: Ingress
-metadata: {{name: {r.service}, namespace: {NAMESPACE}}}
+metadata: {meta}
 spec:
   ingressClassName: vestibule
   rules:
@@ -1049,6 +1086,9 @@ endpoints:
         files["tls.yaml"] = (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: bench-tls, "
                              f"namespace: {NAMESPACE}}}\ntype: kubernetes.io/tls\nstringData:\n"
                              f"  tls.crt: |\n{indent(crt)}  tls.key: |\n{indent(key)}")
+        files["users.yaml"] = (f"apiVersion: v1\nkind: Secret\nmetadata: {{name: bench-users, "
+                               f"namespace: {NAMESPACE}}}\ntype: Opaque\nstringData:\n"
+                               f"  auth: |\n{indent(HTPASSWD)}")
         groups = {}
         for r in table.routes:
             groups.setdefault(r.group, []).append(self.route_yaml(r))
@@ -1135,6 +1175,7 @@ class Scenario:
     tool: str = "wrk"
     headers: tuple = ()
     unit: str = "req"   # what one "request" counted by the tool is
+    host: str = HOST
 
 
 SCENARIO_DEFS = {
@@ -1146,7 +1187,14 @@ SCENARIO_DEFS = {
     "h2": Scenario("h2", "HTTP/2 over TLS, 10 connections x 100 streams", "small", tls=True,
                    tool="h2load"),
     "h1-10k": Scenario("h1-10k", "h1 with 10,000 hosts loaded", "10k"),
+    "basic-auth": Scenario("basic-auth", "h1 with basic auth ($apr1$ htpasswd)", "small",
+                           headers=(BASIC_CREDENTIALS,), host=BASIC_HOST),
+    "auth-url": Scenario("auth-url", "h1 with external auth (the upstream says yes)", "small",
+                         host=AUTH_URL_HOST),
 }
+
+# Scenarios a proxy is not configured for here (HAProxy has no htpasswd or auth_request).
+UNSUPPORTED = {"haproxy": {"basic-auth", "auth-url"}}
 
 
 def load_cmd(sc, proxy, seconds, log_file=None):
@@ -1154,7 +1202,7 @@ def load_cmd(sc, proxy, seconds, log_file=None):
     url = f"{'https' if sc.tls else 'http'}://127.0.0.1:{port}{sc.path}"
     if sc.tool == "h2load":
         return h2load_cmd(url, seconds, log_file)
-    return wrk_cmd(url, seconds, sc.headers)
+    return wrk_cmd(url, seconds, sc.headers, host=sc.host)
 
 
 def run_load(sc, proxy, seconds, load_cpus):
@@ -1177,10 +1225,18 @@ def run_load(sc, proxy, seconds, load_cpus):
 def check_scenario(sc, proxy, table, load_cpus):
     """Fails loudly unless the proxy serves this scenario's request as the upstream would."""
     where = f"logs: {proxy.where()}"
-    r = get(proxy.https_port if sc.tls else proxy.http_port, path=sc.path, tls=sc.tls)
+    port = proxy.https_port if sc.tls else proxy.http_port
+    # Connection: close would take the socket, and its TLS facts, away before they are read.
+    headers = tuple(h for h in sc.headers if not h.lower().startswith("connection:"))
+    r = get(port, host=sc.host, path=sc.path, tls=sc.tls, headers=headers)
     if not r or r[0] != 200:
-        fail(f"{proxy.name}: GET {sc.path} for {HOST} ({sc.name}) answered "
+        fail(f"{proxy.name}: GET {sc.path} for {sc.host} ({sc.name}) answered "
              f"{r[0] if r else 'nothing'}; {where}")
+    if sc.name == "basic-auth" and proxy.name != "direct":
+        denied = get(port, host=sc.host, path=sc.path)
+        if not denied or denied[0] != 401:
+            fail(f"{proxy.name}: {sc.host} without credentials answered "
+                 f"{denied[0] if denied else 'nothing'}, not 401; {where}")
     status, body, version, _ = r
     if sc.path == "/16k" and len(body) != BIG_BYTES:
         fail(f"{proxy.name}: /16k gave {len(body)} bytes, not {BIG_BYTES}; {where}")
@@ -1718,6 +1774,8 @@ def main():
                 order = args.proxies[rnd % len(args.proxies):] + \
                     args.proxies[:rnd % len(args.proxies)]
                 for p in order:
+                    if name in UNSUPPORTED.get(p, ()):
+                        continue
                     r = measure(sc, proxies[p], tables[sc.table], args)
                     r["round"] = rnd + 1
                     entry["proxies"][p]["rounds"].append(r)

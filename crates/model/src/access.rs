@@ -11,6 +11,39 @@ use serde::{Serialize, Serializer};
 
 use crate::template::Template;
 
+/// How a host treats client certificates (`auth-tls-verify-client`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyClient {
+    /// A valid certificate is required (400 without one).
+    On,
+    /// None may be sent; one that is sent must be valid.
+    Optional,
+    /// Any certificate, or none, is let through; the upstream is told what it was.
+    OptionalNoCa,
+    /// Not asked for.
+    Off,
+}
+
+/// Client certificate authentication (`auth-tls-*`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ClientAuth {
+    /// `namespace/name` of the Secret whose `ca.crt` verifies the certificates.
+    pub source: Box<str>,
+    /// The CA certificates (DER).
+    #[serde(skip)]
+    pub ca: Vec<Vec<u8>>,
+    pub verify: VerifyClient,
+    /// Longest chain accepted, the client's own certificate included (`auth-tls-verify-depth`, 1).
+    pub depth: usize,
+    /// `ssl-client-cert` to the upstream (`auth-tls-pass-certificate-to-upstream`).
+    pub pass_certificate: bool,
+    /// The subject DN must match this regular expression (`auth-tls-match-cn`), else 403.
+    pub match_cn: Option<Box<str>>,
+    /// Where a refused client is redirected (302) instead of the 400 (`auth-tls-error-page`).
+    pub error_page: Option<Box<str>>,
+}
+
 /// `auth-url` and its companions: a service asked, for every request, whether it may go on.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ExternalAuth {

@@ -8,7 +8,7 @@ use serde::ser::{SerializeStruct, Serializer};
 
 use std::sync::Arc;
 
-use crate::access::{BasicAuth, ExternalAuth};
+use crate::access::{BasicAuth, ClientAuth, ExternalAuth, VerifyClient};
 use crate::cluster::{Cluster, ClusterId, ClusterKey, Endpoint, UpstreamProtocol};
 use crate::host::{HostPattern, wildcard_suffix};
 use crate::path::{PathKind, PathRule};
@@ -61,6 +61,8 @@ pub struct RoutePolicy {
     pub basic_auth: Option<Arc<BasicAuth>>,
     /// Every request is first put to this service (`auth-url`, or `--global-auth-url`).
     pub external_auth: Option<Arc<ExternalAuth>>,
+    /// Client certificates are asked for and checked (`auth-tls-*`).
+    pub client_auth: Option<Arc<ClientAuth>>,
 }
 
 impl Default for RoutePolicy {
@@ -75,6 +77,7 @@ impl Default for RoutePolicy {
             upstream_host: None,
             basic_auth: None,
             external_auth: None,
+            client_auth: None,
         }
     }
 }
@@ -108,6 +111,8 @@ pub struct VirtualHost {
     pub server: Option<Arc<ServerRules>>,
     /// Other names that reach this host's routes (`server-alias`).
     pub aliases: Vec<HostPattern>,
+    /// Some route of the host checks client certificates: its TLS handshakes ask for one.
+    pub asks_client_certificate: bool,
     routes: Vec<RouteId>,
 }
 
@@ -199,6 +204,15 @@ impl RouteTable {
             .get(host)
             .or_else(|| wildcard_suffix(host).and_then(|suffix| self.wildcard_hosts.get(suffix)))
             .or(self.catch_all.as_ref())
+    }
+
+    /// Whether a TLS handshake for `server_name` asks the client for a certificate.
+    pub fn asks_client_certificate(&self, server_name: Option<&str>) -> bool {
+        server_name.is_some_and(|name| {
+            let host = crate::host::request_host(name);
+            self.virtual_host(&host)
+                .is_some_and(|v| v.asks_client_certificate)
+        })
     }
 
     /// Every virtual host, in the order they were added.
@@ -358,6 +372,7 @@ impl TableBuilder {
                 tls: false,
                 server: None,
                 aliases: Vec::new(),
+                asks_client_certificate: false,
                 routes: Vec::new(),
             });
             routers.push(RouterBuilder::default());
@@ -412,6 +427,13 @@ impl TableBuilder {
         table.tls = self.tls.build();
         for vhost in &mut table.vhosts {
             vhost.tls = table.tls.has_tls(&vhost.host);
+            vhost.asks_client_certificate = vhost.routes.iter().any(|id| {
+                table.routes[id.0 as usize]
+                    .policy
+                    .client_auth
+                    .as_ref()
+                    .is_some_and(|c| c.verify != VerifyClient::Off)
+            });
         }
         let entries: Vec<HostEntry> = self
             .routers

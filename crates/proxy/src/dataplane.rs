@@ -20,6 +20,7 @@ use crate::crypto::{certified_key, provider};
 use crate::observe::metrics::{Metrics, RouteLabels, RouteStats};
 use crate::request::access::BasicGuard;
 use crate::request::auth::AuthService;
+use crate::request::client_cert::ClientCertGuard;
 use crate::upstream::tls::{TlsClients, TlsResolved};
 
 /// One installed table and the state that goes with its clusters and routes.
@@ -64,6 +65,8 @@ pub(crate) struct RouteState {
     pub(crate) basic_auth: Option<Arc<BasicGuard>>,
     /// The service every request is first put to (`auth-url`).
     pub(crate) external_auth: Option<Arc<AuthService>>,
+    /// The client certificate check (`auth-tls-*`).
+    pub(crate) client_cert: Option<Arc<ClientCertGuard>>,
     /// How its requests reach the backend; `None` for a backend that cannot be served.
     pub(crate) upstream: Option<Upstream>,
     /// Its metrics, when metrics are on.
@@ -161,6 +164,7 @@ impl Runtime {
                 upstream_host: None,
                 basic_auth: None,
                 external_auth: None,
+                client_cert: None,
                 upstream: None,
                 stats: None,
             },
@@ -235,6 +239,10 @@ impl Settle<'_> {
                 .external_auth
                 .as_ref()
                 .map(|auth| Arc::new(self.auth_service(auth))),
+            client_cert: policy
+                .client_auth
+                .as_ref()
+                .map(|auth| Arc::new(ClientCertGuard::new(Arc::clone(auth)))),
             upstream,
             stats,
         }

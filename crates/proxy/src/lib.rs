@@ -30,7 +30,7 @@ pub use respond::ProxyError;
 pub use server::client_ip::{TrustedProxies, TrustedProxiesError};
 pub use server::connection::Server;
 pub use server::listener::{Listener, Scheme, ServeError};
-pub use server::tls::{self_signed_certificate, server_config};
+pub use server::tls::{TlsConfig, self_signed_certificate, server_config};
 pub use settings::{ProxySettings, hsts_header};
 pub use upstream::h1::error::H1Error;
 pub use upstream::pool::UpstreamSettings;

@@ -202,3 +202,65 @@ fn sec1_with_curve(ec: &[u8]) -> Vec<u8> {
     out.extend_from_slice(&content);
     out
 }
+
+/// A certificate authority for client certificates: its certificate (what an
+/// `auth-tls-secret` holds in `ca.crt`) and what it needs to issue more.
+pub struct TestCa {
+    pub cert_pem: String,
+    params: CertificateParams,
+    key: KeyPair,
+}
+
+impl std::fmt::Debug for TestCa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestCa").finish_non_exhaustive()
+    }
+}
+
+/// A new CA whose subject is `CN=<name>`.
+pub fn ca(name: &str) -> TestCa {
+    let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+        .unwrap_or_else(|e| panic!("key generation: {e}"));
+    let mut params = CertificateParams::new(Vec::<String>::new())
+        .unwrap_or_else(|e| panic!("CA parameters: {e}"));
+    params.distinguished_name.push(DnType::CommonName, name);
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    let certificate = params
+        .self_signed(&key)
+        .unwrap_or_else(|e| panic!("self-signing the CA: {e}"));
+    TestCa {
+        cert_pem: certificate.pem(),
+        params,
+        key,
+    }
+}
+
+impl TestCa {
+    /// A client certificate for `CN=<common_name>, O=<organization>`, signed by this CA.
+    pub fn client(&self, common_name: &str, organization: &str) -> TestCert {
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
+            .unwrap_or_else(|e| panic!("key generation: {e}"));
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .unwrap_or_else(|e| panic!("client parameters: {e}"));
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, organization);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let certificate = params
+            .signed_by(&key, &issuer)
+            .unwrap_or_else(|e| panic!("signing the client certificate: {e}"));
+        TestCert {
+            cert_pem: certificate.pem(),
+            key_pem: key.serialize_pem(),
+            der: certificate.der().to_vec(),
+        }
+    }
+}

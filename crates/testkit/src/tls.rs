@@ -89,6 +89,29 @@ pub fn client_config_with(
     Arc::new(config)
 }
 
+/// A client configuration offering `alpn` that presents `cert` when the server asks for a
+/// client certificate.
+pub fn client_config_with_certificate(
+    alpn: &[&str],
+    cert: &crate::certs::TestCert,
+) -> Arc<ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let chain = vec![CertificateDer::from(cert.der.clone())];
+    let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
+        .unwrap_or_else(|e| panic!("client key: {e}"));
+    let mut config = ClientConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .unwrap_or_else(|e| panic!("TLS versions: {e}"))
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAny(provider)))
+        .with_client_auth_cert(chain, key)
+        .unwrap_or_else(|e| panic!("client certificate: {e}"));
+    config.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(config)
+}
+
 /// A finished handshake.
 #[derive(Debug)]
 pub struct Connected {

@@ -4,6 +4,7 @@
 
 mod auth;
 mod buffering;
+mod client_tls;
 mod closed;
 mod external;
 mod hosts;
@@ -181,6 +182,12 @@ pub(crate) fn read(
     }
     let mut closing = auth::read(&mut reader, &mut settings, secrets, cross_namespace);
     closing.extend(external::read(&mut reader, &mut settings, global.as_ref()));
+    closing.extend(client_tls::read(
+        &mut reader,
+        &mut settings,
+        secrets,
+        cross_namespace,
+    ));
     closed::read(&mut reader, &mut settings, &closing);
     redirect::read(&mut reader, &mut settings);
     rewrite::read(&mut reader, &mut settings);
@@ -211,6 +218,7 @@ fn known(short: &str) -> bool {
         || buffering::KEYS.contains(&short)
         || auth::KEYS.contains(&short)
         || external::KEYS.contains(&short)
+        || client_tls::KEYS.contains(&short)
         || closed::knows(short)
         || redirect::KEYS.contains(&short)
         || rewrite::KEYS.contains(&short)

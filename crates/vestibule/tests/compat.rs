@@ -719,3 +719,110 @@ async fn global_auth_covers_every_ingress_but_those_that_opt_out_and_acme() {
     assert_eq!(echoed(&acme).name, "web");
     assert_eq!(echoed(&get(&v, "open.example", "/", "").await).name, "web");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_certificates_are_checked_per_host_in_http_as_nginx_does() {
+    use vestibule_testkit::certs::{ca, cert};
+    use vestibule_testkit::tls::{client_config, client_config_with_certificate, fetch};
+    use vestibule_testkit::{fixtures::ca_secret, tls_secret};
+
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    let hosts = [
+        "mtls.example",
+        "optional.example",
+        "paged.example",
+        "plain.example",
+    ];
+    let site = |name: &str, host: &str| {
+        ingress("default", name)
+            .host(host)
+            .prefix("/", svc("web", 80))
+            .tls(&[host], "site-tls")
+    };
+    write_world(
+        &dir,
+        vec![
+            site("mtls", "mtls.example")
+                .annotation(&key("auth-tls-secret"), "default/client-ca")
+                .annotation(&key("auth-tls-pass-certificate-to-upstream"), "true")
+                .annotation(&key("auth-tls-match-cn"), "CN=(ann|eve)"),
+            site("optional", "optional.example")
+                .annotation(&key("auth-tls-secret"), "client-ca")
+                .annotation(&key("auth-tls-verify-client"), "optional"),
+            site("paged", "paged.example")
+                .annotation(&key("auth-tls-secret"), "default/client-ca")
+                .annotation(
+                    &key("auth-tls-error-page"),
+                    "https://help.example/certificates",
+                ),
+            site("plain", "plain.example"),
+        ],
+        &[("web", &[&web])],
+    );
+    let authority = ca("Test CA");
+    let server = cert(&hosts);
+    let secret = tls_secret("default", "site-tls", &server.cert_pem, &server.key_pem);
+    let client_ca = ca_secret("default", "client-ca", &authority.cert_pem);
+    dir.write("secrets.yaml", &[&secret, &client_ca]).unwrap();
+    let v = Vestibule::start(dir.path(), &[]);
+
+    let with = |cert: &vestibule_testkit::certs::TestCert| {
+        client_config_with_certificate(&["http/1.1"], cert)
+    };
+    let ann = with(&authority.client("ann", "Staff"));
+    let bob = with(&authority.client("bob", "Staff"));
+    let stranger = with(&ca("Other CA").client("ann", "Staff"));
+    let none = client_config(&["http/1.1"]);
+    let https = |config, host: &'static str| {
+        let config = std::sync::Arc::clone(config);
+        let addr = v.https;
+        async move { fetch(addr, Some(host), &config, host, "/").await.unwrap() }
+    };
+
+    let reply = https(&ann, "mtls.example").await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let seen: EchoReply = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(seen.header("ssl-client-verify"), Some("SUCCESS"));
+    // RFC 2253: the last component of the certificate's name first (rcgen encodes CN first).
+    assert_eq!(seen.header("ssl-client-subject-dn"), Some("O=Staff,CN=ann"));
+    assert_eq!(seen.header("ssl-client-issuer-dn"), Some("CN=Test CA"));
+    let pem = seen.header("ssl-client-cert").unwrap_or("");
+    assert!(pem.starts_with("-----BEGIN%20CERTIFICATE-----%0A"), "{pem}");
+    assert_eq!(https(&none, "mtls.example").await.status, 400);
+    assert_eq!(https(&stranger, "mtls.example").await.status, 400);
+    assert_eq!(
+        https(&bob, "mtls.example").await.status,
+        403,
+        "auth-tls-match-cn"
+    );
+
+    let optional = https(&none, "optional.example").await;
+    let seen: EchoReply = serde_json::from_str(&optional.body).unwrap();
+    assert_eq!(seen.header("ssl-client-verify"), Some("NONE"));
+    assert_eq!(https(&stranger, "optional.example").await.status, 400);
+    let paged = https(&none, "paged.example").await;
+    assert_eq!(paged.status, 302);
+    assert_eq!(
+        paged.headers.get("location").and_then(|l| l.to_str().ok()),
+        Some("https://help.example/certificates")
+    );
+
+    // A host without client certificates: a client's own claims never reach the upstream.
+    let reply = https(&ann, "plain.example").await;
+    let seen: EchoReply = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(seen.header("ssl-client-verify"), None);
+    let spoofed = get(
+        &v,
+        "plain.example",
+        "/",
+        "ssl-client-verify: SUCCESS\r\nssl-client-subject-dn: CN=ann\r\n",
+    )
+    .await;
+    assert_eq!(
+        spoofed.status, 308,
+        "plain HTTP to a TLS host is redirected first"
+    );
+    let found = diagnostics(&v.config().await);
+    assert!(!has(&found, &["error"]), "{found:#?}");
+}

@@ -7,6 +7,7 @@
 
 pub(crate) mod access;
 pub(crate) mod auth;
+pub(crate) mod client_cert;
 mod early;
 mod forwarded;
 mod head;
@@ -239,6 +240,13 @@ impl Shared {
 
         // Access control: fail closed, basic authentication, the route's limit on the body.
         routed.check_access()?;
+        let certified = match &routed.state().client_cert {
+            Some(guard) => match client_cert::check(guard, client.certificates.as_deref()) {
+                Ok(fields) => fields,
+                Err(answer) => return (*answer).map(Prepared::Answered),
+            },
+            None => Vec::new(),
+        };
         let pending = access::basic(routed.state().basic_auth.as_ref(), &mut parts.headers)?;
         routed.check_length(head.content_length)?;
 
@@ -252,7 +260,14 @@ impl Shared {
             request_id,
         };
         let upgrade = tunnel.as_ref().map(|t| t.upgrade.clone());
-        let rewritten = rewrite::rewrite(parts, body, &head, uri, routed.state(), &hop, upgrade);
+        let mut rewritten =
+            rewrite::rewrite(parts, body, &head, uri, routed.state(), &hop, upgrade);
+        if !certified.is_empty() {
+            let forwarded = &mut rewritten.outgoing.request_mut().forwarded;
+            for (name, value) in certified {
+                forwarded.push(name, value);
+            }
+        }
 
         // Pick: the cluster here, an endpoint per attempt as the request is sent.
         let cluster = pick::cluster(&routed)?;

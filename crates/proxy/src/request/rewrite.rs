@@ -91,6 +91,10 @@ fn upstream_request<'u>(
     // The client's `100-continue` was answered here, when its body was first read; the
     // upstream gets the body without being asked.
     parts.headers.remove(EXPECT);
+    // Only Vestibule says what a client certificate was.
+    for name in super::client_cert::FIELDS {
+        parts.headers.remove(name);
+    }
     let grpc = parts
         .headers
         .get(CONTENT_TYPE)
@@ -149,6 +153,7 @@ mod tests {
             upstream_host: host.map(HeaderValue::from_static),
             basic_auth: None,
             external_auth: None,
+            client_cert: None,
             upstream: None,
             stats: None,
         }

@@ -18,6 +18,9 @@ pub(crate) struct ClientSide {
     /// The listener's port as a header value (`X-Forwarded-Port`).
     pub(crate) port_value: HeaderValue,
     pub(crate) https: bool,
+    /// The certificate chain the client presented in the TLS handshake, if it was asked
+    /// for one and sent one.
+    pub(crate) certificates: Option<std::sync::Arc<[rustls::pki_types::CertificateDer<'static>]>>,
 }
 
 impl ClientSide {
@@ -29,6 +32,7 @@ impl ClientSide {
             peer_text,
             port_value: HeaderValue::from(local_port),
             https,
+            certificates: None,
         }
     }
 

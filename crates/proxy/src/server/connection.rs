@@ -15,7 +15,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::TlsAcceptor;
+use tokio_rustls::LazyConfigAcceptor;
 use tokio_rustls::server::TlsStream;
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
@@ -23,6 +23,7 @@ use tracing::debug;
 use super::client::ClientSide;
 use super::client_io::{Activity, ClientIo, HeadClock};
 use super::proxy_protocol::read_header;
+use super::tls::TlsConfig;
 use crate::body::response::ProxyBody;
 use crate::dataplane::DataPlane;
 use crate::observe::Observability;
@@ -106,7 +107,7 @@ fn builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
 pub(super) async fn accept_connection(
     server: Arc<Server>,
     mut stream: TcpStream,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsConfig>,
     mut client: ClientSide,
     shutdown: CancellationToken,
 ) {
@@ -126,14 +127,19 @@ pub(super) async fn accept_connection(
             }
         }
     }
-    // Shared by the connection's requests, each taking a reference count.
-    let client = Arc::new(client);
-    let Some(acceptor) = tls else {
+    let Some(tls) = tls else {
+        // Shared by the connection's requests, each taking a reference count.
+        let client = Arc::new(client);
         return serve_clear_text(server, stream, client, shutdown).await;
     };
-    let Some(stream) = handshake(&server, stream, acceptor, &client, &shutdown).await else {
+    let Some(stream) = handshake(&server, stream, &tls, &client, &shutdown).await else {
         return;
     };
+    if let Some(chain) = stream.get_ref().1.peer_certificates() {
+        let chain: Vec<_> = chain.iter().map(|c| c.clone().into_owned()).collect();
+        client.certificates = Some(chain.into());
+    }
+    let client = Arc::new(client);
     let protocol = match stream.get_ref().1.alpn_protocol() {
         Some(b"h2") => Protocol::Http2,
         _ => Protocol::Http1,
@@ -182,13 +188,21 @@ async fn serve_clear_text(
 async fn handshake(
     server: &Server,
     stream: TcpStream,
-    acceptor: TlsAcceptor,
+    tls: &TlsConfig,
     client: &ClientSide,
     shutdown: &CancellationToken,
 ) -> Option<TlsStream<TcpStream>> {
     let metrics = server.shared.observe.metrics.as_ref();
     let timeout = server.settings().tls_handshake_timeout;
-    let handshake = tokio::time::timeout(timeout, acceptor.accept(stream));
+    // The ClientHello first: its server name says whether to ask for a client certificate.
+    let accept = async {
+        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+        let runtime = server.shared.dataplane.load();
+        let asks = (runtime.table).asks_client_certificate(start.client_hello().server_name());
+        let config = if asks { &tls.asking } else { &tls.plain };
+        start.into_stream(config.clone()).await
+    };
+    let handshake = tokio::time::timeout(timeout, accept);
     let failed = tokio::select! {
         result = handshake => match result {
             Ok(Ok(stream)) => return Some(stream),

@@ -6,15 +6,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rustls::ServerConfig;
 use tokio::net::TcpListener;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{info, warn};
 
 use super::client::ClientSide;
 use super::connection::{Server, accept_connection};
+use super::tls::TlsConfig;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
@@ -44,7 +43,7 @@ pub enum ServeError {
 pub struct Listener {
     tcp: TcpListener,
     addr: SocketAddr,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsConfig>,
 }
 
 impl std::fmt::Debug for Listener {
@@ -63,14 +62,11 @@ impl Listener {
     }
 
     /// A listener that terminates TLS with `config` (see [`crate::server_config`]).
-    pub async fn bind_https(
-        addr: SocketAddr,
-        config: Arc<ServerConfig>,
-    ) -> Result<Listener, ServeError> {
-        Self::bind(addr, Some(TlsAcceptor::from(config))).await
+    pub async fn bind_https(addr: SocketAddr, config: TlsConfig) -> Result<Listener, ServeError> {
+        Self::bind(addr, Some(config)).await
     }
 
-    async fn bind(addr: SocketAddr, tls: Option<TlsAcceptor>) -> Result<Listener, ServeError> {
+    async fn bind(addr: SocketAddr, tls: Option<TlsConfig>) -> Result<Listener, ServeError> {
         let tcp = TcpListener::bind(addr)
             .await
             .map_err(|source| ServeError::Bind { addr, source })?;

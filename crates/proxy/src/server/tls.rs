@@ -7,9 +7,13 @@
 
 use std::sync::Arc;
 
-use rustls::ServerConfig;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::{CryptoProvider, verify_tls12_signature, verify_tls13_signature};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
+use rustls::{DigitallySignedStruct, DistinguishedName, ServerConfig, SignatureScheme};
 use vestibule_model::{Certificate, CertificateInfo, CertificateRef, KeyFormat};
 
 use crate::crypto::{TlsError, certified_key, provider};
@@ -66,6 +70,15 @@ impl ResolvesServerCert for Resolver {
     }
 }
 
+/// The two server configurations of an HTTPS listener, alike but for client certificates:
+/// `asking` asks the client for one, for hosts whose routes check them (`auth-tls-*`), and
+/// `plain` does not, so browsers are not prompted elsewhere. The handshake picks one by SNI.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub(crate) plain: Arc<ServerConfig>,
+    pub(crate) asking: Arc<ServerConfig>,
+}
+
 /// The server configuration of an HTTPS listener: TLS 1.3 and 1.2, ALPN `h2` then
 /// `http/1.1`, session resumption by both tickets and a session cache, and certificates
 /// picked per handshake from what `dataplane` has installed, with `fallback` for names that
@@ -74,21 +87,97 @@ pub fn server_config(
     dataplane: Arc<DataPlane>,
     fallback: &Certificate,
     settings: &ProxySettings,
-) -> Result<Arc<ServerConfig>, TlsError> {
+) -> Result<TlsConfig, TlsError> {
     let provider = provider();
     let fallback = certified_key(fallback, &provider)?;
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(TlsError::Versions)?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(Resolver {
-            dataplane,
-            fallback,
-        }));
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    // Tickets let resumption work across the worker threads without shared state; the
-    // cache covers TLS 1.2 clients that do not use tickets.
-    config.ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::Ticketer)?;
-    config.session_storage = ServerSessionMemoryCache::new(settings.tls_session_cache_size);
-    Ok(Arc::new(config))
+    let resolver = Arc::new(Resolver {
+        dataplane,
+        fallback,
+    });
+    let ticketer = rustls::crypto::aws_lc_rs::Ticketer::new().map_err(TlsError::Ticketer)?;
+    let sessions = ServerSessionMemoryCache::new(settings.tls_session_cache_size);
+    let verifier = Arc::new(AcceptAnyClient(provider.clone()));
+    let build = |asking: bool| -> Result<Arc<ServerConfig>, TlsError> {
+        let builder = ServerConfig::builder_with_provider(provider.clone())
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(TlsError::Versions)?;
+        let builder = if asking {
+            builder.with_client_cert_verifier(verifier.clone())
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder.with_cert_resolver(resolver.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        // Tickets let resumption work across the worker threads without shared state; the
+        // cache covers TLS 1.2 clients that do not use tickets.
+        config.ticketer = ticketer.clone();
+        config.session_storage = sessions.clone();
+        Ok(Arc::new(config))
+    };
+    Ok(TlsConfig {
+        plain: build(false)?,
+        asking: build(true)?,
+    })
+}
+
+/// Asks for a client certificate without requiring one and takes whatever chain comes: the
+/// route checks it in HTTP, so that a missing or bad certificate gets nginx's 400 (or the
+/// error page) rather than a failed handshake. The handshake's signature is still checked:
+/// a client must hold the key of the certificate it sends.
+#[derive(Debug)]
+struct AcceptAnyClient(Arc<CryptoProvider>);
+
+impl ClientCertVerifier for AcceptAnyClient {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }

@@ -29,7 +29,8 @@ const BANDWIDTH: &[&str] = &["limit-rate", "limit-rate-after"];
 pub(super) fn knows(short: &str) -> bool {
     (short.starts_with("auth-")
         && !super::auth::KEYS.contains(&short)
-        && !super::external::KEYS.contains(&short))
+        && !super::external::KEYS.contains(&short)
+        && !super::client_tls::KEYS.contains(&short))
         || KEYS.contains(&short)
         || BANDWIDTH.contains(&short)
 }
