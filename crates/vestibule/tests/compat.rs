@@ -472,6 +472,26 @@ async fn proxy_buffer_size_raises_the_response_head_limit_and_buffering_keys_are
     );
 }
 
+/// Waits until an access log line for `host` names `user`.
+fn logged_user(v: &Vestibule, host: &str, user: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines = v.access_log();
+        let found = lines.iter().any(|line| {
+            serde_json::from_str::<Value>(line)
+                .is_ok_and(|l| l["host"] == host && l["user"] == user)
+        });
+        if found {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access log line for {host} names {user}: {lines:#?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Hashes of "password", in each format nginx reads from an htpasswd file.
 const APR1: &str = "$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00";
 const BCRYPT: &str = "$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe";
@@ -576,6 +596,9 @@ async fn basic_auth_lets_in_the_users_of_the_secret_and_no_one_else() {
         !shown.contains("plaintext") && !shown.contains("lZL6V"),
         "no password or hash shown"
     );
+
+    // The access log names the user, as nginx's $remote_user does.
+    logged_user(&v, "staff.example", "ann");
 
     let open = Vestibule::start(dir.path(), &["--allow-cross-namespace-resources", "true"]);
     assert_eq!(

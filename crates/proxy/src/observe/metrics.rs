@@ -229,7 +229,30 @@ pub(crate) struct RouteStats {
     upstream_errors: [AtomicU64; 5],
     retries: AtomicU64,
     ejections: AtomicU64,
+    /// Access-control decisions, by kind and outcome.
+    auth: [[AtomicU64; 3]; 3],
+    /// Time the external authentication service took to answer.
+    auth_service: OnceLock<Box<Histogram>>,
 }
+
+/// Which access control decided.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AuthKind {
+    Basic,
+    External,
+    Certificate,
+}
+
+/// What it decided: let through, refused (401, 403, 400), or could not decide (500).
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum AuthOutcome {
+    Allowed,
+    Denied,
+    Error,
+}
+
+const AUTH_KIND_NAMES: [&str; 3] = ["basic", "external", "certificate"];
+const AUTH_OUTCOME_NAMES: [&str; 3] = ["allowed", "denied", "error"];
 
 impl fmt::Debug for RouteStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -252,7 +275,17 @@ impl RouteStats {
             upstream_errors: Default::default(),
             retries: AtomicU64::new(0),
             ejections: AtomicU64::new(0),
+            auth: Default::default(),
+            auth_service: OnceLock::new(),
         }
+    }
+
+    pub(crate) fn auth(&self, kind: AuthKind, outcome: AuthOutcome) {
+        self.auth[kind as usize][outcome as usize].fetch_add(1, Relaxed);
+    }
+
+    pub(crate) fn auth_service(&self, duration: Duration) {
+        histogram(&self.auth_service).observe(duration);
     }
 
     /// One answered request. Statuses outside 100..=599 count as 5xx.
@@ -522,6 +555,34 @@ impl Collector for ProxyCollector {
                 }
             }
         }
+
+        let mut metric = encoder.encode_descriptor(
+            "vestibule_auth_decisions",
+            "Access-control decisions, by route, kind (basic, external, certificate) and \
+             outcome (allowed, denied, error).",
+            None,
+            MetricType::Counter,
+        )?;
+        for route in &routes {
+            for (kind, counts) in AUTH_KIND_NAMES.into_iter().zip(&route.auth) {
+                for (outcome, count) in AUTH_OUTCOME_NAMES.into_iter().zip(counts) {
+                    let count = count.load(Relaxed);
+                    if count > 0 {
+                        let extra = [("kind", kind), ("outcome", outcome)];
+                        let labels = route.series(per_host, &extra);
+                        ConstCounter::new(count).encode(metric.encode_family(&labels)?)?;
+                    }
+                }
+            }
+        }
+        route_histogram(
+            &mut encoder,
+            "vestibule_auth_service_duration_seconds",
+            "Time the external authentication service (auth-url) took to answer, by route.",
+            &routes,
+            per_host,
+            |route| &route.auth_service,
+        )?;
 
         let touched = |count: u64| (count > 0).then_some(count);
         route_counter(

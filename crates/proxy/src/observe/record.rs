@@ -68,6 +68,8 @@ pub(crate) struct Record {
     attempts: Attempts,
     /// How far the request body got, when it had one.
     received: Option<Arc<Progress>>,
+    /// Who access control let it through as, when it says.
+    user: Option<Box<str>>,
 }
 
 /// Where a request went: a handle on the table it was routed by, not a copy of names, looked
@@ -79,6 +81,12 @@ struct Origin {
 }
 
 impl Record {
+    /// The user access control let the request through as.
+    #[inline]
+    pub(crate) fn user(&mut self, user: &str) {
+        self.user = Some(user.into());
+    }
+
     /// The record of a request that has just arrived.
     #[inline]
     pub(crate) fn start<B>(
@@ -104,6 +112,7 @@ impl Record {
             hsts: false,
             attempts: Attempts::new(),
             received: None,
+            user: None,
         }
     }
 
@@ -184,6 +193,7 @@ impl Record {
             client_ip,
             attempts: self.attempts,
             origin: self.origin,
+            user: self.user,
         }));
     }
 }
@@ -199,6 +209,7 @@ struct Completion {
     client_ip: IpText,
     attempts: Attempts,
     origin: Option<Origin>,
+    user: Option<Box<str>>,
 }
 
 impl Done for Completion {
@@ -289,6 +300,7 @@ impl Completion {
             request_id: request.request_id.as_bytes(),
             user_agent: request.user_agent.as_ref().map(HeaderValue::as_bytes),
             referer: request.referer.as_ref().map(HeaderValue::as_bytes),
+            user: self.user.as_deref().map(str::as_bytes),
         });
     }
 }

@@ -74,8 +74,9 @@ pub(super) struct Pending {
 }
 
 impl Pending {
-    /// Runs the hash (bcrypt may take tens of milliseconds) on the blocking pool.
-    pub(super) async fn verify(self) -> Result<(), ProxyError> {
+    /// Runs the hash (bcrypt may take tens of milliseconds) on the blocking pool; the user,
+    /// when the password is right.
+    pub(super) async fn verify(self) -> Result<String, ProxyError> {
         let guard = Arc::clone(&self.guard);
         let checked = tokio::task::spawn_blocking(move || {
             let hash = self.guard.auth.hash_of(&self.user)?;
@@ -94,23 +95,32 @@ impl Pending {
                     set.insert(digest);
                     set
                 });
-                Ok(())
+                Ok(pending.user)
             }
             _ => Err(guard.unauthorized()),
         }
     }
 }
 
-/// Basic authentication of a request: `Ok(None)` when it may go on, `Ok(Some(_))` when its
-/// password is still to be verified, `Err` (401) when it cannot be. The credentials are
+/// What basic authentication made of a request.
+pub(super) enum Basic {
+    /// The route has none.
+    Off,
+    /// A user whose password was verified before.
+    Known(String),
+    /// A password still to verify.
+    Pending(Pending),
+}
+
+/// Basic authentication of a request; `Err` (401) when it cannot go on. The credentials are
 /// taken out of the request: the upstream never sees them.
 #[inline]
 pub(super) fn basic(
     guard: Option<&Arc<BasicGuard>>,
     headers: &mut HeaderMap,
-) -> Result<Option<Pending>, ProxyError> {
+) -> Result<Basic, ProxyError> {
     let Some(guard) = guard else {
-        return Ok(None);
+        return Ok(Basic::Off);
     };
     let credentials = headers.remove(AUTHORIZATION);
     let Some((user, password)) = credentials.as_ref().and_then(decode) else {
@@ -124,9 +134,9 @@ pub(super) fn basic(
         .load()
         .contains(&guard.digest(&user, &password))
     {
-        return Ok(None);
+        return Ok(Basic::Known(user));
     }
-    Ok(Some(Pending {
+    Ok(Basic::Pending(Pending {
         guard: Arc::clone(guard),
         user,
         password,
@@ -233,10 +243,12 @@ mod tests {
             AUTHORIZATION,
             HeaderValue::from_str(&format!("Basic {encoded}")).unwrap(),
         );
-        let pending = basic(Some(&guard), &mut headers.clone()).unwrap().unwrap();
-        pending.verify().await.unwrap();
+        let Ok(Basic::Pending(pending)) = basic(Some(&guard), &mut headers.clone()) else {
+            panic!("a first password is verified");
+        };
+        assert_eq!(pending.verify().await.unwrap(), "ann");
         assert!(
-            basic(Some(&guard), &mut headers).unwrap().is_none(),
+            matches!(basic(Some(&guard), &mut headers), Ok(Basic::Known(user)) if user == "ann"),
             "remembered"
         );
         assert!(
@@ -250,7 +262,9 @@ mod tests {
             AUTHORIZATION,
             HeaderValue::from_str(&format!("Basic {wrong}")).unwrap(),
         );
-        let pending = basic(Some(&guard), &mut headers).unwrap().unwrap();
+        let Ok(Basic::Pending(pending)) = basic(Some(&guard), &mut headers) else {
+            panic!("an unknown password is verified");
+        };
         let refused = pending.verify().await.unwrap_err();
         assert_eq!(refused.status().as_u16(), 401);
     }

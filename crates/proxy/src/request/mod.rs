@@ -8,6 +8,7 @@
 pub(crate) mod access;
 pub(crate) mod auth;
 pub(crate) mod client_cert;
+mod control;
 mod early;
 mod forwarded;
 mod head;
@@ -32,6 +33,7 @@ use self::route::Routing;
 use crate::body::response::ProxyBody;
 use crate::dataplane::DataPlane;
 use crate::observe::Observability;
+use crate::observe::metrics::{AuthKind, AuthOutcome};
 use crate::observe::record::Record;
 use crate::respond::{ProxyError, Style, error_response};
 use crate::server::client::ClientSide;
@@ -141,7 +143,13 @@ impl Shared {
         sending: Sending<'_>,
     ) -> Result<Response<ProxyBody>, ProxyError> {
         if let Some(pending) = ready.pending.take() {
-            pending.verify().await?;
+            let verified = pending.verify().await;
+            let outcome = match verified {
+                Ok(_) => AuthOutcome::Allowed,
+                Err(_) => AuthOutcome::Denied,
+            };
+            ready.routed.count_auth(AuthKind::Basic, outcome);
+            sending.record.user(&verified?);
         }
         if let Some(service) = ready.routed.state().external_auth.clone() {
             let verdict = self.ask(&service, &ready, sending.request_id).await;
@@ -151,6 +159,14 @@ impl Shared {
                 // Vestibule's own answer: the 401, 403 or 500, or the sign-in redirect.
                 auth::Outcome::Answered(answer) => return *answer,
             };
+            // The user the service names (`X-Auth-Request-User` and the like), for the log.
+            let named = fields.iter().find_map(|(name, value)| {
+                let value = value.as_ref()?.to_str().ok()?;
+                name.as_str().contains("user").then_some(value)
+            });
+            if let Some(user) = named {
+                sending.record.user(user);
+            }
             let headers = &mut ready.rewritten.outgoing.request_mut().headers;
             for (name, value) in fields {
                 match value {
@@ -202,7 +218,20 @@ impl Shared {
             request_id,
         };
         let timeouts = Timeouts::of(&ready.routed.state().proxy);
-        auth::ask(service, &self.upstreams, timeouts, &asking).await
+        let started = std::time::Instant::now();
+        let verdict = auth::ask(service, &self.upstreams, timeouts, &asking).await;
+        let outcome = match &verdict.outcome {
+            auth::Outcome::Allowed(_) => AuthOutcome::Allowed,
+            auth::Outcome::Answered(answer) => match &**answer {
+                Err(ProxyError::AuthFailed(_)) => AuthOutcome::Error,
+                _ => AuthOutcome::Denied,
+            },
+        };
+        ready.routed.count_auth(AuthKind::External, outcome);
+        if let Some(stats) = &ready.routed.state().stats {
+            stats.auth_service(started.elapsed());
+        }
+        verdict
     }
 
     /// The phases that decide without waiting, in order: read the head, route, early
@@ -240,14 +269,14 @@ impl Shared {
 
         // Access control: fail closed, basic authentication, the route's limit on the body.
         routed.check_access()?;
-        let certified = match &routed.state().client_cert {
-            Some(guard) => match client_cert::check(guard, client.certificates.as_deref()) {
-                Ok(fields) => fields,
+        let granted =
+            match control::control(&routed, client.certificates.as_deref(), &mut parts.headers) {
+                Ok(granted) => granted,
                 Err(answer) => return (*answer).map(Prepared::Answered),
-            },
-            None => Vec::new(),
-        };
-        let pending = access::basic(routed.state().basic_auth.as_ref(), &mut parts.headers)?;
+            };
+        if let Some(user) = &granted.user {
+            record.user(user);
+        }
         routed.check_length(head.content_length)?;
 
         // Rewrite.
@@ -262,9 +291,9 @@ impl Shared {
         let upgrade = tunnel.as_ref().map(|t| t.upgrade.clone());
         let mut rewritten =
             rewrite::rewrite(parts, body, &head, uri, routed.state(), &hop, upgrade);
-        if !certified.is_empty() {
+        if !granted.certified.is_empty() {
             let forwarded = &mut rewritten.outgoing.request_mut().forwarded;
-            for (name, value) in certified {
+            for (name, value) in granted.certified {
                 forwarded.push(name, value);
             }
         }
@@ -279,7 +308,7 @@ impl Shared {
             tunnel,
             cluster,
             client_ip,
-            pending,
+            pending: granted.pending,
             https,
         }))
     }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use vestibule_model::{Backend, ServerRules, Target};
 
 use crate::dataplane::{DataPlane, RouteAt, RouteState, Runtime};
+use crate::observe::metrics::{AuthKind, AuthOutcome};
 use crate::respond::ProxyError;
 
 /// What the table says of a request.
@@ -95,6 +96,14 @@ impl Routed {
         match self.at {
             RouteAt::Route(id) => &self.runtime.table.route(id).rule.path,
             RouteAt::Default => "/",
+        }
+    }
+
+    /// Counts an access-control decision in the route's metrics, when they are on.
+    #[inline]
+    pub(super) fn count_auth(&self, kind: AuthKind, outcome: AuthOutcome) {
+        if let Some(stats) = &self.state().stats {
+            stats.auth(kind, outcome);
         }
     }
 

@@ -161,6 +161,7 @@ pub(super) fn json_line(r: &Line<'_>, out: &mut Vec<u8>) {
     out.push(b'"');
     json_optional(out, b",\"user_agent\":\"", r.user_agent);
     json_optional(out, b",\"referer\":\"", r.referer);
+    json_optional(out, b",\"user\":\"", r.user);
     out.extend_from_slice(b"}\n");
 }
 
@@ -188,7 +189,7 @@ pub(super) fn text_names(out: &mut Vec<u8>, names: &Names<'_>) {
     escape(out, names.service, true);
 }
 
-/// `client - - [time] "METHOD path PROTOCOL" status bytes_sent "referer" "user agent"
+/// `client - user [time] "METHOD path PROTOCOL" status bytes_sent "referer" "user agent"
 /// bytes_received seconds upstream_addr upstream_status upstream_seconds namespace/ingress/service
 /// "host" request_id`, `-` standing for what is absent. The first fields are nginx's combined
 /// format and the next ones follow ingress-nginx's `upstreaminfo`, so existing parsers need
@@ -197,7 +198,13 @@ pub(super) fn text_line(r: &Line<'_>, out: &mut Vec<u8>) {
     // As in `json_line`, separators are copied together where they meet.
     out.reserve(512);
     out.extend_from_slice(r.client_ip);
-    out.extend_from_slice(b" - - [");
+    out.extend_from_slice(b" - ");
+    // The user came from a client's credentials or an auth service: escaped like the rest.
+    match r.user {
+        Some(user) if !user.is_empty() => escape(out, user, true),
+        _ => out.push(b'-'),
+    }
+    out.extend_from_slice(b" [");
     write_time(out, r.time);
     out.extend_from_slice(b"] \"");
     // A method is a token (hyper takes no other): nothing in it to escape.

@@ -34,6 +34,9 @@ pub(crate) struct Line<'a> {
     pub(crate) request_id: &'a [u8],
     pub(crate) user_agent: Option<&'a [u8]>,
     pub(crate) referer: Option<&'a [u8]>,
+    /// Who the request was let through as: basic authentication's user, or the one the
+    /// authentication service named (nginx's `$remote_user`).
+    pub(crate) user: Option<&'a [u8]>,
 }
 
 /// Where a request went, as its line names it: the route's namespace and Ingress and the

@@ -54,6 +54,7 @@ pub(super) fn pack(line: &Line<'_>, out: &mut Vec<u8>) {
     }
     put_bytes(out, line.user_agent);
     put_bytes(out, line.referer);
+    put_bytes(out, line.user);
     let tries = u32::try_from(line.upstreams.len()).unwrap_or(0);
     out.extend_from_slice(&tries.to_ne_bytes());
     for (address, status) in &line.upstreams[..tries as usize] {
@@ -105,7 +106,7 @@ pub(super) fn unpack<'a, 's>(
         ingress: r.bytes()?,
         service: r.bytes()?,
     };
-    let (user_agent, referer) = (r.optional()?, r.optional()?);
+    let (user_agent, referer, user) = (r.optional()?, r.optional()?, r.optional()?);
     for _ in 0..r.u32()? {
         let address = r.bytes()?;
         let status = r.u16()?;
@@ -129,6 +130,7 @@ pub(super) fn unpack<'a, 's>(
         request_id,
         user_agent,
         referer,
+        user,
     })
 }
 

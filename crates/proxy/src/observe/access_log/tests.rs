@@ -84,6 +84,7 @@ struct Record {
     request_id: String,
     user_agent: Option<String>,
     referer: Option<String>,
+    user: Option<String>,
 }
 
 impl Record {
@@ -109,6 +110,7 @@ impl Record {
             request_id: self.request_id.as_bytes(),
             user_agent: self.user_agent.as_deref().map(str::as_bytes),
             referer: self.referer.as_deref().map(str::as_bytes),
+            user: self.user.as_deref().map(str::as_bytes),
         }
     }
 }
@@ -134,6 +136,7 @@ fn record(path: &str) -> Record {
         request_id: "3f2a9c".into(),
         user_agent: Some("curl/8.5".into()),
         referer: Some("https://shop.example.com/".into()),
+        user: Some("ann".into()),
     }
 }
 
@@ -147,6 +150,7 @@ fn bare(path: &str) -> Record {
         service: "".into(),
         user_agent: None,
         referer: None,
+        user: None,
         ..record(path)
     }
 }
@@ -200,6 +204,7 @@ fn json_lines_carry_every_field() {
             "request_id": "3f2a9c",
             "user_agent": "curl/8.5",
             "referer": "https://shop.example.com/",
+            "user": "ann",
         })
     );
     let absent: serde_json::Value = serde_json::from_str(&lines[1]).unwrap();
@@ -211,6 +216,7 @@ fn json_lines_carry_every_field() {
         "upstream_duration_ms",
         "user_agent",
         "referer",
+        "user",
     ] {
         assert!(absent[key].is_null(), "{key}: {absent}");
     }
@@ -486,7 +492,7 @@ fn text_lines_read_like_nginx() {
     assert_eq!(
         lines,
         [
-            "203.0.113.9 - - [2026-11-30T08:40:01.123Z] \"GET /a?b HTTP/1.1\" 200 512 \
+            "203.0.113.9 - ann [2026-11-30T08:40:01.123Z] \"GET /a?b HTTP/1.1\" 200 512 \
              \"https://shop.example.com/\" \"curl/8.5\" 64 0.004 \
              10.0.0.6:8080, 10.0.0.7:8080 502, 200 0.003 shop/web/web-svc \
              \"shop.example.com\" 3f2a9c",
