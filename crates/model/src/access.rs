@@ -67,6 +67,19 @@ pub struct ExternalAuth {
     /// `auth-always-set-cookie`: the service's `Set-Cookie` on every response, not only
     /// successful ones.
     pub always_set_cookie: bool,
+    /// `auth-cache-key` and `auth-cache-duration`: answers kept for a while, per key.
+    pub cache: Option<AuthCache>,
+}
+
+/// Which answers of an authentication service are kept, under which key, for how long.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuthCache {
+    /// Expanded per request: requests with equal keys share an answer.
+    pub key: Template,
+    /// The answer statuses kept (`200 202 401` unless set).
+    pub statuses: Vec<u16>,
+    /// How long, in seconds.
+    pub seconds: u64,
 }
 
 /// The users of one `auth-secret`, and the realm the browser is told.

@@ -207,6 +207,8 @@ fn sec1_with_curve(ec: &[u8]) -> Vec<u8> {
 /// `auth-tls-secret` holds in `ca.crt`) and what it needs to issue more.
 pub struct TestCa {
     pub cert_pem: String,
+    /// The CA certificate's DER, for a chain a client presents.
+    pub der: Vec<u8>,
     params: CertificateParams,
     key: KeyPair,
 }
@@ -219,6 +221,19 @@ impl std::fmt::Debug for TestCa {
 
 /// A new CA whose subject is `CN=<name>`.
 pub fn ca(name: &str) -> TestCa {
+    let (params, key) = ca_params(name);
+    let certificate = params
+        .self_signed(&key)
+        .unwrap_or_else(|e| panic!("self-signing the CA: {e}"));
+    TestCa {
+        cert_pem: certificate.pem(),
+        der: certificate.der().to_vec(),
+        params,
+        key,
+    }
+}
+
+fn ca_params(name: &str) -> (CertificateParams, KeyPair) {
     let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)
         .unwrap_or_else(|e| panic!("key generation: {e}"));
     let mut params = CertificateParams::new(Vec::<String>::new())
@@ -229,17 +244,25 @@ pub fn ca(name: &str) -> TestCa {
         rcgen::KeyUsagePurpose::KeyCertSign,
         rcgen::KeyUsagePurpose::DigitalSignature,
     ];
-    let certificate = params
-        .self_signed(&key)
-        .unwrap_or_else(|e| panic!("self-signing the CA: {e}"));
-    TestCa {
-        cert_pem: certificate.pem(),
-        params,
-        key,
-    }
+    (params, key)
 }
 
 impl TestCa {
+    /// An intermediate CA whose subject is `CN=<name>`, signed by this one.
+    pub fn intermediate(&self, name: &str) -> TestCa {
+        let (params, key) = ca_params(name);
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let certificate = params
+            .signed_by(&key, &issuer)
+            .unwrap_or_else(|e| panic!("signing the intermediate: {e}"));
+        TestCa {
+            cert_pem: certificate.pem(),
+            der: certificate.der().to_vec(),
+            params,
+            key,
+        }
+    }
+
     /// A client certificate for `CN=<common_name>, O=<organization>`, signed by this CA.
     pub fn client(&self, common_name: &str, organization: &str) -> TestCert {
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)

@@ -95,10 +95,22 @@ pub fn client_config_with_certificate(
     alpn: &[&str],
     cert: &crate::certs::TestCert,
 ) -> Arc<ClientConfig> {
+    client_config_with_chain(alpn, cert, &[])
+}
+
+/// The same, presenting `intermediates` (DER) after the certificate.
+pub fn client_config_with_chain(
+    alpn: &[&str],
+    cert: &crate::certs::TestCert,
+    intermediates: &[Vec<u8>],
+) -> Arc<ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let chain = vec![CertificateDer::from(cert.der.clone())];
+    let chain = std::iter::once(&cert.der)
+        .chain(intermediates)
+        .map(|der| CertificateDer::from(der.clone()))
+        .collect();
     let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes())
         .unwrap_or_else(|e| panic!("client key: {e}"));
     let mut config = ClientConfig::builder_with_provider(provider.clone())

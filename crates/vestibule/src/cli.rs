@@ -517,6 +517,18 @@ pub(crate) struct CompileArgs {
     #[arg(long, value_name = "BOOL", env = "VESTIBULE_GLOBAL_AUTH_ALWAYS_SET_COOKIE", default_value_t = false, action = clap::ArgAction::Set)]
     pub global_auth_always_set_cookie: bool,
 
+    /// Key under which the global authentication's answers are kept (nginx variables).
+    #[arg(long, value_name = "TEMPLATE", env = "VESTIBULE_GLOBAL_AUTH_CACHE_KEY")]
+    pub global_auth_cache_key: Option<String>,
+
+    /// Which of its answers are kept, for how long ("200 202 401 5m").
+    #[arg(
+        long,
+        value_name = "CODES TIME",
+        env = "VESTIBULE_GLOBAL_AUTH_CACHE_DURATION"
+    )]
+    pub global_auth_cache_duration: Option<String>,
+
     /// Path prefixes that the global authentication spares, comma separated.
     #[arg(
         long,
@@ -542,6 +554,8 @@ impl CompileArgs {
             response_headers: self.global_auth_response_headers.as_deref(),
             request_redirect: self.global_auth_request_redirect.as_deref(),
             always_set_cookie: self.global_auth_always_set_cookie,
+            cache_key: self.global_auth_cache_key.as_deref(),
+            cache_duration: self.global_auth_cache_duration.as_deref(),
         };
         match vestibule_translate::values::external_auth(values) {
             Ok(auth) => Ok(Some(Arc::new(auth))),

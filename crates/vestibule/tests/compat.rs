@@ -779,6 +779,9 @@ async fn client_certificates_are_checked_per_host_in_http_as_nginx_does() {
                     &key("auth-tls-error-page"),
                     "https://help.example/certificates",
                 ),
+            site("deep", "deep.example")
+                .annotation(&key("auth-tls-secret"), "default/client-ca")
+                .annotation(&key("auth-tls-verify-depth"), "2"),
             site("plain", "plain.example"),
         ],
         &[("web", &[&web])],
@@ -820,6 +823,24 @@ async fn client_certificates_are_checked_per_host_in_http_as_nginx_does() {
         "auth-tls-match-cn"
     );
 
+    // A certificate from an intermediate: a chain of two, past the default depth of 1.
+    let sub = authority.intermediate("Sub CA");
+    let deep = vestibule_testkit::tls::client_config_with_chain(
+        &["http/1.1"],
+        &sub.client("ann", "Staff"),
+        std::slice::from_ref(&sub.der),
+    );
+    assert_eq!(
+        https(&deep, "mtls.example").await.status,
+        400,
+        "too deep for depth 1"
+    );
+    assert_eq!(
+        https(&deep, "deep.example").await.status,
+        200,
+        "depth 2 allows it"
+    );
+
     let optional = https(&none, "optional.example").await;
     let seen: EchoReply = serde_json::from_str(&optional.body).unwrap();
     assert_eq!(seen.header("ssl-client-verify"), Some("NONE"));
@@ -848,4 +869,68 @@ async fn client_certificates_are_checked_per_host_in_http_as_nginx_does() {
     );
     let found = diagnostics(&v.config().await);
     assert!(!has(&found, &["error"]), "{found:#?}");
+}
+
+/// An "auth service" that answers every request with `reply` (garbage, or nothing before
+/// closing).
+async fn broken_service(reply: &'static [u8]) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                let _ = stream.write_all(reply).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_answers_are_kept_per_key_and_broken_services_are_500() {
+    let web = Echo::start("web").await.unwrap();
+    let service = Echo::start("auth").await.unwrap();
+    let garbage = broken_service(b"this is not HTTP\r\n\r\n").await;
+    let silent = broken_service(b"").await;
+    let dir = ManifestDir::new().unwrap();
+    let site = |name: &str, url: String| {
+        ingress("default", name)
+            .host(&format!("{name}.example"))
+            .prefix("/", svc("web", 80))
+            .annotation(&key("auth-url"), &url)
+    };
+    write_world(
+        &dir,
+        vec![
+            site(
+                "cached",
+                format!("http://{}/check?status=200", service.addr()),
+            )
+            .annotation(&key("auth-cache-key"), "$http_authorization")
+            .annotation(&key("auth-cache-duration"), "200 1m"),
+            site("garbage", format!("http://{garbage}/check")),
+            site("silent", format!("http://{silent}/check")),
+        ],
+        &[("web", &[&web])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+    let ann = "Authorization: Bearer ann\r\n";
+    for _ in 0..3 {
+        assert_eq!(
+            echoed(&get(&v, "cached.example", "/", ann).await).name,
+            "web"
+        );
+    }
+    assert_eq!(service.hits(), 1, "one question for one key");
+    let bob = "Authorization: Bearer bob\r\n";
+    assert_eq!(
+        echoed(&get(&v, "cached.example", "/", bob).await).name,
+        "web"
+    );
+    assert_eq!(service.hits(), 2, "another key is asked again");
+    for host in ["garbage.example", "silent.example"] {
+        assert_eq!(get(&v, host, "/", "").await.status, 500, "{host}");
+    }
 }

@@ -40,9 +40,23 @@ const NOT_ASKED: [&str; 4] = [
 /// Largest answer body read (and dropped) so that the connection can be used again.
 const ANSWER_BODY: usize = 64 << 10;
 
+/// Answers kept per cache key when there are more than this: the set starts again.
+const CACHED: usize = 4096;
+
+/// An answer kept for `auth-cache-duration`: its status and the fields the verdict reads.
+#[derive(Debug, Clone)]
+struct Kept {
+    status: StatusCode,
+    fields: HeaderMap,
+    until: std::time::Instant,
+}
+
 /// A route's authentication service, settled at install.
 #[derive(Debug)]
 pub(crate) struct AuthService {
+    /// Answers kept by cache key (`auth-cache-key`), read without locks; replaced whole when
+    /// one is added, which happens once per key and duration.
+    cache: arc_swap::ArcSwap<std::collections::HashMap<String, Kept>>,
     auth: Arc<ExternalAuth>,
     endpoint: vestibule_model::EndpointAddress,
     protocol: vestibule_model::UpstreamProtocol,
@@ -71,6 +85,7 @@ impl AuthService {
         };
         // Names and methods were checked in the compile.
         AuthService {
+            cache: arc_swap::ArcSwap::from_pointee(std::collections::HashMap::new()),
             host: HeaderValue::try_from(host).unwrap_or(HeaderValue::from_static("localhost")),
             method: Method::from_bytes(auth.method.as_bytes()).unwrap_or(Method::GET),
             response_fields: auth
@@ -156,6 +171,17 @@ pub(super) async fn ask(
             always: auth.always_set_cookie,
         },
     };
+    let key = auth
+        .cache
+        .as_ref()
+        .map(|cache| cache.key.expand(|v| value(v, asking)));
+    if let Some(key) = &key
+        && let Some(kept) = service.cache.load().get(key)
+        && kept.until > std::time::Instant::now()
+    {
+        decide(service, kept.status, &kept.fields, asking, &mut verdict);
+        return verdict;
+    }
     let failed = |why: String| Outcome::Answered(Box::new(Err(ProxyError::AuthFailed(why.into()))));
     let mut outgoing = match question(service, asking) {
         Ok(request) => Outgoing::new(request),
@@ -183,28 +209,72 @@ pub(super) async fn ask(
     // Read to its end, within reason, so that the connection goes back to the pool.
     let drained = http_body_util::Limited::new(body, ANSWER_BODY).collect();
     let _ = tokio::time::timeout(timeouts.read, drained).await;
-    verdict.cookies.list = parts.headers.get_all(SET_COOKIE).iter().cloned().collect();
-    verdict.outcome = match parts.status.as_u16() {
+    if let (Some(key), Some(cache)) = (key, &auth.cache)
+        && cache.statuses.contains(&parts.status.as_u16())
+    {
+        keep(service, key, cache.seconds, parts.status, &parts.headers);
+    }
+    decide(service, parts.status, &parts.headers, asking, &mut verdict);
+    verdict
+}
+
+/// Keeps an answer for `seconds`, with the fields a verdict reads of it.
+fn keep(service: &AuthService, key: String, seconds: u64, status: StatusCode, headers: &HeaderMap) {
+    let mut fields = HeaderMap::new();
+    let names = service
+        .response_fields
+        .iter()
+        .chain([&SET_COOKIE, &WWW_AUTHENTICATE]);
+    for name in names {
+        for value in headers.get_all(name) {
+            fields.append(name.clone(), value.clone());
+        }
+    }
+    let kept = Kept {
+        status,
+        fields,
+        until: std::time::Instant::now() + std::time::Duration::from_secs(seconds),
+    };
+    service.cache.rcu(|cache| {
+        let mut cache = if cache.len() >= CACHED {
+            std::collections::HashMap::new()
+        } else {
+            (**cache).clone()
+        };
+        cache.insert(key.clone(), kept.clone());
+        cache
+    });
+}
+
+/// What an answer (`status`, `headers`) means for the request.
+fn decide(
+    service: &AuthService,
+    status: StatusCode,
+    headers: &HeaderMap,
+    asking: &Asking<'_>,
+    verdict: &mut Verdict,
+) {
+    let auth = &*service.auth;
+    verdict.cookies.list = headers.get_all(SET_COOKIE).iter().cloned().collect();
+    verdict.outcome = match status.as_u16() {
         200..=299 => Outcome::Allowed(
             service
                 .response_fields
                 .iter()
-                .map(|name| (name.clone(), parts.headers.get(name).cloned()))
+                .map(|name| (name.clone(), headers.get(name).cloned()))
                 .collect(),
         ),
         401 => Outcome::Answered(Box::new(match &auth.signin {
             Some(signin) => redirect(StatusCode::FOUND, &signin.expand(|v| value(v, asking))),
             None => Err(ProxyError::Unauthorized(
-                parts.headers.get(WWW_AUTHENTICATE).cloned(),
+                headers.get(WWW_AUTHENTICATE).cloned(),
             )),
         })),
         403 => Outcome::Answered(Box::new(Err(ProxyError::Forbidden))),
-        other => failed(format!(
-            "the auth service {} answered {other}",
-            service.endpoint
-        )),
+        other => Outcome::Answered(Box::new(Err(ProxyError::AuthFailed(
+            format!("the auth service {} answered {other}", service.endpoint).into(),
+        )))),
     };
-    verdict
 }
 
 /// The request the service gets.

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use vestibule_model::{ExternalAuth, Template};
+use vestibule_model::{AuthCache, ExternalAuth, Template};
 
-use super::syntax::parse_bool;
+use super::syntax::{parse_bool, parse_duration};
 use super::{BOOLEAN, IngressSettings, Reader};
 
 pub(super) const KEYS: &[&str] = &[
@@ -36,6 +36,8 @@ pub struct AuthValues<'a> {
     pub response_headers: Option<&'a str>,
     pub request_redirect: Option<&'a str>,
     pub always_set_cookie: bool,
+    pub cache_key: Option<&'a str>,
+    pub cache_duration: Option<&'a str>,
 }
 
 /// Compiles an external authentication; the error names the part that is wrong.
@@ -87,6 +89,14 @@ pub fn external_auth(values: AuthValues<'_>) -> Result<ExternalAuth, (&'static s
         .map(Template::parse)
         .transpose()
         .map_err(|e| ("auth-request-redirect", e))?;
+    let cache = match values.cache_key {
+        None => None,
+        Some(key) => Some(AuthCache {
+            key: Template::parse(key).map_err(|e| ("auth-cache-key", e))?,
+            ..cache_duration(values.cache_duration.unwrap_or("200 202 401 5m"))
+                .map_err(|e| ("auth-cache-duration", e))?
+        }),
+    };
     Ok(ExternalAuth {
         https,
         host: host.into(),
@@ -97,6 +107,31 @@ pub fn external_auth(values: AuthValues<'_>) -> Result<ExternalAuth, (&'static s
         response_headers,
         request_redirect,
         always_set_cookie: values.always_set_cookie,
+        cache,
+    })
+}
+
+/// nginx's `proxy_cache_valid` argument: status codes (none means 200, 301 and 302), then a
+/// time.
+fn cache_duration(value: &str) -> Result<AuthCache, String> {
+    let mut words: Vec<&str> = value.split_whitespace().collect();
+    let bad = || format!("{value:?} is not status codes followed by a time (\"200 202 401 5m\")");
+    let time = words.pop().ok_or_else(bad)?;
+    let seconds = parse_duration(time).ok_or_else(bad)?.as_secs();
+    let mut statuses = Vec::new();
+    for word in words {
+        match word.parse::<u16>() {
+            Ok(code) if (100..=599).contains(&code) => statuses.push(code),
+            _ => return Err(bad()),
+        }
+    }
+    if statuses.is_empty() {
+        statuses = vec![200, 301, 302];
+    }
+    Ok(AuthCache {
+        key: Template::parse("").map_err(|_| bad())?,
+        statuses,
+        seconds,
     })
 }
 
@@ -217,14 +252,14 @@ pub(super) fn read(
         response_headers: reader.get("auth-response-headers"),
         request_redirect: reader.get("auth-request-redirect"),
         always_set_cookie: always,
+        cache_key: reader.get("auth-cache-key"),
+        cache_duration: reader.get("auth-cache-duration"),
     };
-    for key in ["auth-cache-key", "auth-cache-duration"] {
-        if reader.get(key).is_some() {
-            reader.warning(
-                key,
-                "answers of the auth service are not cached yet: it is asked for every request",
-            );
-        }
+    if values.cache_key.is_none() && values.cache_duration.is_some() {
+        reader.warning(
+            "auth-cache-duration",
+            "answers are kept only with auth-cache-key, as in ingress-nginx",
+        );
     }
     for key in [
         "auth-keepalive",
@@ -254,6 +289,16 @@ pub(super) fn read(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cache_durations_read_as_proxy_cache_valid() {
+        let kept = |v: &str| cache_duration(v).map(|c| (c.statuses, c.seconds));
+        assert_eq!(kept("200 202 401 5m"), Ok((vec![200, 202, 401], 300)));
+        assert_eq!(kept("30s"), Ok((vec![200, 301, 302], 30)));
+        for bad in ["", "5x", "200 abc 5m", "99 5m"] {
+            assert!(cache_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     fn auth(url: &str, signin: Option<&str>) -> ExternalAuth {
         external_auth(AuthValues {
