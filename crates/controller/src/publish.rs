@@ -20,6 +20,7 @@ pub struct ObjectCounts {
     pub services: usize,
     pub endpoint_slices: usize,
     pub secrets: usize,
+    pub config_maps: usize,
 }
 
 impl ObjectCounts {
@@ -30,6 +31,7 @@ impl ObjectCounts {
             services: snapshot.services.len(),
             endpoint_slices: snapshot.endpoint_slices.len(),
             secrets: snapshot.secrets.len(),
+            config_maps: snapshot.config_maps.len(),
         }
     }
 }

@@ -69,6 +69,9 @@ pub struct ExternalAuth {
     pub always_set_cookie: bool,
     /// `auth-cache-key` and `auth-cache-duration`: answers kept for a while, per key.
     pub cache: Option<AuthCache>,
+    /// `auth-proxy-set-headers`: fields set on the request to the service (name, value with
+    /// variables), from a ConfigMap.
+    pub proxy_set_headers: Vec<(Box<str>, Template)>,
 }
 
 /// Which answers of an authentication service are kept, under which key, for how long.

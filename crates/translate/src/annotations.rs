@@ -13,6 +13,7 @@ mod rewrite;
 pub(crate) mod syntax;
 
 pub(crate) use auth::is_password_hash;
+pub(crate) use external::ConfigMaps;
 pub use external::{AuthValues, external_auth};
 
 use std::collections::BTreeMap;
@@ -137,6 +138,7 @@ pub(crate) fn read(
     object: &ObjectRef,
     defaults: &RoutePolicy,
     secrets: &Secrets<'_>,
+    config_maps: &ConfigMaps<'_>,
     cross_namespace: bool,
     diags: &mut Diagnostics,
 ) -> IngressSettings {
@@ -181,7 +183,13 @@ pub(crate) fn read(
         }
     }
     let mut closing = auth::read(&mut reader, &mut settings, secrets, cross_namespace);
-    closing.extend(external::read(&mut reader, &mut settings, global.as_ref()));
+    closing.extend(external::read(
+        &mut reader,
+        &mut settings,
+        global.as_ref(),
+        config_maps,
+        cross_namespace,
+    ));
     closing.extend(client_tls::read(
         &mut reader,
         &mut settings,

@@ -208,6 +208,14 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
             ours.push((ingress, object));
         }
     }
+    let config_maps: annotations::ConfigMaps<'_> = snapshot
+        .config_maps
+        .iter()
+        .map(|c| {
+            let name = c.metadata.name.as_deref().unwrap_or("");
+            ((namespace_of(&c.metadata), name), &**c)
+        })
+        .collect();
     let settings: Vec<IngressSettings> = ours
         .iter()
         .map(|(ingress, object)| {
@@ -216,6 +224,7 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
                 object,
                 &compiler.default_policy,
                 &compiler.secrets,
+                &config_maps,
                 options.allow_cross_namespace_resources,
                 &mut compiler.diags,
             )

@@ -13,6 +13,7 @@ pub enum Kind {
     Service,
     EndpointSlice,
     Secret,
+    ConfigMap,
 }
 
 impl Kind {

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -17,6 +17,8 @@ pub enum Object {
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     Secret(Arc<Secret>),
+    /// Read for `auth-proxy-set-headers`.
+    ConfigMap(Arc<ConfigMap>),
 }
 
 impl Object {
@@ -27,6 +29,7 @@ impl Object {
             Object::Service(o) => &o.metadata,
             Object::EndpointSlice(o) => &o.metadata,
             Object::Secret(o) => &o.metadata,
+            Object::ConfigMap(o) => &o.metadata,
         }
     }
 
@@ -37,6 +40,7 @@ impl Object {
             Object::Service(_) => Kind::Service,
             Object::EndpointSlice(_) => Kind::EndpointSlice,
             Object::Secret(_) => Kind::Secret,
+            Object::ConfigMap(_) => Kind::ConfigMap,
         }
     }
 
@@ -60,7 +64,14 @@ macro_rules! object_from {
         }
     )*};
 }
-object_from!(IngressClass, Ingress, Service, EndpointSlice, Secret);
+object_from!(
+    IngressClass,
+    Ingress,
+    Service,
+    EndpointSlice,
+    Secret,
+    ConfigMap
+);
 
 /// Every object of the kinds Vestibule reads, as one source holds them at one moment.
 ///
@@ -73,6 +84,7 @@ pub struct Snapshot {
     pub services: Vec<Arc<Service>>,
     pub endpoint_slices: Vec<Arc<EndpointSlice>>,
     pub secrets: Vec<Arc<Secret>>,
+    pub config_maps: Vec<Arc<ConfigMap>>,
 }
 
 impl Snapshot {
@@ -91,6 +103,7 @@ impl Snapshot {
             Object::Service(o) => self.services.push(o),
             Object::EndpointSlice(o) => self.endpoint_slices.push(o),
             Object::Secret(o) => self.secrets.push(o),
+            Object::ConfigMap(o) => self.config_maps.push(o),
         }
     }
 
@@ -101,6 +114,7 @@ impl Snapshot {
             + self.services.len()
             + self.endpoint_slices.len()
             + self.secrets.len()
+            + self.config_maps.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -556,6 +556,7 @@ impl CompileArgs {
             always_set_cookie: self.global_auth_always_set_cookie,
             cache_key: self.global_auth_cache_key.as_deref(),
             cache_duration: self.global_auth_cache_duration.as_deref(),
+            proxy_set_headers: &[],
         };
         match vestibule_translate::values::external_auth(values) {
             Ok(auth) => Ok(Some(Arc::new(auth))),

@@ -31,12 +31,13 @@ pub(crate) struct ConfigCollector {
     pub cluster: Arc<OnceLock<ClusterHandles>>,
 }
 
-const KINDS: [(Kind, &str); 5] = [
+const KINDS: [(Kind, &str); 6] = [
     (Kind::IngressClass, "ingressclass"),
     (Kind::Ingress, "ingress"),
     (Kind::Service, "service"),
     (Kind::EndpointSlice, "endpointslice"),
     (Kind::Secret, "secret"),
+    (Kind::ConfigMap, "configmap"),
 ];
 
 fn gauge(
@@ -107,6 +108,7 @@ impl Collector for ConfigCollector {
             objects.services,
             objects.endpoint_slices,
             objects.secrets,
+            objects.config_maps,
         ];
         let mut metric = encoder.encode_descriptor(
             "vestibule_config_objects",

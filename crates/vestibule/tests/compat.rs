@@ -934,3 +934,55 @@ async fn auth_answers_are_kept_per_key_and_broken_services_are_500() {
         assert_eq!(get(&v, host, "/", "").await.status, 500, "{host}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_proxy_set_headers_come_from_a_config_map() {
+    let web = Echo::start("web").await.unwrap();
+    let service = Echo::start("auth").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    let url = format!("http://{}/check?record=1", service.addr());
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "fields")
+                .host("fields.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("auth-url"), &url)
+                .annotation(&key("auth-proxy-set-headers"), "auth-fields"),
+            ingress("default", "nomap")
+                .host("nomap.example")
+                .prefix("/", svc("web", 80))
+                .annotation(&key("auth-url"), &url)
+                .annotation(&key("auth-proxy-set-headers"), "default/missing"),
+        ],
+        &[("web", &[&web])],
+    );
+    dir.write_raw(
+        "fields.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: auth-fields, namespace: default}\n\
+         data:\n  X-Tenant: acme\n  X-Asked-For: \"$host$request_uri\"\n",
+    )
+    .unwrap();
+    let v = Vestibule::start(dir.path(), &[]);
+    let spoof = "X-Tenant: evil\r\n";
+    assert_eq!(
+        echoed(&get(&v, "fields.example", "/a?b=1", spoof).await).name,
+        "web"
+    );
+    let asked = service.last_recorded().unwrap();
+    assert_eq!(asked.header("x-tenant"), Some("acme"));
+    assert_eq!(asked.header("x-asked-for"), Some("fields.example/a?b=1"));
+    assert_eq!(get(&v, "nomap.example", "/", "").await.status, 503);
+    let found = diagnostics(&v.config().await);
+    assert!(
+        has(
+            &found,
+            &[
+                "error default/nomap",
+                "auth-proxy-set-headers",
+                "does not exist"
+            ]
+        ),
+        "{found:#?}"
+    );
+}

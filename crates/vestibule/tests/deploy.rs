@@ -743,6 +743,10 @@ const NEEDED: &[Call] = &[
     ("watch", "", "secrets", None, None),
     ("list", "", "secrets", None, Some("shop")),
     ("watch", "", "secrets", None, Some("shop")),
+    ("list", "", "configmaps", None, None),
+    ("watch", "", "configmaps", None, None),
+    ("list", "", "configmaps", None, Some("shop")),
+    ("watch", "", "configmaps", None, Some("shop")),
     // --publish-service and --default-ssl-certificate, wherever they are.
     ("get", "", "services", None, Some("vestibule")),
     ("list", "", "services", None, Some("vestibule")),
@@ -882,7 +886,7 @@ const REFUSED: &[Call] = &[
     // Nothing else.
     ("list", "", "pods", None, None),
     ("get", "", "pods", None, Some("vestibule")),
-    ("list", "", "configmaps", None, None),
+    ("update", "", "configmaps", None, Some("shop")),
     ("list", "", "endpoints", None, None),
     ("list", "", "namespaces", None, None),
     ("list", "", "nodes", None, None),

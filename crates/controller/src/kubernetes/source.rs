@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::WatchStreamExt;
@@ -84,6 +84,7 @@ pub struct Stores {
     services: Vec<Store<Service>>,
     endpoint_slices: Vec<Store<EndpointSlice>>,
     secrets: Vec<Store<Secret>>,
+    config_maps: Vec<Store<ConfigMap>>,
 }
 
 impl Stores {
@@ -95,6 +96,7 @@ impl Stores {
             services: gather(&self.services),
             endpoint_slices: gather(&self.endpoint_slices),
             secrets: gather(&self.secrets),
+            config_maps: gather(&self.config_maps),
         }
     }
 
@@ -193,6 +195,8 @@ impl KubeSource {
                 let store = source.watch(api(client, namespace), of_kind, scope_name, &shared);
                 source.stores.secrets.push(store);
             }
+            let store = source.watch(api(client, namespace), all.clone(), scope_name, &shared);
+            source.stores.config_maps.push(store);
         }
         if let Some((ns, name)) = &scope.default_backend_service
             && !scope.covers(ns)
@@ -422,6 +426,20 @@ impl Watched for EndpointSlice {
             && self.endpoints == other.endpoints
             && self.ports == other.ports
             && self.address_type == other.address_type
+    }
+}
+
+impl Watched for ConfigMap {
+    fn strip(&mut self) {
+        let meta = self.meta_mut();
+        strip_meta(meta);
+        // Only `auth-proxy-set-headers` reads ConfigMaps, and only their text data.
+        meta.annotations = None;
+        self.binary_data = None;
+    }
+
+    fn same_for_compile(&self, other: &Self) -> bool {
+        same_meta(&self.metadata, &other.metadata) && self.data == other.data
     }
 }
 

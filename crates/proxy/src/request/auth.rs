@@ -174,7 +174,7 @@ pub(super) async fn ask(
     let key = auth
         .cache
         .as_ref()
-        .map(|cache| cache.key.expand(|v| value(v, asking)));
+        .map(|cache| cache.key.expand(|v| value_of(v, asking)));
     if let Some(key) = &key
         && let Some(kept) = service.cache.load().get(key)
         && kept.until > std::time::Instant::now()
@@ -265,7 +265,7 @@ fn decide(
                 .collect(),
         ),
         401 => Outcome::Answered(Box::new(match &auth.signin {
-            Some(signin) => redirect(StatusCode::FOUND, &signin.expand(|v| value(v, asking))),
+            Some(signin) => redirect(StatusCode::FOUND, &signin.expand(|v| value_of(v, asking))),
             None => Err(ProxyError::Unauthorized(
                 headers.get(WWW_AUTHENTICATE).cloned(),
             )),
@@ -283,7 +283,7 @@ fn question(
     asking: &Asking<'_>,
 ) -> Result<UpstreamRequest<'static>, String> {
     let auth = &*service.auth;
-    let target = auth.target.expand(|v| value(v, asking));
+    let target = auth.target.expand(|v| value_of(v, asking));
     if !target.starts_with('/') {
         return Err(format!(
             "the auth URL's path {target:?} does not start with '/'"
@@ -293,11 +293,21 @@ fn question(
     for name in NOT_ASKED {
         headers.remove(name);
     }
+    // `auth-proxy-set-headers`, after the client's: they replace its copies.
+    for (name, value) in &auth.proxy_set_headers {
+        let value = value.expand(|v| value_of(v, asking));
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::try_from(value),
+        ) {
+            headers.insert(name, value);
+        }
+    }
     let scheme = if asking.https { "https" } else { "http" };
     let authority = asking.authority.to_str().unwrap_or("");
     let original = format!("{scheme}://{authority}{}", asking.target);
     let redirect_to = match &auth.request_redirect {
-        Some(template) => template.expand(|v| value(v, asking)),
+        Some(template) => template.expand(|v| value_of(v, asking)),
         None => asking.target.to_owned(),
     };
     let address = asking.client_ip.to_string();
@@ -329,7 +339,7 @@ fn question(
 }
 
 /// The value of a template variable for this request.
-fn value<'a>(var: &Var, asking: &'a Asking<'_>) -> Cow<'a, str> {
+fn value_of<'a>(var: &Var, asking: &'a Asking<'_>) -> Cow<'a, str> {
     let query = asking.target.split_once('?').map(|(_, q)| q);
     match var {
         Var::Host => Cow::Borrowed(asking.host),

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::ConfigMap;
 use vestibule_model::{AuthCache, ExternalAuth, Template};
 
 use super::syntax::{parse_bool, parse_duration};
@@ -23,6 +24,7 @@ pub(super) const KEYS: &[&str] = &[
     "auth-keepalive-requests",
     "auth-keepalive-timeout",
     "auth-keepalive-share-vars",
+    "auth-proxy-set-headers",
     "enable-global-auth",
 ];
 
@@ -38,6 +40,8 @@ pub struct AuthValues<'a> {
     pub always_set_cookie: bool,
     pub cache_key: Option<&'a str>,
     pub cache_duration: Option<&'a str>,
+    /// `auth-proxy-set-headers`, as the ConfigMap's data: field name and value.
+    pub proxy_set_headers: &'a [(String, String)],
 }
 
 /// Compiles an external authentication; the error names the part that is wrong.
@@ -97,6 +101,26 @@ pub fn external_auth(values: AuthValues<'_>) -> Result<ExternalAuth, (&'static s
                 .map_err(|e| ("auth-cache-duration", e))?
         }),
     };
+    let mut proxy_set_headers = Vec::new();
+    for (name, value) in values.proxy_set_headers {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err((
+                "auth-proxy-set-headers",
+                format!("{name:?} is not a header name"),
+            ));
+        }
+        let value = Template::parse(value).map_err(|e| {
+            (
+                "auth-proxy-set-headers",
+                format!("the value of {name}: {e}"),
+            )
+        })?;
+        proxy_set_headers.push((name.to_ascii_lowercase().into(), value));
+    }
     Ok(ExternalAuth {
         https,
         host: host.into(),
@@ -108,6 +132,7 @@ pub fn external_auth(values: AuthValues<'_>) -> Result<ExternalAuth, (&'static s
         request_redirect,
         always_set_cookie: values.always_set_cookie,
         cache,
+        proxy_set_headers,
     })
 }
 
@@ -202,6 +227,8 @@ pub(super) fn read(
     reader: &mut Reader<'_>,
     settings: &mut IngressSettings,
     global: Option<&Arc<ExternalAuth>>,
+    config_maps: &ConfigMaps<'_>,
+    cross_namespace: bool,
 ) -> Vec<&'static str> {
     let global_on = match reader.get("enable-global-auth") {
         None => true,
@@ -244,6 +271,22 @@ pub(super) fn read(
     let always = reader
         .read("auth-always-set-cookie", parse_bool, BOOLEAN, false)
         .unwrap_or(false);
+    let proxy_set_headers = match reader.get("auth-proxy-set-headers") {
+        None => Vec::new(),
+        Some(reference) => {
+            let namespace = reader.object.namespace.clone();
+            match config_map(reference, &namespace, config_maps, cross_namespace) {
+                Ok(data) => data,
+                Err(e) => {
+                    reader.error(
+                        "auth-proxy-set-headers",
+                        format!("{e}; this Ingress's paths answer 503"),
+                    );
+                    return vec!["auth-proxy-set-headers"];
+                }
+            }
+        }
+    };
     let values = AuthValues {
         url,
         method: reader.get("auth-method"),
@@ -254,6 +297,7 @@ pub(super) fn read(
         always_set_cookie: always,
         cache_key: reader.get("auth-cache-key"),
         cache_duration: reader.get("auth-cache-duration"),
+        proxy_set_headers: &proxy_set_headers,
     };
     if values.cache_key.is_none() && values.cache_duration.is_some() {
         reader.warning(
@@ -284,6 +328,37 @@ pub(super) fn read(
             vec!["auth-url"]
         }
     }
+}
+
+/// The ConfigMaps of the compile, by namespace and name.
+pub(crate) type ConfigMaps<'s> = std::collections::HashMap<(&'s str, &'s str), &'s ConfigMap>;
+
+/// The data of the ConfigMap `reference` (`namespace/name`, or a name in `namespace`).
+fn config_map(
+    reference: &str,
+    namespace: &str,
+    config_maps: &ConfigMaps<'_>,
+    cross_namespace: bool,
+) -> Result<Vec<(String, String)>, String> {
+    let (ns, name) = reference.split_once('/').unwrap_or((namespace, reference));
+    if ns.is_empty() || name.is_empty() || name.contains('/') {
+        return Err(format!("{reference:?} is not name or namespace/name"));
+    }
+    if ns != namespace && !cross_namespace {
+        return Err(format!(
+            "ConfigMap {ns}/{name} is in another namespace, which needs \
+             --allow-cross-namespace-resources"
+        ));
+    }
+    let Some(found) = config_maps.get(&(ns, name)) else {
+        return Err(format!("ConfigMap {ns}/{name} does not exist"));
+    };
+    Ok(found
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect())
 }
 
 #[cfg(test)]
