@@ -185,3 +185,106 @@ mod tests {
         assert_ne!(a.version, auth(&[("ann", "h1"), ("bob", "h3")]).version);
     }
 }
+
+/// An address range: an address and how many leading bits of it count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Cidr {
+    pub addr: std::net::IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// `10.0.0.0/8`, `2001:db8::/32`, or a single address.
+    pub fn parse(text: &str) -> Result<Cidr, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (text, None),
+        };
+        let addr: std::net::IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{text:?} is not an address or CIDR range"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix =
+            match prefix {
+                None => max,
+                Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(|| {
+                    format!("{text:?} has a prefix length that is not 0 to {max}")
+                })?,
+            };
+        Ok(Cidr { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        match (self.addr, ip.to_canonical()) {
+            (V4(net), V4(ip)) => bits_match(&net.octets(), &ip.octets(), self.prefix),
+            (V6(net), V6(ip)) => bits_match(&net.octets(), &ip.octets(), self.prefix),
+            _ => false,
+        }
+    }
+}
+
+fn bits_match(net: &[u8], ip: &[u8], prefix: u8) -> bool {
+    let prefix = usize::from(prefix);
+    let (whole, rest) = (prefix / 8, prefix % 8);
+    if net[..whole] != ip[..whole] {
+        return false;
+    }
+    rest == 0 || {
+        let mask = 0xffu8 << (8 - rest);
+        net[whole] & mask == ip[whole] & mask
+    }
+}
+
+/// Which client addresses may use a route (`whitelist-source-range`,
+/// `allowlist-source-range`, `denylist-source-range`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SourceRanges {
+    /// When not empty, only these may.
+    pub allow: Vec<Cidr>,
+    /// These may not, whatever `allow` says.
+    pub deny: Vec<Cidr>,
+}
+
+impl SourceRanges {
+    /// Whether `client` may use the route: not denied, and allowed when there is an allow
+    /// list.
+    pub fn admits(&self, client: std::net::IpAddr) -> bool {
+        !self.deny.iter().any(|c| c.contains(client))
+            && (self.allow.is_empty() || self.allow.iter().any(|c| c.contains(client)))
+    }
+}
+
+#[cfg(test)]
+mod range_tests {
+    use super::*;
+
+    #[test]
+    fn ranges_hold_the_addresses_they_name() {
+        let ranges = SourceRanges {
+            allow: vec![
+                Cidr::parse("10.0.0.0/8").unwrap(),
+                Cidr::parse("2001:db8::/32").unwrap(),
+                Cidr::parse("192.0.2.7").unwrap(),
+            ],
+            deny: vec![Cidr::parse("10.9.0.0/17").unwrap()],
+        };
+        let admits = |ip: &str| ranges.admits(ip.parse().unwrap());
+        assert!(admits("10.1.2.3"));
+        assert!(
+            admits("::ffff:10.1.2.3"),
+            "an IPv4 client on an IPv6 socket"
+        );
+        assert!(admits("2001:db8:1::1"));
+        assert!(admits("192.0.2.7"));
+        assert!(!admits("192.0.2.8"));
+        assert!(!admits("10.9.127.1"), "denied wins");
+        assert!(admits("10.9.128.1"));
+        assert!(!admits("2001:db9::1"));
+        for bad in ["10.0.0.0/33", "300.1.1.1", "10.0.0.0/x", "::/129", ""] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+        assert!(SourceRanges::default().admits("203.0.113.1".parse().unwrap()));
+    }
+}

@@ -17,7 +17,9 @@ mod table;
 mod template;
 mod tls;
 
-pub use access::{AuthCache, BasicAuth, ClientAuth, ExternalAuth, VerifyClient};
+pub use access::{
+    AuthCache, BasicAuth, Cidr, ClientAuth, ExternalAuth, SourceRanges, VerifyClient,
+};
 pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, UpstreamProtocol};
 pub use host::{HostError, HostPattern, request_host};
 pub use path::{PathError, PathKind, PathRule, normalize_request_path};

@@ -8,7 +8,7 @@ use serde::ser::{SerializeStruct, Serializer};
 
 use std::sync::Arc;
 
-use crate::access::{BasicAuth, ClientAuth, ExternalAuth, VerifyClient};
+use crate::access::{BasicAuth, ClientAuth, ExternalAuth, SourceRanges, VerifyClient};
 use crate::cluster::{Cluster, ClusterId, ClusterKey, Endpoint, UpstreamProtocol};
 use crate::host::{HostPattern, wildcard_suffix};
 use crate::path::{PathKind, PathRule};
@@ -63,6 +63,8 @@ pub struct RoutePolicy {
     pub external_auth: Option<Arc<ExternalAuth>>,
     /// Client certificates are asked for and checked (`auth-tls-*`).
     pub client_auth: Option<Arc<ClientAuth>>,
+    /// Which client addresses may use the route (`*-source-range`).
+    pub source_ranges: Option<Arc<SourceRanges>>,
 }
 
 impl Default for RoutePolicy {
@@ -78,6 +80,7 @@ impl Default for RoutePolicy {
             basic_auth: None,
             external_auth: None,
             client_auth: None,
+            source_ranges: None,
         }
     }
 }

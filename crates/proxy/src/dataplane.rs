@@ -12,7 +12,8 @@ use rustls::sign::CertifiedKey;
 use tracing::error;
 use vestibule_model::{
     Backend, BackendProtocol, Certificate, ClusterKey, EndpointAddress, ExternalAuth, ProxyPolicy,
-    Redirect, Refusal, Rewrite, RouteId, RouteOrigin, RoutePolicy, RouteTable, UpstreamProtocol,
+    Redirect, Refusal, Rewrite, RouteId, RouteOrigin, RoutePolicy, RouteTable, SourceRanges,
+    UpstreamProtocol,
 };
 
 use crate::balance::ClusterBalancer;
@@ -67,6 +68,8 @@ pub(crate) struct RouteState {
     pub(crate) external_auth: Option<Arc<AuthService>>,
     /// The client certificate check (`auth-tls-*`).
     pub(crate) client_cert: Option<Arc<ClientCertGuard>>,
+    /// Which client addresses may use it (`*-source-range`).
+    pub(crate) source_ranges: Option<Arc<SourceRanges>>,
     /// How its requests reach the backend; `None` for a backend that cannot be served.
     pub(crate) upstream: Option<Upstream>,
     /// Its metrics, when metrics are on.
@@ -165,6 +168,7 @@ impl Runtime {
                 basic_auth: None,
                 external_auth: None,
                 client_cert: None,
+                source_ranges: None,
                 upstream: None,
                 stats: None,
             },
@@ -243,6 +247,7 @@ impl Settle<'_> {
                 .client_auth
                 .as_ref()
                 .map(|auth| Arc::new(ClientCertGuard::new(Arc::clone(auth)))),
+            source_ranges: policy.source_ranges.clone(),
             upstream,
             stats,
         }

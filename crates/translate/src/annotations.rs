@@ -10,11 +10,13 @@ mod external;
 mod hosts;
 mod redirect;
 mod rewrite;
+mod source_ranges;
 pub(crate) mod syntax;
 
 pub(crate) use auth::is_password_hash;
 pub(crate) use external::ConfigMaps;
 pub use external::{AuthValues, external_auth};
+pub use source_ranges::ranges;
 
 use std::collections::BTreeMap;
 use std::fmt::Display;
@@ -196,6 +198,7 @@ pub(crate) fn read(
         secrets,
         cross_namespace,
     ));
+    closing.extend(source_ranges::read(&mut reader, &mut settings));
     closed::read(&mut reader, &mut settings, &closing);
     redirect::read(&mut reader, &mut settings);
     rewrite::read(&mut reader, &mut settings);
@@ -227,6 +230,7 @@ fn known(short: &str) -> bool {
         || auth::KEYS.contains(&short)
         || external::KEYS.contains(&short)
         || client_tls::KEYS.contains(&short)
+        || source_ranges::KEYS.contains(&short)
         || closed::knows(short)
         || redirect::KEYS.contains(&short)
         || rewrite::KEYS.contains(&short)

@@ -10,7 +10,7 @@ use serde::Serialize;
 use vestibule_model::{
     Backend, Certificate, CertificateRef, DefaultBackend, ExternalAuth, HostPattern, PathKind,
     PathRule, ProxyPolicy, Rewrite, RouteOrigin, RoutePolicy, RouteTable, ServerRules,
-    TableBuilder,
+    SourceRanges, TableBuilder,
 };
 
 use crate::annotations::{self, IngressSettings};
@@ -53,6 +53,9 @@ pub struct Options {
     pub global_auth: Option<Arc<ExternalAuth>>,
     /// Paths that the global authentication spares (`--no-auth-locations`), by prefix.
     pub no_auth_locations: Vec<String>,
+    /// Client addresses every Ingress allows or denies unless its own annotations say
+    /// otherwise (`--allowlist-source-range`, `--denylist-source-range`).
+    pub source_ranges: Option<Arc<SourceRanges>>,
 }
 
 impl Default for Options {
@@ -70,6 +73,7 @@ impl Default for Options {
             allow_cross_namespace_resources: false,
             global_auth: None,
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
+            source_ranges: None,
         }
     }
 }
@@ -179,6 +183,7 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
             force_ssl_redirect: options.force_ssl_redirect,
             proxy: Arc::new(options.proxy.clone()),
             external_auth: options.global_auth.clone(),
+            source_ranges: options.source_ranges.clone(),
             ..RoutePolicy::default()
         },
         regex_hosts: HashMap::new(),

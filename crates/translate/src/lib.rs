@@ -47,7 +47,7 @@ pub mod values {
         crate::annotations::is_password_hash(value)
     }
 
-    pub use crate::annotations::{AuthValues, external_auth};
+    pub use crate::annotations::{AuthValues, external_auth, ranges};
 
     /// `proxy-next-upstream` conditions.
     pub fn next_upstream(value: &str) -> Result<NextUpstream, String> {

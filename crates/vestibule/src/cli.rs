@@ -529,6 +529,16 @@ pub(crate) struct CompileArgs {
     )]
     pub global_auth_cache_duration: Option<String>,
 
+    /// Client addresses (CIDR ranges, comma separated) every Ingress allows, unless its own
+    /// allowlist-source-range says otherwise (ingress-nginx's whitelist-source-range key).
+    #[arg(long, value_name = "CIDRS", env = "VESTIBULE_ALLOWLIST_SOURCE_RANGE")]
+    pub allowlist_source_range: Option<String>,
+
+    /// Client addresses (CIDR ranges, comma separated) every Ingress refuses, unless its own
+    /// denylist-source-range says otherwise.
+    #[arg(long, value_name = "CIDRS", env = "VESTIBULE_DENYLIST_SOURCE_RANGE")]
+    pub denylist_source_range: Option<String>,
+
     /// Path prefixes that the global authentication spares, comma separated.
     #[arg(
         long,
@@ -564,6 +574,21 @@ impl CompileArgs {
         }
     }
 
+    /// The controller-wide allow and deny lists, when either is set.
+    fn source_ranges(&self) -> anyhow::Result<Option<Arc<vestibule_model::SourceRanges>>> {
+        let read = |flag: &str, value: &Option<String>| match value {
+            None => Ok(Vec::new()),
+            Some(v) => {
+                vestibule_translate::values::ranges(v).map_err(|e| anyhow::anyhow!("--{flag}: {e}"))
+            }
+        };
+        let ranges = vestibule_model::SourceRanges {
+            allow: read("allowlist-source-range", &self.allowlist_source_range)?,
+            deny: read("denylist-source-range", &self.denylist_source_range)?,
+        };
+        Ok((!ranges.allow.is_empty() || !ranges.deny.is_empty()).then(|| Arc::new(ranges)))
+    }
+
     pub(crate) fn options(&self) -> anyhow::Result<Options> {
         Ok(Options {
             controller_class: self.controller_class.clone(),
@@ -577,6 +602,7 @@ impl CompileArgs {
             force_ssl_redirect: self.force_ssl_redirect,
             allow_cross_namespace_resources: self.allow_cross_namespace_resources,
             global_auth: self.global_auth()?,
+            source_ranges: self.source_ranges()?,
             no_auth_locations: self
                 .no_auth_locations
                 .iter()

@@ -72,7 +72,7 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
                 .host("shop.example")
                 .prefix("/admin", svc("web", 80))
                 .annotation(&key("auth-tls-secret"), "default/client-ca")
-                .annotation(&key("whitelist-source-range"), "10.0.0.0/8"),
+                .annotation(&key("limit-rps"), "10"),
             ingress("default", "open")
                 .host("shop.example")
                 .prefix("/", svc("web", 80))
@@ -100,7 +100,7 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
     );
 
     let found = diagnostics(&v.config().await);
-    for short in ["auth-tls-secret", "whitelist-source-range"] {
+    for short in ["auth-tls-secret", "limit-rps"] {
         assert!(
             has(&found, &["error default/guarded", short, "503"]),
             "{short}: {found:#?}"
@@ -982,6 +982,65 @@ async fn auth_proxy_set_headers_come_from_a_config_map() {
                 "auth-proxy-set-headers",
                 "does not exist"
             ]
+        ),
+        "{found:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn allow_and_deny_lists_judge_the_client_behind_trusted_proxies() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    let site = |name: &str| {
+        ingress("default", name)
+            .host(&format!("{name}.example"))
+            .prefix("/", svc("web", 80))
+    };
+    write_world(
+        &dir,
+        vec![
+            site("office")
+                .annotation(&key("whitelist-source-range"), "192.0.2.0/24")
+                .annotation(&key("allowlist-source-range"), "10.0.0.0/8, 2001:db8::/32"),
+            site("denied").annotation(&key("denylist-source-range"), "10.9.0.0/16"),
+            site("typo").annotation(&key("allowlist-source-range"), "10.0.0/8x"),
+            site("open"),
+        ],
+        &[("web", &[&web])],
+    );
+    let flags = [
+        "--trusted-proxies",
+        "127.0.0.1/32",
+        "--denylist-source-range",
+        "10.66.0.0/16",
+    ];
+    let v = Vestibule::start(dir.path(), &flags);
+    let from = |ip: &str| format!("X-Forwarded-For: {ip}\r\n");
+    let status = |host: &'static str, ip: &'static str| {
+        let v = &v;
+        async move { get(v, host, "/", &from(ip)).await.status }
+    };
+    assert_eq!(status("office.example", "10.1.2.3").await, 200);
+    assert_eq!(status("office.example", "2001:db8::7").await, 200);
+    assert_eq!(
+        status("office.example", "192.0.2.1").await,
+        403,
+        "allowlist wins"
+    );
+    assert_eq!(status("denied.example", "10.9.1.1").await, 403);
+    assert_eq!(status("denied.example", "10.1.1.1").await, 200);
+    assert_eq!(
+        status("open.example", "10.66.1.1").await,
+        403,
+        "--denylist-source-range"
+    );
+    assert_eq!(status("open.example", "10.67.1.1").await, 200);
+    assert_eq!(status("typo.example", "10.1.2.3").await, 503);
+    let found = diagnostics(&v.config().await);
+    assert!(
+        has(
+            &found,
+            &["error default/typo", "allowlist-source-range", "503"]
         ),
         "{found:#?}"
     );

@@ -1,5 +1,6 @@
-//! Access control, the checks that decide without waiting, in nginx's order: the client
-//! certificate (`client_cert`), then basic authentication (`access`); each decision counted
+//! Access control, the checks that decide without waiting, in nginx's order: the client's
+//! address (allow and deny lists), the client certificate (`client_cert`), then basic
+//! authentication (`access`); each decision counted
 //! in the route's metrics. The external authentication service, which waits, is asked later
 //! (`auth`).
 
@@ -26,10 +27,16 @@ pub(super) struct Granted {
 #[inline]
 pub(super) fn control(
     routed: &Routed,
+    client: std::net::IpAddr,
     certificates: Option<&[rustls::pki_types::CertificateDer<'static>]>,
     headers: &mut HeaderMap,
 ) -> Result<Granted, Box<Answer>> {
     let state = routed.state();
+    if let Some(ranges) = &state.source_ranges
+        && !ranges.admits(client)
+    {
+        return Err(Box::new(Err(crate::respond::ProxyError::Forbidden)));
+    }
     let certified = match &state.client_cert {
         Some(guard) => match client_cert::check(guard, certificates) {
             Ok(fields) => {

@@ -269,11 +269,15 @@ impl Shared {
 
         // Access control: fail closed, basic authentication, the route's limit on the body.
         routed.check_access()?;
-        let granted =
-            match control::control(&routed, client.certificates.as_deref(), &mut parts.headers) {
-                Ok(granted) => granted,
-                Err(answer) => return (*answer).map(Prepared::Answered),
-            };
+        let granted = match control::control(
+            &routed,
+            client_ip,
+            client.certificates.as_deref(),
+            &mut parts.headers,
+        ) {
+            Ok(granted) => granted,
+            Err(answer) => return (*answer).map(Prepared::Answered),
+        };
         if let Some(user) = &granted.user {
             record.user(user);
         }

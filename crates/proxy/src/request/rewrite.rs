@@ -154,6 +154,7 @@ mod tests {
             basic_auth: None,
             external_auth: None,
             client_cert: None,
+            source_ranges: None,
             upstream: None,
             stats: None,
         }

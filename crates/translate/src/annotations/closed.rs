@@ -1,5 +1,5 @@
-//! Fail closed: the annotations that protect a route (external authentication, client certificates,
-//! allow and deny lists, request rate limits, `ssl-passthrough`) that Vestibule cannot honour
+//! Fail closed: the annotations that protect a route (request rate limits, `ssl-passthrough`,
+//! and any `auth-` key not read by another family) that Vestibule cannot honour
 //! yet close the Ingress's paths (503) instead of leaving them open.
 
 use std::sync::Arc;
@@ -11,9 +11,6 @@ use super::{IngressSettings, Reader};
 /// Exact keys of the protecting families; every `auth-` key (basic, digest and external
 /// authentication, `auth-tls-*`) belongs too.
 const KEYS: &[&str] = &[
-    "whitelist-source-range",
-    "allowlist-source-range",
-    "denylist-source-range",
     "limit-rps",
     "limit-rpm",
     "limit-connections",
