@@ -293,7 +293,7 @@ pub struct TableBuilder {
     table: RouteTable,
     routers: Vec<RouterBuilder>,
     /// Alias name → the host whose entry it shares.
-    aliases: Vec<(HostPattern, usize)>,
+    aliases: HashMap<HostPattern, usize>,
     vhost_index: HashMap<HostPattern, usize>,
     tls: TlsBuilder,
     cluster_index: HashMap<ClusterKey, ClusterId>,
@@ -401,11 +401,11 @@ impl TableBuilder {
         let Some(&at) = self.vhost_index.get(host) else {
             return false;
         };
-        if self.vhost_index.contains_key(&alias) || self.aliases.iter().any(|(a, _)| *a == alias) {
+        if self.vhost_index.contains_key(&alias) || self.aliases.contains_key(&alias) {
             return false;
         }
         self.table.vhosts[at].aliases.push(alias.clone());
-        self.aliases.push((alias, at));
+        self.aliases.insert(alias, at);
         true
     }
 

@@ -455,34 +455,27 @@ impl Compiler<'_> {
                 .flat_map(|s| s.rules.iter().flatten())
                 .filter_map(|r| HostPattern::parse(r.host.as_deref().unwrap_or("")).ok())
                 .collect();
-            hosts.dedup();
+            // A host named by two rules of one Ingress is that Ingress's once.
+            let mut seen = HashSet::new();
+            hosts.retain(|h| seen.insert(h.clone()));
             hosts
         };
         let all: HashSet<HostPattern> = ours.iter().flat_map(|(i, _)| hosts_of(i)).collect();
-        let mut rules: Vec<(HostPattern, ServerRules)> = Vec::new();
-        let at = |rules: &mut Vec<(HostPattern, ServerRules)>, host: &HostPattern| match rules
-            .iter()
-            .position(|(h, _)| h == host)
-        {
-            Some(i) => i,
-            None => {
-                rules.push((host.clone(), ServerRules::default()));
-                rules.len() - 1
-            }
-        };
+        // The oldest Ingress's rules win: each host's entry is filled in age order.
+        let mut rules: HashMap<HostPattern, ServerRules> = HashMap::new();
         for ((ingress, object), settings) in ours.iter().zip(settings) {
             let hosts = hosts_of(ingress);
             if let Some(root) = &settings.app_root {
                 for host in &hosts {
-                    let i = at(&mut rules, host);
-                    if rules[i].1.app_root.is_some() {
+                    let server = rules.entry(host.clone()).or_default();
+                    if server.app_root.is_some() {
                         self.diags.warning(
                             object,
                             annotations::field("app-root"),
                             format!("{host} has an app-root from an older Ingress; this one is ignored there"),
                         );
                     } else {
-                        rules[i].1.app_root = Some(root.clone());
+                        server.app_root = Some(root.clone());
                     }
                 }
             }
@@ -506,9 +499,9 @@ impl Compiler<'_> {
                         );
                         continue;
                     }
-                    let i = at(&mut rules, &other);
-                    if rules[i].1.redirect_host.is_none() {
-                        rules[i].1.redirect_host = Some(name.clone());
+                    let server = rules.entry(other).or_default();
+                    if server.redirect_host.is_none() {
+                        server.redirect_host = Some(name.clone());
                     }
                 }
             }

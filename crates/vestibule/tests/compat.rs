@@ -230,6 +230,11 @@ async fn redirects_answer_before_anything_else_with_their_codes() {
             ingress("default", "app")
                 .host("example.com")
                 .prefix("/shop", svc("web", 80))
+                // The same host again after another: still one host of this Ingress.
+                .host("b.example.com")
+                .prefix("/b", svc("web", 80))
+                .host("example.com")
+                .prefix("/more", svc("web", 80))
                 .annotation(&key("app-root"), "/shop")
                 .annotation(&key("from-to-www-redirect"), "true"),
             ingress("default", "bad")
@@ -278,6 +283,7 @@ async fn redirects_answer_before_anything_else_with_their_codes() {
         has(&found, &["error default/both", "temporal-redirect-code"]),
         "{found:#?}"
     );
+    assert!(!has(&found, &["default/app"]), "{found:#?}");
     assert_eq!(web.hits(), 2);
 }
 
