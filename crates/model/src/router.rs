@@ -122,14 +122,19 @@ impl PathRouter {
 /// length), the first that matches winning, as nginx tries its regex locations in order.
 #[derive(Debug, Clone)]
 pub(crate) struct RegexPaths {
-    /// `None` only if the rules together are too large for one set; then each is tried in
-    /// turn (the same answer, more slowly).
-    set: Option<regex::RegexSet>,
-    each: Vec<regex::Regex>,
+    matcher: Matcher,
     /// Route of each pattern, in the order they are tried.
     routes: Vec<RouteId>,
     /// The rule paths, for equality and display.
     paths: Vec<Box<str>>,
+}
+
+/// How the patterns are tried: together in one set, or, only if they are too large for one
+/// set, each in turn (the same answer, more slowly).
+#[derive(Debug, Clone)]
+enum Matcher {
+    Set(regex::RegexSet),
+    Each(Vec<regex::Regex>),
 }
 
 impl PartialEq for RegexPaths {
@@ -143,50 +148,44 @@ impl Eq for RegexPaths {}
 impl RegexPaths {
     /// Compiles `rules` (rule path, route, in the order they were added). Plain rules among
     /// them are matched literally, never widened: Exact as the whole path, Prefix by elements.
-    pub(crate) fn new(mut rules: Vec<(PathRule, RouteId)>) -> RegexPaths {
+    pub(crate) fn new(rules: Vec<(PathRule, RouteId)>) -> RegexPaths {
+        Self::build(rules, true)
+    }
+
+    fn build(mut rules: Vec<(PathRule, RouteId)>, as_set: bool) -> RegexPaths {
         // Stable: at equal length the older rule stays first.
         rules.sort_by_key(|(rule, _)| std::cmp::Reverse(rule.path.len()));
         let sources: Vec<String> = rules
             .iter()
             .map(|(rule, _)| match rule.kind {
-                PathKind::Regex => regex_source(&rule.path),
+                PathKind::Regex => format!("(?i:{})", regex_source(&rule.path)),
                 PathKind::Exact => format!("^{}$", regex::escape(&rule.path)),
                 PathKind::Prefix if &*rule.path == "/" => "^/".to_owned(),
                 PathKind::Prefix => format!("^{}(/|$)", regex::escape(&rule.path)),
             })
             .collect();
-        let case = |kind: PathKind| kind == PathKind::Regex;
-        // Each pattern is also kept alone, for the fallback; patterns were validated when
-        // their rules were made, and one that still fails matches nothing.
-        let each = rules
-            .iter()
-            .zip(&sources)
-            .map(|((rule, _), source)| {
-                regex::RegexBuilder::new(source)
-                    .case_insensitive(case(rule.kind))
+        let set = as_set
+            .then(|| {
+                regex::RegexSetBuilder::new(&sources)
+                    .size_limit(256 << 20)
+                    .dfa_size_limit(64 << 20)
                     .build()
-                    .unwrap_or_else(|_| never())
+                    .ok()
             })
-            .collect();
-        let set_sources: Vec<String> = rules
-            .iter()
-            .zip(&sources)
-            .map(|((rule, _), source)| {
-                if case(rule.kind) {
-                    format!("(?i:{source})")
-                } else {
-                    source.clone()
-                }
-            })
-            .collect();
-        let set = regex::RegexSetBuilder::new(&set_sources)
-            .size_limit(256 << 20)
-            .dfa_size_limit(64 << 20)
-            .build()
-            .ok();
+            .flatten();
+        let matcher = match set {
+            Some(set) => Matcher::Set(set),
+            // Patterns were validated when their rules were made; one that still fails
+            // matches nothing.
+            None => Matcher::Each(
+                sources
+                    .iter()
+                    .map(|s| regex::Regex::new(s).unwrap_or_else(|_| never()))
+                    .collect(),
+            ),
+        };
         RegexPaths {
-            set,
-            each,
+            matcher,
             routes: rules.iter().map(|(_, id)| *id).collect(),
             paths: rules.into_iter().map(|(rule, _)| rule.path).collect(),
         }
@@ -194,9 +193,9 @@ impl RegexPaths {
 
     /// The first rule, in trying order, that matches the normalised request path.
     pub(crate) fn lookup(&self, path: &str) -> Option<RouteId> {
-        let first = match &self.set {
-            Some(set) => set.matches(path).iter().next(),
-            None => self.each.iter().position(|r| r.is_match(path)),
+        let first = match &self.matcher {
+            Matcher::Set(set) => set.matches(path).iter().next(),
+            Matcher::Each(each) => each.iter().position(|r| r.is_match(path)),
         };
         first.map(|at| self.routes[at])
     }
@@ -247,7 +246,11 @@ mod tests {
     use super::*;
 
     fn regex_paths(rules: &[(PathKind, &str)]) -> RegexPaths {
-        RegexPaths::new(
+        regex_paths_as(rules, true)
+    }
+
+    fn regex_paths_as(rules: &[(PathKind, &str)], as_set: bool) -> RegexPaths {
+        RegexPaths::build(
             rules
                 .iter()
                 .enumerate()
@@ -262,19 +265,22 @@ mod tests {
                     )
                 })
                 .collect(),
+            as_set,
         )
     }
 
     #[test]
     fn regex_rules_are_tried_longest_first_and_the_first_match_wins() {
         use PathKind::Regex;
-        let paths = regex_paths(&[
+        let rules = [
             (Regex, "/"),
             (Regex, "/api"),
             (Regex, "/api/v[0-9]+"),
             (Regex, "/something(/|$)(.*)"),
             (Regex, "/b"),
-        ]);
+        ];
+        let paths = regex_paths(&rules);
+        assert!(matches!(paths.matcher, Matcher::Set(_)));
         let cases = [
             ("/api/v2/x", Some(2)),
             ("/API/V2", Some(2)),
@@ -288,10 +294,8 @@ mod tests {
         for (path, want) in cases {
             assert_eq!(paths.lookup(path), want.map(RouteId), "{path}");
         }
-        let fallback = RegexPaths {
-            set: None,
-            ..paths.clone()
-        };
+        let fallback = regex_paths_as(&rules, false);
+        assert!(matches!(fallback.matcher, Matcher::Each(_)));
         for (path, want) in cases {
             assert_eq!(
                 fallback.lookup(path),

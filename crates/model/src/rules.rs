@@ -87,10 +87,6 @@ impl Rewrite {
         })
     }
 
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
     /// The request target (path and query) after the rewrite, or `None` when the path does
     /// not match the pattern and stays as it is. The query is kept: after the target's own,
     /// if it has one.

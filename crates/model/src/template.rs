@@ -88,11 +88,6 @@ impl Template {
         &self.source
     }
 
-    /// Whether it uses no variable at all.
-    pub fn is_literal(&self) -> bool {
-        !self.parts.iter().any(|p| matches!(p, Part::Var(_)))
-    }
-
     /// The text with each variable replaced by what `value` says of it.
     pub fn expand<'v>(&self, mut value: impl FnMut(&Var) -> std::borrow::Cow<'v, str>) -> String {
         let mut out = String::with_capacity(self.source.len() + 32);
@@ -191,7 +186,6 @@ mod tests {
             "/auth/shop.examplex/<x-user>/[Team]"
         );
         assert_eq!(expand("/plain"), "/plain");
-        assert!(Template::parse("/plain").unwrap().is_literal());
     }
 
     #[test]

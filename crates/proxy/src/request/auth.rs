@@ -14,8 +14,10 @@ use http::{HeaderMap, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use vestibule_model::{ExternalAuth, Var, escape_component};
 
+use super::forwarded::{X_FORWARDED_FOR, X_REAL_IP, X_REQUEST_ID};
 use crate::body::response::ProxyBody;
 use crate::respond::{ProxyError, redirect};
+use crate::server::client::IpText;
 use crate::upstream::client::{Outgoing, Target, Timeouts, Upstreams};
 use crate::upstream::request::{BodyFraming, Forwarded, UpstreamRequest};
 use crate::upstream::tls::TlsResolved;
@@ -23,10 +25,7 @@ use crate::upstream::tls::TlsResolved;
 static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
 static X_SENT_FROM: HeaderName = HeaderName::from_static("x-sent-from");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_AUTH_REQUEST_REDIRECT: HeaderName = HeaderName::from_static("x-auth-request-redirect");
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 /// The client's fields the service does not get: the body's (it gets none) and the scheme,
 /// which ingress-nginx clears.
@@ -310,7 +309,7 @@ fn question(
         Some(template) => template.expand(|v| value_of(v, asking)),
         None => asking.target.to_owned(),
     };
-    let address = asking.client_ip.to_string();
+    let address = IpText::new(asking.client_ip);
     let mut forwarded = Forwarded::default();
     let mut push = |name: &'static HeaderName, text: &str| {
         if let Ok(v) = HeaderValue::try_from(text) {
@@ -320,9 +319,11 @@ fn question(
     push(&X_ORIGINAL_URL, &original);
     push(&X_ORIGINAL_METHOD, asking.method.as_str());
     push(&X_SENT_FROM, "nginx-ingress-controller");
-    push(&X_REAL_IP, &address);
-    push(&X_FORWARDED_FOR, &address);
     push(&X_AUTH_REQUEST_REDIRECT, &redirect_to);
+    if let Some(address) = address.header_value() {
+        forwarded.push(&X_REAL_IP, address.clone());
+        forwarded.push(&X_FORWARDED_FOR, address);
+    }
     forwarded.push(&X_REQUEST_ID, asking.request_id.clone());
     Ok(UpstreamRequest {
         method: service.method.clone(),
@@ -347,7 +348,9 @@ fn value_of<'a>(var: &Var, asking: &'a Asking<'_>) -> Cow<'a, str> {
         Var::RequestUri => Cow::Borrowed(asking.target),
         Var::EscapedRequestUri => Cow::Owned(escape_component(asking.target)),
         Var::Scheme => Cow::Borrowed(if asking.https { "https" } else { "http" }),
-        Var::RemoteAddr => Cow::Owned(asking.client_ip.to_string()),
+        Var::RemoteAddr => {
+            Cow::Owned(String::from_utf8_lossy(IpText::new(asking.client_ip).as_bytes()).into())
+        }
         Var::RequestMethod => Cow::Borrowed(asking.method.as_str()),
         Var::Uri => Cow::Borrowed(asking.path),
         Var::Args => Cow::Borrowed(query.unwrap_or("")),

@@ -10,11 +10,11 @@ use http::header::{HeaderName, HeaderValue};
 use crate::server::client::{ClientSide, IpText};
 use crate::upstream::request::Forwarded;
 
-static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(super) static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub(super) static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 pub(super) static X_FORWARDED_PREFIX: HeaderName = HeaderName::from_static("x-forwarded-prefix");
 pub(super) static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
