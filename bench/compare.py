@@ -77,6 +77,9 @@ BASELINE_ADMIN_PORT = 19315
 HOST = "bench.example"
 BASIC_HOST = "basic.bench.example"
 AUTH_URL_HOST = "authurl.bench.example"
+LIMIT_HOST = "limit.bench.example"
+# High enough that the load never reaches it: the scenario measures counting, not refusing.
+LIMIT_RPS = 10_000_000
 # "password" hashed as htpasswd does by default ($apr1$, MD5 1,000 rounds); the same file for
 # nginx and the same Secret for Vestibule.
 HTPASSWD = "bench:$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00\n"
@@ -89,7 +92,7 @@ CONNECTIONS = 50
 PROXY_CPU = 0
 ALL_PROXIES = ["direct", "nginx", "haproxy", "vestibule", "baseline"]
 SCENARIOS = ["h1", "h1-16k", "https", "handshakes", "h2", "h1-10k", "basic-auth", "auth-url",
-             "churn"]
+             "rate-limit", "churn"]
 TOOLS = {  # command -> Debian package
     "nginx": "nginx-light", "haproxy": "haproxy", "wrk": "wrk", "h2load": "nghttp2-client",
     "openssl": "openssl", "taskset": "util-linux", "git": "git",
@@ -243,7 +246,8 @@ class Route:
     service: str
     endpoints: tuple   # ((ip, port), ...)
     group: str         # which manifest file it goes to, so a change rewrites one small file
-    auth: str = ""     # "basic" (the HTPASSWD users) or "url" (the upstream's /auth says yes)
+    auth: str = ""     # "basic" (the HTPASSWD users) or "url" (the upstream's /auth says yes),
+    #                    or "limit" (a per-client request rate, LIMIT_RPS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -264,7 +268,8 @@ def small_table(cert):
     upstream = (("127.0.0.1", UPSTREAM_PORT),)
     return Table((bench_route(), Route(WS_HOST, "ws", (("127.0.0.1", WS_PORT),), "ws"),
                   Route(BASIC_HOST, "basic", upstream, "auth", auth="basic"),
-                  Route(AUTH_URL_HOST, "authurl", upstream, "auth", auth="url")), cert)
+                  Route(AUTH_URL_HOST, "authurl", upstream, "auth", auth="url"),
+                  Route(LIMIT_HOST, "limited", upstream, "auth", auth="limit")), cert)
 
 
 def big_table(cert, hosts=10_000):
@@ -677,7 +682,7 @@ def nginx_conf(d, h, s, table, access_log):
     `access_log` as the access_log directive's arguments (`off`, or a path, the format
     `vestibule_like` and any parameters)."""
     head, temp = nginx_common(d, 1)
-    upstreams, servers = [], []
+    upstreams, servers, zones = [], [], []
     for r in table.routes:
         # keepalive is per upstream block; every backend gets the same pool, as every
         # Service does in the other two.
@@ -689,6 +694,11 @@ def nginx_conf(d, h, s, table, access_log):
             htpasswd = os.path.join(d, "htpasswd")
             write_atomic(htpasswd, HTPASSWD)
             auth = f'auth_basic "bench"; auth_basic_user_file {htpasswd}; '
+        elif r.auth == "limit":
+            # As ingress-nginx writes limit-rps: a zone per Ingress, burst = rate x 5.
+            zones.append(f"  limit_req_zone $binary_remote_addr zone=z_{r.service}:5m "
+                         f"rate={LIMIT_RPS}r/s;")
+            auth = f"limit_req zone=z_{r.service} burst={LIMIT_RPS * 5} nodelay; "
         elif r.auth == "url":
             # As ingress-nginx writes it: an internal location the subrequest goes to.
             auth = ("auth_request /_auth; location = /_auth { internal; "
@@ -735,7 +745,7 @@ http {{
   proxy_set_header X-Forwarded-Proto $scheme;
   server {{ listen 127.0.0.1:{h} default_server; listen 127.0.0.1:{s} ssl http2 default_server;
        return 404; }}
-{chr(10).join(upstreams)}
+{chr(10).join(upstreams + zones)}
 {chr(10).join(servers)}
 }}
 """
@@ -1035,6 +1045,7 @@ class Vestibule(Proxy):
                       "nginx.ingress.kubernetes.io/auth-realm": "bench"},
             "url": {"nginx.ingress.kubernetes.io/auth-url":
                     f"http://{r.endpoints[0][0]}:{r.endpoints[0][1]}/auth"},
+            "limit": {"nginx.ingress.kubernetes.io/limit-rps": str(LIMIT_RPS)},
         }.get(r.auth, {})
         meta = f"{{name: {r.service}, namespace: {NAMESPACE}"
         if annotations:
@@ -1191,10 +1202,12 @@ SCENARIO_DEFS = {
                            headers=(BASIC_CREDENTIALS,), host=BASIC_HOST),
     "auth-url": Scenario("auth-url", "h1 with external auth (the upstream says yes)", "small",
                          host=AUTH_URL_HOST),
+    "rate-limit": Scenario("rate-limit", "h1 with a per-client request rate (never reached)",
+                           "small", host=LIMIT_HOST),
 }
 
 # Scenarios a proxy is not configured for here (HAProxy has no htpasswd or auth_request).
-UNSUPPORTED = {"haproxy": {"basic-auth", "auth-url"}}
+UNSUPPORTED = {"haproxy": {"basic-auth", "auth-url", "rate-limit"}}
 
 
 def load_cmd(sc, proxy, seconds, log_file=None):

@@ -16,6 +16,7 @@ mod rules;
 mod table;
 mod template;
 mod tls;
+mod traffic;
 
 pub use access::{
     AuthCache, BasicAuth, Cidr, ClientAuth, ExternalAuth, SourceRanges, VerifyClient,
@@ -35,3 +36,4 @@ pub use table::{
 };
 pub use template::{Template, Var, escape_component};
 pub use tls::{Certificate, CertificateInfo, CertificateRef, KeyFormat, TlsBuilder, TlsHosts};
+pub use traffic::{AgentRule, Blocklist, Canary, CanaryHeader, Pattern, RateLimit};

@@ -17,6 +17,7 @@ pub use crate::router::RouteId;
 use crate::router::{PathRouter, Paths, RegexPaths};
 use crate::rules::{Redirect, Refusal, Rewrite, ServerRules};
 use crate::tls::{TlsBuilder, TlsHosts};
+use crate::traffic::{Canary, RateLimit};
 
 /// Where a request that matched goes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -65,6 +66,8 @@ pub struct RoutePolicy {
     pub client_auth: Option<Arc<ClientAuth>>,
     /// Which client addresses may use the route (`*-source-range`).
     pub source_ranges: Option<Arc<SourceRanges>>,
+    /// Request-rate limits per client, shared by every path of the Ingress (`limit-*`).
+    pub rate_limit: Option<Arc<RateLimit>>,
 }
 
 impl Default for RoutePolicy {
@@ -81,6 +84,7 @@ impl Default for RoutePolicy {
             external_auth: None,
             client_auth: None,
             source_ranges: None,
+            rate_limit: None,
         }
     }
 }
@@ -94,6 +98,9 @@ pub struct Route {
     pub backend: Backend,
     pub origin: RouteOrigin,
     pub policy: RoutePolicy,
+    /// A canary Ingress that takes some of the route's requests.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub canary: Option<Arc<Canary>>,
 }
 
 impl Route {
@@ -361,8 +368,32 @@ impl TableBuilder {
             backend,
             origin,
             policy,
+            canary: None,
         });
         Ok(id)
+    }
+
+    /// The route `host` has for exactly `rule` (same path and kind), if any.
+    pub fn find(&self, host: &HostPattern, rule: &PathRule) -> Option<&Route> {
+        let at = *self.vhost_index.get(host)?;
+        self.table.vhosts[at]
+            .routes
+            .iter()
+            .map(|id| &self.table.routes[id.0 as usize])
+            .find(|route| route.rule == *rule)
+    }
+
+    /// Gives route `id` its canary, unless it has one already: then the one that stays is
+    /// returned.
+    pub fn canary(&mut self, id: RouteId, canary: Canary) -> Result<(), Arc<Canary>> {
+        let route = &mut self.table.routes[id.0 as usize];
+        match &route.canary {
+            Some(existing) => Err(Arc::clone(existing)),
+            None => {
+                route.canary = Some(Arc::new(canary));
+                Ok(())
+            }
+        }
     }
 
     /// The index of `host`'s virtual host, made empty the first time.

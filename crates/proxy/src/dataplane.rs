@@ -11,9 +11,9 @@ use http::HeaderValue;
 use rustls::sign::CertifiedKey;
 use tracing::error;
 use vestibule_model::{
-    Backend, BackendProtocol, Certificate, ClusterKey, EndpointAddress, ExternalAuth, ProxyPolicy,
-    Redirect, Refusal, Rewrite, RouteId, RouteOrigin, RoutePolicy, RouteTable, SourceRanges,
-    UpstreamProtocol,
+    Backend, BackendProtocol, Canary, Certificate, ClusterKey, EndpointAddress, ExternalAuth,
+    ProxyPolicy, Redirect, Refusal, Rewrite, RouteId, RouteOrigin, RoutePolicy, RouteTable,
+    SourceRanges, UpstreamProtocol,
 };
 
 use crate::balance::ClusterBalancer;
@@ -22,6 +22,7 @@ use crate::observe::metrics::{Metrics, RouteLabels, RouteStats};
 use crate::request::access::BasicGuard;
 use crate::request::auth::AuthService;
 use crate::request::client_cert::ClientCertGuard;
+use crate::request::limit::RateLimiter;
 use crate::upstream::tls::{TlsClients, TlsResolved};
 
 /// One installed table and the state that goes with its clusters and routes.
@@ -37,6 +38,8 @@ pub(crate) struct Runtime {
     default: RouteState,
     /// The TLS clients the routes use, for the next table to take over.
     tls_clients: TlsClients,
+    /// Each rate-limited Ingress's counters, by zone, for the next table to take over.
+    limiters: HashMap<Box<str>, Arc<RateLimiter>>,
 }
 
 /// Which part of the table a request was routed by.
@@ -70,9 +73,22 @@ pub(crate) struct RouteState {
     pub(crate) client_cert: Option<Arc<ClientCertGuard>>,
     /// Which client addresses may use it (`*-source-range`).
     pub(crate) source_ranges: Option<Arc<SourceRanges>>,
+    /// Its Ingress's request-rate limits, with their counters (`limit-*`).
+    pub(crate) limiter: Option<Arc<RateLimiter>>,
     /// How its requests reach the backend; `None` for a backend that cannot be served.
     pub(crate) upstream: Option<Upstream>,
     /// Its metrics, when metrics are on.
+    pub(crate) stats: Option<Arc<RouteStats>>,
+    /// A canary Ingress's share of its requests.
+    pub(crate) canary: Option<CanaryState>,
+}
+
+/// The canary side of a route: which requests go there, how they reach its backend, and
+/// its own metrics (under the canary Ingress's and Service's names).
+#[derive(Debug)]
+pub(crate) struct CanaryState {
+    pub(crate) canary: Arc<Canary>,
+    pub(crate) upstream: Option<Upstream>,
     pub(crate) stats: Option<Arc<RouteStats>>,
 }
 
@@ -91,6 +107,7 @@ impl Runtime {
         previous: Option<&Runtime>,
         default_policy: Arc<ProxyPolicy>,
         metrics: Option<&Metrics>,
+        max_clients: usize,
     ) -> Runtime {
         // Rotation, response-time averages and ejections carry over by cluster key and
         // endpoint address, so an endpoint change elsewhere resets nothing here.
@@ -134,6 +151,9 @@ impl Runtime {
             metrics,
             previous_clients: previous.map(|p| &p.tls_clients),
             tls_clients: &mut tls_clients,
+            previous_limiters: previous.map(|p| &p.limiters),
+            limiters: HashMap::new(),
+            max_clients,
         };
         let routes = table
             .routes()
@@ -143,7 +163,11 @@ impl Runtime {
                     origin: Some(&route.origin),
                     host: Some(route.host.to_string().into()),
                 };
-                settle.route(&route.backend, &route.policy, labels)
+                let mut state = settle.route(&route.backend, &route.policy, labels);
+                state.canary = route.canary.as_ref().map(|canary| {
+                    settle.canary(canary, &state.proxy, route.host.to_string().into())
+                });
+                state
             })
             .collect();
         let default = match table.default_backend() {
@@ -169,10 +193,13 @@ impl Runtime {
                 external_auth: None,
                 client_cert: None,
                 source_ranges: None,
+                limiter: None,
                 upstream: None,
                 stats: None,
+                canary: None,
             },
         };
+        let limiters = settle.limiters;
         Runtime {
             table,
             balancers,
@@ -180,6 +207,7 @@ impl Runtime {
             routes,
             default,
             tls_clients,
+            limiters,
         }
     }
 
@@ -206,6 +234,10 @@ struct Settle<'a> {
     metrics: Option<&'a Metrics>,
     previous_clients: Option<&'a TlsClients>,
     tls_clients: &'a mut TlsClients,
+    previous_limiters: Option<&'a HashMap<Box<str>, Arc<RateLimiter>>>,
+    /// The new table's, by zone: every route of an Ingress shares its Ingress's.
+    limiters: HashMap<Box<str>, Arc<RateLimiter>>,
+    max_clients: usize,
 }
 
 impl Settle<'_> {
@@ -248,7 +280,45 @@ impl Settle<'_> {
                 .as_ref()
                 .map(|auth| Arc::new(ClientCertGuard::new(Arc::clone(auth)))),
             source_ranges: policy.source_ranges.clone(),
+            limiter: policy.rate_limit.as_ref().map(|limit| self.limiter(limit)),
             upstream,
+            stats,
+            canary: None,
+        }
+    }
+
+    /// The counters for an Ingress's limits: the previous table's while the limits are the
+    /// same, so that a change elsewhere refills nobody's budget.
+    fn limiter(&mut self, limit: &Arc<vestibule_model::RateLimit>) -> Arc<RateLimiter> {
+        let same = |l: &&Arc<RateLimiter>| **l.limit() == **limit;
+        if let Some(limiter) = self.limiters.get(&limit.zone).filter(same) {
+            return Arc::clone(limiter);
+        }
+        let limiter = self
+            .previous_limiters
+            .and_then(|p| p.get(&limit.zone))
+            .filter(same)
+            .cloned()
+            .unwrap_or_else(|| Arc::new(RateLimiter::new(Arc::clone(limit), self.max_clients)));
+        self.limiters
+            .insert(limit.zone.clone(), Arc::clone(&limiter));
+        limiter
+    }
+
+    /// A route's canary side: its upstream settled as the route's, with the route's policy,
+    /// and metrics of its own.
+    fn canary(&mut self, canary: &Arc<Canary>, proxy: &ProxyPolicy, host: Box<str>) -> CanaryState {
+        let stats = self.metrics.map(|metrics| {
+            metrics.route_stats(RouteLabels {
+                namespace: canary.origin.namespace.clone(),
+                ingress: canary.origin.name.clone(),
+                service: service_of(self.table, &canary.backend).into(),
+                host: Some(host),
+            })
+        });
+        CanaryState {
+            canary: Arc::clone(canary),
+            upstream: self.upstream(&canary.backend, proxy),
             stats,
         }
     }
@@ -351,7 +421,12 @@ pub struct DataPlane {
     metrics: Option<Arc<Metrics>>,
     /// Requests that matched nothing, counted under empty labels.
     unrouted: Option<Arc<RouteStats>>,
+    /// Clients each rate-limited Ingress tracks at most (`--limit-max-clients`).
+    max_clients: usize,
 }
+
+/// Clients a rate-limited Ingress tracks at most unless set otherwise: about 13 MB.
+pub(crate) const DEFAULT_LIMIT_MAX_CLIENTS: usize = 100_000;
 
 impl Default for DataPlane {
     fn default() -> Self {
@@ -386,11 +461,20 @@ impl DataPlane {
                 None,
                 policy.clone(),
                 metrics.as_deref(),
+                DEFAULT_LIMIT_MAX_CLIENTS,
             )),
             default_policy: policy,
             metrics,
             unrouted,
+            max_clients: DEFAULT_LIMIT_MAX_CLIENTS,
         }
+    }
+
+    /// Sets how many clients each rate-limited Ingress tracks at most; past it, the client
+    /// seen least recently is forgotten. Tables installed from here on use it.
+    pub fn with_limit_max_clients(mut self, max_clients: usize) -> DataPlane {
+        self.max_clients = max_clients.max(1);
+        self
     }
 
     /// Where requests no route claimed are counted, when metrics are on.
@@ -407,6 +491,7 @@ impl DataPlane {
             Some(&previous),
             self.default_policy.clone(),
             self.metrics.as_deref(),
+            self.max_clients,
         );
         drop(previous);
         self.runtime.store(Arc::new(next));
@@ -424,6 +509,18 @@ impl DataPlane {
     /// its retries finish on the table they started with.
     pub(crate) fn load_full(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    /// For each rate-limited Ingress (`namespace/name`), the clients it tracks now.
+    pub fn rate_limited_clients(&self) -> Vec<(Box<str>, usize)> {
+        let runtime = self.runtime.load();
+        let mut zones: Vec<(Box<str>, usize)> = runtime
+            .limiters
+            .iter()
+            .map(|(zone, limiter)| (zone.clone(), limiter.tracked()))
+            .collect();
+        zones.sort();
+        zones
     }
 
     /// The table currently installed.

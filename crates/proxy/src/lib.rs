@@ -26,6 +26,7 @@ pub use dataplane::DataPlane;
 pub use observe::Observability;
 pub use observe::access_log::{AccessLog, AccessLogFormat};
 pub use observe::metrics::{Metrics, MetricsOptions};
+pub use request::limit::{InFlight, RateLimiter, Refused};
 pub use respond::ProxyError;
 pub use server::client_ip::{TrustedProxies, TrustedProxiesError};
 pub use server::connection::Server;

@@ -48,6 +48,10 @@ pub enum ProxyError {
     /// The route's Ingress asks for protection Vestibule cannot give (fail closed).
     #[error("refused: the Ingress asks for {0}, which is not supported")]
     Refused(Box<str>),
+    /// A request-rate limit refused it; the status is the operator's
+    /// (`--limit-req-status-code`, `--limit-conn-status-code`).
+    #[error("the client is over the route's request limit")]
+    Limited(StatusCode),
     /// An HTTP/1 request head not complete within the client header timeout.
     #[error("the request headers did not arrive within the client header timeout")]
     RequestTimeout,
@@ -72,6 +76,7 @@ impl ProxyError {
             ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
             ProxyError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ProxyError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::Limited(status) => *status,
         }
     }
 
@@ -93,6 +98,7 @@ impl ProxyError {
             ProxyError::UriTooLong => "the request target is too long",
             ProxyError::HeadersTooLarge => "the request headers are too large",
             ProxyError::RequestTimeout => "the request headers did not arrive in time",
+            ProxyError::Limited(_) => "too many requests; try again later",
         }
     }
 
@@ -105,7 +111,9 @@ impl ProxyError {
             ProxyError::Forbidden => "7",
             ProxyError::AuthFailed(_) => "13",
             ProxyError::UpstreamTimeout { .. } | ProxyError::RequestTimeout => "4",
-            ProxyError::PayloadTooLarge(_) | ProxyError::HeadersTooLarge => "8",
+            ProxyError::PayloadTooLarge(_)
+            | ProxyError::HeadersTooLarge
+            | ProxyError::Limited(_) => "8",
             ProxyError::BadRequest(_) | ProxyError::UriTooLong => "13",
             ProxyError::BackendUnavailable(_)
             | ProxyError::NoEndpoints(_)
@@ -272,6 +280,7 @@ mod tests {
             (ProxyError::AuthFailed("auth.example: refused".into()), 500),
             (ProxyError::Refused("auth-url".into()), 503),
             (ProxyError::RequestTimeout, 408),
+            (ProxyError::Limited(StatusCode::TOO_MANY_REQUESTS), 429),
             (
                 ProxyError::BackendUnavailable("Service a/b not found".into()),
                 503,

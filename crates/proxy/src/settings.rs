@@ -1,5 +1,6 @@
 //! Settings of the data plane that are fixed for the process's life: client limits and
-//! timeouts, TLS session cache, redirects and HSTS, trusted proxies, upstream pool limits.
+//! timeouts, TLS session cache, redirects and HSTS, trusted proxies, upstream pool limits,
+//! blocked clients and the statuses of rate limits.
 
 use std::time::Duration;
 
@@ -38,6 +39,14 @@ pub struct ProxySettings {
     /// Every connection starts with a PROXY protocol header (v1 or v2), whose source address
     /// is the client's; connections without one are closed.
     pub proxy_protocol: bool,
+    /// Clients refused on every host, before routing (`--block-cidrs`,
+    /// `--block-user-agents`): 403.
+    pub blocked: vestibule_model::Blocklist,
+    /// The status of a request refused by `limit-rps` or `limit-rpm`
+    /// (`--limit-req-status-code`).
+    pub limit_req_status: http::StatusCode,
+    /// The status of a request refused by `limit-connections` (`--limit-conn-status-code`).
+    pub limit_conn_status: http::StatusCode,
 }
 
 /// The `Strict-Transport-Security` value for a policy.
@@ -70,6 +79,10 @@ impl Default for ProxySettings {
             max_request_header_bytes: 32 << 10,
             trusted_proxies: TrustedProxies::default(),
             proxy_protocol: false,
+            blocked: vestibule_model::Blocklist::default(),
+            // ingress-nginx's defaults for both.
+            limit_req_status: http::StatusCode::SERVICE_UNAVAILABLE,
+            limit_conn_status: http::StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }

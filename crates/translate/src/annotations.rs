@@ -4,16 +4,19 @@
 
 mod auth;
 mod buffering;
+mod canary;
 mod client_tls;
 mod closed;
 mod external;
 mod hosts;
+mod rate_limit;
 mod redirect;
 mod rewrite;
 mod source_ranges;
 pub(crate) mod syntax;
 
 pub(crate) use auth::is_password_hash;
+pub(crate) use canary::CanaryRule;
 pub(crate) use external::ConfigMaps;
 pub use external::{AuthValues, external_auth};
 pub use source_ranges::ranges;
@@ -122,6 +125,10 @@ pub(crate) struct IngressSettings {
     pub(crate) www_redirect: bool,
     /// `server-alias`.
     pub(crate) aliases: Vec<HostPattern>,
+    /// `canary: "true"`: the Ingress is not served on its own but splits its mains' routes.
+    pub(crate) is_canary: bool,
+    /// How it splits them; `None` when a canary key is wrong and the canary is ignored.
+    pub(crate) canary: Option<CanaryRule>,
 }
 
 impl IngressSettings {
@@ -165,6 +172,11 @@ pub(crate) fn read(
         object,
         diags,
     };
+    if canary::is_canary(&reader) {
+        canary::read(&mut reader, &mut settings);
+        return settings;
+    }
+    canary::stray(&mut reader);
     let policy = &mut settings.policy;
     if let Some(on) = reader.read("ssl-redirect", parse_bool, BOOLEAN, policy.ssl_redirect) {
         policy.ssl_redirect = on;
@@ -199,6 +211,7 @@ pub(crate) fn read(
         cross_namespace,
     ));
     closing.extend(source_ranges::read(&mut reader, &mut settings));
+    closing.extend(rate_limit::read(&mut reader, &mut settings));
     closed::read(&mut reader, &mut settings, &closing);
     redirect::read(&mut reader, &mut settings);
     rewrite::read(&mut reader, &mut settings);
@@ -231,6 +244,8 @@ fn known(short: &str) -> bool {
         || external::KEYS.contains(&short)
         || client_tls::KEYS.contains(&short)
         || source_ranges::KEYS.contains(&short)
+        || rate_limit::KEYS.contains(&short)
+        || canary::KEYS.contains(&short)
         || closed::knows(short)
         || redirect::KEYS.contains(&short)
         || rewrite::KEYS.contains(&short)

@@ -13,6 +13,8 @@ use vestibule_model::{
     SourceRanges, TableBuilder,
 };
 
+mod canary;
+
 use crate::annotations::{self, IngressSettings};
 use crate::backend::{PortRef, SERVICE_NAME_LABEL, ServiceRef, Services};
 use crate::class::Classes;
@@ -237,7 +239,14 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
         .collect();
     compiler.regex_hosts = regex_hosts(&ours, &settings);
     for ((ingress, object), settings) in ours.iter().zip(&settings) {
-        compiler.ingress(ingress, object, settings);
+        if !settings.is_canary {
+            compiler.ingress(ingress, object, settings);
+        }
+    }
+    for ((ingress, object), settings) in ours.iter().zip(&settings) {
+        if let Some(rule) = settings.canary.as_ref().filter(|_| settings.is_canary) {
+            compiler.canary(ingress, object, rule);
+        }
     }
     compiler.servers(&ours, &settings);
     compiler.flag_default_backend();

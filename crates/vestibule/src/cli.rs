@@ -74,6 +74,36 @@ pub(crate) struct RunArgs {
     )]
     pub http_redirect_code: u16,
 
+    /// Client addresses refused (403) on every host, before routing (CIDR ranges, comma
+    /// separated; ingress-nginx's block-cidrs).
+    #[arg(long, value_name = "CIDRS", env = "VESTIBULE_BLOCK_CIDRS", value_delimiter = ',', value_parser = parse_cidr)]
+    pub block_cidrs: Vec<vestibule_model::Cidr>,
+
+    /// User agents refused (403) on every host, comma separated (ingress-nginx's
+    /// block-user-agents): a plain entry matches the whole User-Agent, case-insensitively;
+    /// `~REGEX` is a case-sensitive regular expression, `~*REGEX` a case-insensitive one.
+    #[arg(long, value_name = "AGENTS", env = "VESTIBULE_BLOCK_USER_AGENTS", value_delimiter = ',', value_parser = parse_agent)]
+    pub block_user_agents: Vec<vestibule_model::AgentRule>,
+
+    /// Status of a request refused by limit-rps or limit-rpm (ingress-nginx's
+    /// limit-req-status-code; 429 is the usual alternative).
+    #[arg(long, value_name = "CODE", env = "VESTIBULE_LIMIT_REQ_STATUS_CODE", default_value_t = 503, value_parser = parse_error_code)]
+    pub limit_req_status_code: u16,
+
+    /// Status of a request refused by limit-connections (limit-conn-status-code).
+    #[arg(long, value_name = "CODE", env = "VESTIBULE_LIMIT_CONN_STATUS_CODE", default_value_t = 503, value_parser = parse_error_code)]
+    pub limit_conn_status_code: u16,
+
+    /// Clients each rate-limited Ingress keeps counters for; past it, the client seen least
+    /// recently is forgotten (about 130 bytes each).
+    #[arg(
+        long,
+        value_name = "N",
+        env = "VESTIBULE_LIMIT_MAX_CLIENTS",
+        default_value_t = 100_000
+    )]
+    pub limit_max_clients: usize,
+
     /// Send Strict-Transport-Security on HTTPS responses of hosts with TLS.
     #[arg(long, value_name = "BOOL", env = "VESTIBULE_HSTS", default_value_t = true, action = clap::ArgAction::Set)]
     pub hsts: bool,
@@ -645,6 +675,15 @@ impl RunArgs {
             https_redirect_port: self.https_port_for_redirects,
             http_redirect_code: http::StatusCode::from_u16(self.http_redirect_code)
                 .unwrap_or(http::StatusCode::PERMANENT_REDIRECT),
+            blocked: vestibule_model::Blocklist {
+                cidrs: self.block_cidrs.clone(),
+                agents: self.block_user_agents.clone(),
+            },
+            // Both were checked to be 400 to 599 when the flags were parsed.
+            limit_req_status: http::StatusCode::from_u16(self.limit_req_status_code)
+                .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
+            limit_conn_status: http::StatusCode::from_u16(self.limit_conn_status_code)
+                .unwrap_or(http::StatusCode::SERVICE_UNAVAILABLE),
             hsts: self.hsts.then(|| {
                 vestibule_proxy::hsts_header(
                     self.hsts_max_age,
@@ -654,6 +693,22 @@ impl RunArgs {
             }),
             ..Default::default()
         }
+    }
+}
+
+fn parse_cidr(value: &str) -> Result<vestibule_model::Cidr, String> {
+    vestibule_model::Cidr::parse(value)
+}
+
+fn parse_agent(value: &str) -> Result<vestibule_model::AgentRule, String> {
+    vestibule_model::AgentRule::parse(value)
+}
+
+/// A status nginx's `limit_req_status` accepts: 400 to 599.
+fn parse_error_code(value: &str) -> Result<u16, String> {
+    match value.trim().parse::<u16>() {
+        Ok(code @ 400..=599) => Ok(code),
+        _ => Err(format!("{value:?} is not a status from 400 to 599")),
     }
 }
 

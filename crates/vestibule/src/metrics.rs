@@ -29,6 +29,7 @@ pub(crate) struct ClusterHandles {
 pub(crate) struct ConfigCollector {
     pub publisher: Arc<Publisher>,
     pub cluster: Arc<OnceLock<ClusterHandles>>,
+    pub dataplane: Arc<vestibule_proxy::DataPlane>,
 }
 
 const KINDS: [(Kind, &str); 6] = [
@@ -75,6 +76,20 @@ impl Collector for ConfigCollector {
                 "1 while this replica is the elected leader (writes status and Events).",
                 leading,
             )?;
+        }
+        let zones = self.dataplane.rate_limited_clients();
+        if !zones.is_empty() {
+            let mut metric = encoder.encode_descriptor(
+                "vestibule_rate_limit_clients",
+                "Clients a rate-limited Ingress tracks (capped by --limit-max-clients).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (zone, clients) in zones {
+                let (namespace, ingress) = zone.split_once('/').unwrap_or(("", &zone));
+                let labels = [("namespace", namespace), ("ingress", ingress)];
+                ConstGauge::new(clients as i64).encode(metric.encode_family(&labels)?)?;
+            }
         }
         let Some(published) = self.publisher.current() else {
             return Ok(());

@@ -78,7 +78,10 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     let access_log = args
         .access_log()
         .map(|format| AccessLog::start(format, access_log_output()));
-    let dataplane = Arc::new(DataPlane::with_metrics(default_policy, metrics.clone()));
+    let dataplane = Arc::new(
+        DataPlane::with_metrics(default_policy, metrics.clone())
+            .with_limit_max_clients(args.limit_max_clients),
+    );
     let fallback = self_signed_certificate().context("making the default TLS certificate")?;
     if args.compile.default_ssl_certificate.is_none() {
         info!(
@@ -101,6 +104,7 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
     registry.register_collector(Box::new(ConfigCollector {
         publisher: publisher.clone(),
         cluster: cluster_handles.clone(),
+        dataplane: dataplane.clone(),
     }));
     let state = AdminState::new(publisher.clone(), fallback.info.clone(), registry);
     tokio::spawn(install_each_generation(

@@ -14,52 +14,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use vestibule_testkit::{Echo, EchoReply, ManifestDir, endpoint_slice, ingress, raw, service, svc};
-
-const A: &str = "nginx.ingress.kubernetes.io/";
-
-fn key(short: &str) -> String {
-    format!("{A}{short}")
-}
-
-/// `GET target` to `host` through the plain listener, with extra header lines.
-async fn get(v: &Vestibule, host: &str, target: &str, extra: &str) -> raw::RawResponse {
-    let request =
-        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
-    raw::send(v.http, &request, Duration::from_secs(10))
-        .await
-        .unwrap()
-}
-
-fn echoed(response: &raw::RawResponse) -> EchoReply {
-    assert_eq!(response.status, 200, "{}", response.body_text());
-    serde_json::from_slice(&response.body).unwrap()
-}
-
-/// Diagnostics of `/debug/config` as `severity namespace/name field: message`.
-fn diagnostics(config: &Value) -> Vec<String> {
-    config["diagnostics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| {
-            format!(
-                "{} {}/{} {}: {}",
-                d["severity"].as_str().unwrap_or(""),
-                d["object"]["namespace"].as_str().unwrap_or(""),
-                d["object"]["name"].as_str().unwrap_or(""),
-                d["field"].as_str().unwrap_or(""),
-                d["message"].as_str().unwrap_or("")
-            )
-        })
-        .collect()
-}
-
-fn has(diagnostics: &[String], needles: &[&str]) -> bool {
-    diagnostics
-        .iter()
-        .any(|d| needles.iter().all(|n| d.contains(n)))
-}
+use vestibule_testkit::{Echo, EchoReply, ManifestDir, endpoint_slice, ingress, service, svc};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_it_open() {
@@ -72,7 +27,7 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
                 .host("shop.example")
                 .prefix("/admin", svc("web", 80))
                 .annotation(&key("auth-tls-secret"), "default/client-ca")
-                .annotation(&key("limit-rps"), "10"),
+                .annotation(&key("ssl-passthrough"), "true"),
             ingress("default", "open")
                 .host("shop.example")
                 .prefix("/", svc("web", 80))
@@ -100,7 +55,7 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
     );
 
     let found = diagnostics(&v.config().await);
-    for short in ["auth-tls-secret", "limit-rps"] {
+    for short in ["auth-tls-secret", "ssl-passthrough"] {
         assert!(
             has(&found, &["error default/guarded", short, "503"]),
             "{short}: {found:#?}"

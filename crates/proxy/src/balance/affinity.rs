@@ -66,6 +66,31 @@ pub(crate) fn decode(value: &str) -> Option<u64> {
     u64::from_str_radix(value, 16).ok()
 }
 
+/// The mark of a value set by a route's canary side: the route remembers which side a
+/// session is on, as ingress-nginx's cookie names its backend. Not a hex digit, so no value
+/// of the main's is ever read as marked.
+const CANARY_MARK: &str = "c.";
+
+/// A canary side's value: `value` marked.
+pub(crate) fn marked(value: &str) -> String {
+    let mut marked = String::with_capacity(value.len() + CANARY_MARK.len());
+    marked.push_str(CANARY_MARK);
+    marked.push_str(value);
+    marked
+}
+
+/// The value without a canary mark, for the cluster's own lookup.
+pub(crate) fn unmarked(value: &str) -> &str {
+    value.strip_prefix(CANARY_MARK).unwrap_or(value)
+}
+
+/// Which side set a cookie value: `Some(true)` the canary, `Some(false)` the main, `None`
+/// for a value not ours.
+pub(crate) fn side(value: &str) -> Option<bool> {
+    let canary = value.starts_with(CANARY_MARK);
+    decode(unmarked(value)).map(|_| canary)
+}
+
 /// A new balanced-mode session key, from 64 bits of `random(1 << 16)` draws. The endpoint is
 /// then the one [`balanced_endpoint`] maps it to: a random key cannot be aimed at an endpoint.
 pub(crate) fn new_session_key(random: &mut dyn FnMut(usize) -> usize) -> u64 {
@@ -189,6 +214,24 @@ mod tests {
             "a non-UTF-8 pair is skipped"
         );
         assert_eq!(cookie_value(&h, "bad"), None);
+    }
+
+    #[test]
+    fn canary_marks_are_never_read_into_a_mains_value() {
+        for value in [0xc0ff_ee00_0000_0001_u64, 0x0123_4567_89ab_cdef] {
+            let plain = encode(value);
+            assert_eq!(
+                unmarked(&plain),
+                plain,
+                "a value starting with c stays whole"
+            );
+            assert_eq!(side(&plain), Some(false));
+            let marked = marked(&plain);
+            assert_eq!(side(&marked), Some(true));
+            assert_eq!(decode(unmarked(&marked)), Some(value));
+        }
+        assert_eq!(side("c.nothex"), None);
+        assert_eq!(side("junk"), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use super::metrics::{MethodClass, RouteStats};
 use crate::body::request::Progress;
 use crate::body::response::{Done, ProxyBody};
 use crate::dataplane::{RouteAt, Runtime};
+use crate::request::limit::InFlight;
 use crate::server::client::{ClientSide, IpText};
 use crate::upstream::error::UpstreamErrorKind;
 
@@ -70,6 +71,8 @@ pub(crate) struct Record {
     received: Option<Arc<Progress>>,
     /// Who access control let it through as, when it says.
     user: Option<Box<str>>,
+    /// Its place in flight for `limit-connections`, given back when the response is done.
+    in_flight: Option<InFlight>,
 }
 
 /// Where a request went: a handle on the table it was routed by, not a copy of names, looked
@@ -78,6 +81,8 @@ struct Origin {
     runtime: Arc<Runtime>,
     at: RouteAt,
     cluster: Option<ClusterId>,
+    /// The route's canary served it.
+    canary: bool,
 }
 
 impl Record {
@@ -113,6 +118,25 @@ impl Record {
             attempts: Attempts::new(),
             received: None,
             user: None,
+            in_flight: None,
+        }
+    }
+
+    /// Holds the request's place in flight until its response is done.
+    #[inline]
+    pub(crate) fn hold(&mut self, in_flight: Option<InFlight>) {
+        self.in_flight = in_flight;
+    }
+
+    /// The pick sent the request to the route's canary: counted in the canary's metrics,
+    /// and logged under its Ingress and Service.
+    #[inline]
+    pub(crate) fn canary(&mut self, stats: Option<Arc<RouteStats>>) {
+        if stats.is_some() {
+            self.stats = stats;
+        }
+        if let Some(origin) = &mut self.origin {
+            origin.canary = true;
         }
     }
 
@@ -139,6 +163,7 @@ impl Record {
                 runtime: Arc::clone(runtime),
                 at,
                 cluster: None,
+                canary: false,
             });
         }
     }
@@ -175,7 +200,7 @@ impl Record {
             (Some(log), Some(request)) if self.log => Some((log.clone(), request)),
             _ => None,
         };
-        if stats.is_none() && log.is_none() {
+        if stats.is_none() && log.is_none() && self.in_flight.is_none() {
             return;
         }
         let client_ip = match self.client_ip {
@@ -194,6 +219,7 @@ impl Record {
             attempts: self.attempts,
             origin: self.origin,
             user: self.user,
+            _in_flight: self.in_flight,
         }));
     }
 }
@@ -210,6 +236,8 @@ struct Completion {
     attempts: Attempts,
     origin: Option<Origin>,
     user: Option<Box<str>>,
+    /// Dropped with the completion, when the body is done.
+    _in_flight: Option<InFlight>,
 }
 
 impl Done for Completion {
@@ -310,7 +338,13 @@ impl Origin {
     fn names(&self) -> Names<'_> {
         let table = &self.runtime.table;
         let origin = match self.at {
-            RouteAt::Route(id) => Some(&table.route(id).origin),
+            RouteAt::Route(id) => {
+                let route = table.route(id);
+                match &route.canary {
+                    Some(canary) if self.canary => Some(&canary.origin),
+                    _ => Some(&route.origin),
+                }
+            }
             RouteAt::Default => table.default_backend().and_then(|d| d.origin.as_ref()),
         };
         let (namespace, ingress) = origin.map_or(("", ""), |o| (&*o.namespace, &*o.name));
@@ -321,6 +355,7 @@ impl Origin {
             namespace: namespace.as_bytes(),
             ingress: ingress.as_bytes(),
             service: service.as_bytes(),
+            canary: self.canary,
         }
     }
 }

@@ -1,13 +1,14 @@
 //! Reading the request head: the request line and header block held to their limits (414,
 //! 431), the host the request is for (`:authority`, an absolute-form target, or `Host`), the
-//! path normalised for routing, and the client's address after trusted-proxy handling.
+//! path normalised for routing, the client's address after trusted-proxy handling, and
+//! whether that client is blocked everywhere.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
 use http::header::{HOST, HeaderValue};
 use http::{HeaderMap, Uri, Version};
-use vestibule_model::{normalize_request_path, request_host};
+use vestibule_model::{Blocklist, normalize_request_path, request_host};
 
 use crate::respond::ProxyError;
 use crate::server::client::ClientSide;
@@ -95,6 +96,20 @@ pub(super) fn client_address(
         (client_ip(client.peer, headers, trusted), true)
     } else {
         (client.peer, false)
+    }
+}
+
+/// Refuses (403) a client blocked on every host (`--block-cidrs`, `--block-user-agents`).
+#[inline]
+pub(super) fn check_blocked(
+    blocked: &Blocklist,
+    client: IpAddr,
+    headers: &HeaderMap,
+) -> Result<(), ProxyError> {
+    let agent = headers.get(http::header::USER_AGENT);
+    match blocked.blocks(client, agent.map(HeaderValue::as_bytes)) {
+        true => Err(ProxyError::Forbidden),
+        false => Ok(()),
     }
 }
 

@@ -12,6 +12,7 @@ mod control;
 mod early;
 mod forwarded;
 mod head;
+pub(crate) mod limit;
 mod pick;
 mod response;
 mod retry;
@@ -69,7 +70,7 @@ struct Ready<'u> {
     routed: route::Routed,
     rewritten: rewrite::Rewritten<'u>,
     tunnel: Option<tunnel::Tunnel>,
-    cluster: vestibule_model::ClusterId,
+    chosen: pick::Chosen,
     client_ip: std::net::IpAddr,
     /// A password to verify before anything is sent.
     pending: Option<access::Pending>,
@@ -178,7 +179,7 @@ impl Shared {
         // Send with retries.
         let balancing = pick::Balancing::new(
             &ready.routed,
-            ready.cluster,
+            ready.chosen,
             &ready.head,
             ready.rewritten.outgoing.request(),
             ready.client_ip,
@@ -186,7 +187,7 @@ impl Shared {
         );
         let (routed, rewritten) = (&ready.routed, &mut ready.rewritten);
         let sent =
-            send::with_retries(&self.upstreams, routed, ready.cluster, rewritten, balancing).await;
+            send::with_retries(&self.upstreams, routed, ready.chosen, rewritten, balancing).await;
         sending
             .record
             .sent(sent.attempts, ready.rewritten.progress.clone());
@@ -250,6 +251,7 @@ impl Shared {
         let trusted = &self.settings.trusted_proxies;
         let (client_ip, trusted) = head::client_address(client, &parts.headers, trusted);
         record.client(client_ip);
+        head::check_blocked(&self.settings.blocked, client_ip, &parts.headers)?;
         // The scheme as the client used it: a trusted proxy in front may have taken its TLS.
         let https = head::forwarded_https(client.https, &parts.headers, trusted);
 
@@ -267,20 +269,11 @@ impl Shared {
             return answer.map(Prepared::Answered);
         }
 
-        // Access control: fail closed, basic authentication, the route's limit on the body.
-        routed.check_access()?;
-        let granted = match control::control(
-            &routed,
-            client_ip,
-            client.certificates.as_deref(),
-            &mut parts.headers,
-        ) {
+        // Access control, then the route's limit on the body.
+        let granted = match self.access(&routed, client_ip, client, &mut parts.headers, record) {
             Ok(granted) => granted,
             Err(answer) => return (*answer).map(Prepared::Answered),
         };
-        if let Some(user) = &granted.user {
-            record.user(user);
-        }
         routed.check_length(head.content_length)?;
 
         // Rewrite.
@@ -303,18 +296,42 @@ impl Shared {
         }
 
         // Pick: the cluster here, an endpoint per attempt as the request is sent.
-        let cluster = pick::cluster(&routed)?;
-        record.cluster(cluster);
+        let chosen = pick::cluster(&routed, &rewritten.outgoing.request().headers)?;
+        record.cluster(chosen.cluster);
+        if chosen.canary {
+            record.canary(routed.canary_stats());
+        }
         Ok(Prepared::Send(Ready {
             head,
             routed,
             rewritten,
             tunnel,
-            cluster,
+            chosen,
             client_ip,
             pending: granted.pending,
             https,
         }))
+    }
+
+    /// The access control phase: fail closed, the request-rate limits, then the address
+    /// lists, client certificates and basic authentication (`control`).
+    fn access(
+        &self,
+        routed: &route::Routed,
+        client_ip: std::net::IpAddr,
+        client: &ClientSide,
+        headers: &mut http::HeaderMap,
+        record: &mut Record,
+    ) -> Result<control::Granted, Box<auth::Answer>> {
+        let refuse = |error| Box::new(Err(error));
+        routed.check_access().map_err(refuse)?;
+        record.hold(routed.limit(client_ip, &self.settings).map_err(refuse)?);
+        let certificates = client.certificates.as_deref();
+        let granted = control::control(routed, client_ip, certificates, headers)?;
+        if let Some(user) = &granted.user {
+            record.user(user);
+        }
+        Ok(granted)
     }
 
     /// The route phase, and what the record keeps of it.

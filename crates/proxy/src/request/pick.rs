@@ -1,13 +1,14 @@
-//! Picking where a request goes within its route: the cluster (a backend that cannot be
-//! served, or one with no ready endpoints, is answered 503 here), then for each attempt an
-//! endpoint, by the route's balancing and cookie affinity, never one the request already
-//! tried.
+//! Picking where a request goes within its route: the side, main or canary (in
+//! ingress-nginx's order: affinity, header, cookie, weight), then its cluster (a backend
+//! that cannot be served, or one with no ready endpoints, is answered 503 here), then for
+//! each attempt an endpoint, by the route's balancing and cookie affinity, never one the
+//! request already tried.
 
 use std::net::IpAddr;
 use std::time::Instant;
 
-use http::HeaderValue;
-use vestibule_model::{Backend, Balance, ClusterId, CookieAffinity};
+use http::{HeaderMap, HeaderValue};
+use vestibule_model::{Backend, Balance, Canary, ClusterId, CookieAffinity};
 
 use super::head::Head;
 use super::route::Routed;
@@ -15,10 +16,88 @@ use crate::balance::{self, ClusterBalancer, HashRequest, PickInput};
 use crate::respond::ProxyError;
 use crate::upstream::request::UpstreamRequest;
 
-/// The cluster the request goes to: 503 when its backend cannot be served or has no ready
-/// endpoints.
+/// Where the pick sent a request: the cluster, and whether it is the route's canary's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Chosen {
+    pub(super) cluster: ClusterId,
+    pub(super) canary: bool,
+}
+
+/// The side and cluster the request goes to: 503 when the main's backend cannot be served
+/// or has no ready endpoints. A canary whose backend has none is passed over, as
+/// ingress-nginx drops such a canary, and the main serves.
 #[inline]
-pub(super) fn cluster(routed: &Routed) -> Result<ClusterId, ProxyError> {
+pub(super) fn cluster(routed: &Routed, headers: &HeaderMap) -> Result<Chosen, ProxyError> {
+    if let Some(side) = &routed.state().canary {
+        let canary = &side.canary;
+        let affinity = routed.state().proxy.affinity.as_deref();
+        if let Backend::Cluster(id) = canary.backend
+            && !routed.runtime.table.cluster(id).endpoints.is_empty()
+            && wants_canary(canary, affinity, headers, |total| fastrand::u32(1..=total))
+        {
+            return Ok(Chosen {
+                cluster: id,
+                canary: true,
+            });
+        }
+    }
+    main(routed).map(|cluster| Chosen {
+        cluster,
+        canary: false,
+    })
+}
+
+/// Whether a request goes to the canary, in ingress-nginx's order: an affinity cookie set by
+/// the main keeps it there, one set by the canary keeps it on the canary (unless the
+/// behaviour is `legacy`); then the header, then the cookie, then a draw of 1 to the weight
+/// total (`draw`).
+fn wants_canary(
+    canary: &Canary,
+    affinity: Option<&CookieAffinity>,
+    headers: &HeaderMap,
+    draw: impl FnOnce(u32) -> u32,
+) -> bool {
+    if let Some(affinity) = affinity
+        && let Some(value) = balance::affinity::cookie_value(headers, &affinity.name)
+    {
+        match balance::affinity::side(value) {
+            Some(false) => return false,
+            Some(true) if canary.sticky => return true,
+            _ => {}
+        }
+    }
+    if let Some(header) = &canary.header
+        && let Some(value) = headers.get(&*header.name)
+    {
+        let value = value.to_str().unwrap_or("");
+        if let Some(expected) = &header.value {
+            if value == &**expected {
+                return true;
+            }
+        } else if let Some(pattern) = &header.pattern {
+            if pattern.is_match(value) {
+                return true;
+            }
+        } else if value == "always" {
+            return true;
+        } else if value == "never" {
+            return false;
+        }
+    }
+    if let Some(name) = &canary.cookie
+        && let Some(value) = balance::affinity::cookie_value(headers, name)
+    {
+        match value {
+            "always" => return true,
+            "never" => return false,
+            _ => {}
+        }
+    }
+    canary.weight > 0 && draw(canary.weight_total.max(1)) <= canary.weight
+}
+
+/// The main's cluster: 503 when its backend cannot be served or has no ready endpoints.
+fn main(routed: &Routed) -> Result<ClusterId, ProxyError> {
     let cluster = match routed.backend() {
         Some(Backend::Cluster(id)) => *id,
         Some(Backend::Unavailable { reason }) => {
@@ -46,6 +125,8 @@ pub(super) struct Balancing<'r> {
     /// The matched rule's path: where a new affinity cookie applies unless set otherwise.
     rule_path: &'r str,
     https: bool,
+    /// The canary side: its affinity cookies say so.
+    canary: bool,
 }
 
 /// One attempt's endpoint.
@@ -60,7 +141,7 @@ impl<'r> Balancing<'r> {
     #[inline]
     pub(super) fn new(
         routed: &'r Routed,
-        cluster: ClusterId,
+        chosen: Chosen,
         head: &Head<'_>,
         request: &UpstreamRequest<'_>,
         client_ip: IpAddr,
@@ -82,16 +163,17 @@ impl<'r> Balancing<'r> {
         };
         let affinity = policy.affinity.as_deref().map(|affinity| {
             let value = balance::affinity::cookie_value(&request.headers, &affinity.name)
-                .map(str::to_owned);
+                .map(|v| balance::affinity::unmarked(v).to_owned());
             (affinity, value)
         });
         Balancing {
-            balancer: &routed.runtime.balancers[cluster.0 as usize],
+            balancer: &routed.runtime.balancers[chosen.cluster.0 as usize],
             balance: &policy.balance,
             hash_key,
             affinity,
             rule_path: routed.rule_path(),
             https,
+            canary: chosen.canary,
         }
     }
 
@@ -121,7 +203,11 @@ impl<'r> Balancing<'r> {
         let pick =
             self.balancer
                 .pick_sticky(rule, self.balance, cookie.as_deref(), &input, &mut rng)?;
-        let set_cookie = pick.set_value.as_ref().and_then(|value| {
+        let set_cookie = pick.set_value.map(|value| match self.canary {
+            true => balance::affinity::marked(&value),
+            false => value,
+        });
+        let set_cookie = set_cookie.as_ref().and_then(|value| {
             balance::affinity::set_cookie(rule, value, self.rule_path, self.https, unix_now()).ok()
         });
         Some(Pick {
@@ -135,4 +221,137 @@ fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vestibule_model::{CanaryHeader, Pattern, RouteOrigin};
+
+    fn canary(weight: u32, total: u32, sticky: bool) -> Canary {
+        Canary {
+            backend: Backend::Unavailable { reason: "t".into() },
+            origin: RouteOrigin {
+                namespace: "ns".into(),
+                name: "app-canary".into(),
+                field: "spec".into(),
+            },
+            header: Some(CanaryHeader {
+                name: "x-canary".into(),
+                value: None,
+                pattern: None,
+            }),
+            cookie: Some("canary_user".into()),
+            weight,
+            weight_total: total,
+            sticky,
+        }
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(n, v)| (http::HeaderName::from_static(n), v.parse().unwrap()))
+            .collect()
+    }
+
+    fn affinity() -> CookieAffinity {
+        CookieAffinity {
+            name: "route".into(),
+            ..CookieAffinity::default()
+        }
+    }
+
+    #[test]
+    fn affinity_then_header_then_cookie_then_weight() {
+        let never_drawn = |_: u32| -> u32 { panic!("no draw expected") };
+        let c = canary(0, 100, true);
+        let a = affinity();
+        let main_session = format!("route={}", balance::affinity::encode(7));
+        let canary_session = format!(
+            "route={}",
+            balance::affinity::marked(&balance::affinity::encode(7))
+        );
+        let wants = |h: &HeaderMap| wants_canary(&c, Some(&a), h, never_drawn);
+        assert!(!wants(&headers(&[
+            ("cookie", &main_session),
+            ("x-canary", "always")
+        ])));
+        assert!(wants(&headers(&[
+            ("cookie", &canary_session),
+            ("x-canary", "never")
+        ])));
+        assert!(wants(&headers(&[
+            ("x-canary", "always"),
+            ("cookie", "canary_user=never")
+        ])));
+        assert!(!wants(&headers(&[
+            ("x-canary", "never"),
+            ("cookie", "canary_user=always")
+        ])));
+        assert!(wants(&headers(&[
+            ("x-canary", "maybe"),
+            ("cookie", "canary_user=always")
+        ])));
+        assert!(!wants(&headers(&[("cookie", "canary_user=never")])));
+        assert!(
+            !wants_canary(&c, Some(&a), &headers(&[]), |_| 1),
+            "weight 0 never draws"
+        );
+        // A value not ours, or legacy behaviour, falls through to the rest.
+        let legacy = canary(0, 100, false);
+        let h = headers(&[("cookie", &canary_session), ("x-canary", "never")]);
+        assert!(!wants_canary(&legacy, Some(&a), &h, never_drawn));
+        let h = headers(&[("cookie", "route=junk"), ("x-canary", "always")]);
+        assert!(wants_canary(&c, Some(&a), &h, never_drawn));
+    }
+
+    #[test]
+    fn header_value_and_pattern_only_say_yes() {
+        let mut c = canary(0, 100, true);
+        let header = c.header.as_mut().unwrap();
+        header.value = Some("beta".into());
+        let never = |_: u32| 100;
+        assert!(wants_canary(
+            &c,
+            None,
+            &headers(&[("x-canary", "beta")]),
+            never
+        ));
+        assert!(!wants_canary(
+            &c,
+            None,
+            &headers(&[("x-canary", "always")]),
+            never
+        ));
+        let header = c.header.as_mut().unwrap();
+        header.value = None;
+        header.pattern = Some(Pattern::new("^b.ta$", false).unwrap());
+        assert!(wants_canary(
+            &c,
+            None,
+            &headers(&[("x-canary", "bota")]),
+            never
+        ));
+        // "never" is not special with a pattern: the cookie and weight decide.
+        let h = headers(&[("x-canary", "never"), ("cookie", "canary_user=always")]);
+        assert!(wants_canary(&c, None, &h, never));
+    }
+
+    #[test]
+    fn the_draw_is_one_to_the_total_against_the_weight() {
+        let c = canary(25, 1000, true);
+        let none = headers(&[]);
+        let draw = |d: u32| {
+            move |total: u32| {
+                assert_eq!(total, 1000, "drawn from 1 to the total");
+                d
+            }
+        };
+        assert!(wants_canary(&c, None, &none, draw(1)));
+        assert!(wants_canary(&c, None, &none, draw(25)));
+        assert!(!wants_canary(&c, None, &none, draw(26)));
+        let full = canary(100, 100, true);
+        assert!(wants_canary(&full, None, &none, |t| t));
+    }
 }

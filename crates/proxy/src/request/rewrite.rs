@@ -155,8 +155,10 @@ mod tests {
             external_auth: None,
             client_cert: None,
             source_ranges: None,
+            limiter: None,
             upstream: None,
             stats: None,
+            canary: None,
         }
     }
 

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use vestibule_model::{Backend, ServerRules, Target};
 
-use crate::dataplane::{DataPlane, RouteAt, RouteState, Runtime};
-use crate::observe::metrics::{AuthKind, AuthOutcome};
+use super::limit::{InFlight, Refused};
+use crate::dataplane::{DataPlane, RouteAt, RouteState, Runtime, Upstream};
+use crate::observe::metrics::{AuthKind, AuthOutcome, RouteStats};
 use crate::respond::ProxyError;
+use crate::settings::ProxySettings;
 
 /// What the table says of a request.
 #[derive(Debug)]
@@ -115,6 +117,42 @@ impl Routed {
             Some(refusal) => Err(ProxyError::Refused(refusal.keys.clone())),
             None => Ok(()),
         }
+    }
+
+    /// Counts the request against its Ingress's request-rate limits: refused with the
+    /// operator's status when the client is over one; else the request's place in flight,
+    /// held until its response is done, when connections are limited.
+    #[inline]
+    pub(super) fn limit(
+        &self,
+        client: std::net::IpAddr,
+        settings: &ProxySettings,
+    ) -> Result<Option<InFlight>, ProxyError> {
+        let Some(limiter) = &self.state().limiter else {
+            return Ok(None);
+        };
+        limiter.admit(client).map_err(|refused| {
+            ProxyError::Limited(match refused {
+                Refused::Connections => settings.limit_conn_status,
+                Refused::Rate => settings.limit_req_status,
+            })
+        })
+    }
+
+    /// How requests reach the chosen side's backend.
+    #[inline]
+    pub(super) fn upstream(&self, canary: bool) -> Option<&Upstream> {
+        let state = self.state();
+        match (&state.canary, canary) {
+            (Some(side), true) => side.upstream.as_ref(),
+            _ => state.upstream.as_ref(),
+        }
+    }
+
+    /// The canary side's metrics, when metrics are on.
+    #[inline]
+    pub(super) fn canary_stats(&self) -> Option<Arc<RouteStats>> {
+        self.state().canary.as_ref()?.stats.clone()
     }
 
     /// Refuses a body the client announced as larger than the route allows (413); one

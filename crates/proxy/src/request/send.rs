@@ -13,7 +13,7 @@ use http::{HeaderValue, Response};
 use tracing::debug;
 use vestibule_model::{ClusterId, EndpointAddress};
 
-use super::pick::Balancing;
+use super::pick::{Balancing, Chosen};
 use super::retry::{self, Facts, Outcome};
 use super::rewrite::Rewritten;
 use super::route::Routed;
@@ -42,12 +42,12 @@ enum Step {
     Again(Option<Response<ResponseBody>>, Option<ProxyError>),
 }
 
-/// Sends `rewritten` to the cluster `cluster` of `routed`, trying other endpoints as the
+/// Sends `rewritten` to the side of `routed` the pick `chosen`, trying other endpoints as the
 /// route's retry policy allows.
 pub(super) async fn with_retries(
     upstreams: &Upstreams,
     routed: &Routed,
-    cluster: ClusterId,
+    chosen: Chosen,
     rewritten: &mut Rewritten<'_>,
     balancing: Balancing<'_>,
 ) -> Sent {
@@ -59,7 +59,8 @@ pub(super) async fn with_retries(
         rewritten.replayable,
         retry::is_idempotent(&rewritten.outgoing.request().method),
     );
-    let Some(upstream) = &state.upstream else {
+    let cluster = chosen.cluster;
+    let Some(upstream) = routed.upstream(chosen.canary) else {
         // A route is picked only with a cluster, and each such route has its upstream.
         let reason = "the route has no upstream settings";
         return sending.sent(Err(ProxyError::BackendUnavailable(reason.into())));

@@ -1,4 +1,4 @@
-//! Fail closed: the annotations that protect a route (request rate limits, `ssl-passthrough`,
+//! Fail closed: the annotations that protect a route (`ssl-passthrough`,
 //! and any `auth-` key not read by another family) that Vestibule cannot honour
 //! yet close the Ingress's paths (503) instead of leaving them open.
 
@@ -10,15 +10,7 @@ use super::{IngressSettings, Reader};
 
 /// Exact keys of the protecting families; every `auth-` key (basic, digest and external
 /// authentication, `auth-tls-*`) belongs too.
-const KEYS: &[&str] = &[
-    "limit-rps",
-    "limit-rpm",
-    "limit-connections",
-    "limit-burst-multiplier",
-    "limit-allowlist",
-    "limit-whitelist",
-    "ssl-passthrough",
-];
+const KEYS: &[&str] = &["ssl-passthrough"];
 
 /// Bandwidth limits: not protection, so only a warning when unsupported.
 const BANDWIDTH: &[&str] = &["limit-rate", "limit-rate-after"];

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use vestibule_testkit::fixtures::{IngressBuilder, echo_service, ingress_class};
 use vestibule_testkit::manifests::Manifest;
-use vestibule_testkit::{Echo, ManifestDir};
+use vestibule_testkit::{Echo, EchoReply, ManifestDir, raw};
 
 pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_vestibule");
 
@@ -229,6 +229,16 @@ impl Vestibule {
         }
     }
 
+    /// The admin server's `/metrics`, as text.
+    pub(crate) async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.admin))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     /// The admin server's `/debug/config`.
     pub(crate) async fn config(&self) -> Value {
         reqwest::get(format!("http://{}/debug/config", self.admin))
@@ -335,4 +345,51 @@ pub(crate) fn write_service(dir: &ManifestDir, name: &str, echoes: &[&Echo]) {
     let mut objects: Vec<&dyn Manifest> = vec![&service];
     objects.extend(slices.iter().map(|s| s as &dyn Manifest));
     dir.write(&format!("svc-{name}.yaml"), &objects).unwrap();
+}
+
+// What the annotation tests share: keys, a raw GET, echoed replies, diagnostics.
+
+pub(crate) const A: &str = "nginx.ingress.kubernetes.io/";
+
+pub(crate) fn key(short: &str) -> String {
+    format!("{A}{short}")
+}
+
+/// `GET target` to `host` through the plain listener, with extra header lines.
+pub(crate) async fn get(v: &Vestibule, host: &str, target: &str, extra: &str) -> raw::RawResponse {
+    let request =
+        format!("GET {target} HTTP/1.1\r\nHost: {host}\r\n{extra}Connection: close\r\n\r\n");
+    raw::send(v.http, &request, Duration::from_secs(10))
+        .await
+        .unwrap()
+}
+
+pub(crate) fn echoed(response: &raw::RawResponse) -> EchoReply {
+    assert_eq!(response.status, 200, "{}", response.body_text());
+    serde_json::from_slice(&response.body).unwrap()
+}
+
+/// Diagnostics of `/debug/config` as `severity namespace/name field: message`.
+pub(crate) fn diagnostics(config: &Value) -> Vec<String> {
+    config["diagnostics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{} {}/{} {}: {}",
+                d["severity"].as_str().unwrap_or(""),
+                d["object"]["namespace"].as_str().unwrap_or(""),
+                d["object"]["name"].as_str().unwrap_or(""),
+                d["field"].as_str().unwrap_or(""),
+                d["message"].as_str().unwrap_or("")
+            )
+        })
+        .collect()
+}
+
+pub(crate) fn has(diagnostics: &[String], needles: &[&str]) -> bool {
+    diagnostics
+        .iter()
+        .any(|d| needles.iter().all(|n| d.contains(n)))
 }

@@ -173,7 +173,10 @@ pub(super) fn json_names(out: &mut Vec<u8>, names: &Names<'_>) {
     json_text(out, names.ingress);
     out.extend_from_slice(b"\",\"service\":\"");
     json_text(out, names.service);
-    out.push(b'"');
+    out.extend_from_slice(match names.canary {
+        true => b"\",\"canary\":true",
+        false => b"\",\"canary\":false",
+    });
 }
 
 /// `namespace/ingress/service`, or `-` for a request no Ingress routed.

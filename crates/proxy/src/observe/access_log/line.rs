@@ -46,6 +46,9 @@ pub(crate) struct Names<'a> {
     pub(crate) namespace: &'a [u8],
     pub(crate) ingress: &'a [u8],
     pub(crate) service: &'a [u8],
+    /// The route's canary served the request: the names are the canary Ingress's and
+    /// Service's.
+    pub(crate) canary: bool,
 }
 
 /// The protocol as a line names it.

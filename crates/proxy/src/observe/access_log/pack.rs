@@ -13,8 +13,8 @@ use super::line::{Line, Names};
 
 /// The fixed-size part: time (seconds, nanoseconds), duration (the same), upstream duration
 /// (the same; [`ABSENT`] nanoseconds, which no duration has, when there is none), bytes
-/// sent, bytes received, status.
-pub(super) const FIXED: usize = 8 + 4 + 8 + 4 + 8 + 4 + 8 + 8 + 2;
+/// sent, bytes received, status, canary.
+pub(super) const FIXED: usize = 8 + 4 + 8 + 4 + 8 + 4 + 8 + 8 + 2 + 1;
 pub(super) const ABSENT: u32 = u32::MAX;
 
 /// Appends `line` packed.
@@ -38,6 +38,7 @@ pub(super) fn pack(line: &Line<'_>, out: &mut Vec<u8>) {
     put(&line.bytes_sent.to_ne_bytes());
     put(&line.bytes_received.to_ne_bytes());
     put(&line.status.to_ne_bytes());
+    put(&[u8::from(line.names.canary)]);
     out.extend_from_slice(&fixed);
     for bytes in [
         line.client_ip,
@@ -99,12 +100,14 @@ pub(super) fn unpack<'a, 's>(
     let took = duration()??;
     let upstream_duration = duration()?;
     let (bytes_sent, bytes_received, status) = (r.u64()?, r.u64()?, r.u16()?);
+    let canary = r.u8()? != 0;
     let (client_ip, method, host, path) = (r.bytes()?, r.bytes()?, r.bytes()?, r.bytes()?);
     let (protocol, request_id) = (r.bytes()?, r.bytes()?);
     let names = Names {
         namespace: r.bytes()?,
         ingress: r.bytes()?,
         service: r.bytes()?,
+        canary,
     };
     let (user_agent, referer, user) = (r.optional()?, r.optional()?, r.optional()?);
     for _ in 0..r.u32()? {
@@ -155,6 +158,10 @@ impl<'a> Reader<'a> {
 
     fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
         self.take(N)?.try_into().ok()
+    }
+
+    fn u8(&mut self) -> Option<u8> {
+        self.array().map(u8::from_ne_bytes)
     }
 
     fn u16(&mut self) -> Option<u16> {
