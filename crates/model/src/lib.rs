@@ -7,6 +7,7 @@
 
 mod access;
 mod cluster;
+mod cors;
 mod host;
 mod path;
 mod policy;
@@ -22,6 +23,7 @@ pub use access::{
     AuthCache, BasicAuth, Cidr, ClientAuth, ExternalAuth, SourceRanges, VerifyClient,
 };
 pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, UpstreamProtocol};
+pub use cors::{AllowedOrigins, Cors, CorsAnswer, OriginPattern};
 pub use host::{HostError, HostPattern, request_host};
 pub use path::{PathError, PathKind, PathRule, normalize_request_path};
 pub use policy::{

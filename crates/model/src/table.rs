@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::access::{BasicAuth, ClientAuth, ExternalAuth, SourceRanges, VerifyClient};
 use crate::cluster::{Cluster, ClusterId, ClusterKey, Endpoint, UpstreamProtocol};
+use crate::cors::Cors;
 use crate::host::{HostPattern, wildcard_suffix};
 use crate::path::{PathKind, PathRule};
 use crate::policy::ProxyPolicy;
@@ -68,6 +69,8 @@ pub struct RoutePolicy {
     pub source_ranges: Option<Arc<SourceRanges>>,
     /// Request-rate limits per client, shared by every path of the Ingress (`limit-*`).
     pub rate_limit: Option<Arc<RateLimit>>,
+    /// Cross-origin resource sharing (`enable-cors`, `cors-*`).
+    pub cors: Option<Arc<Cors>>,
 }
 
 impl Default for RoutePolicy {
@@ -85,6 +88,7 @@ impl Default for RoutePolicy {
             client_auth: None,
             source_ranges: None,
             rate_limit: None,
+            cors: None,
         }
     }
 }

@@ -22,6 +22,7 @@ use crate::observe::metrics::{Metrics, RouteLabels, RouteStats};
 use crate::request::access::BasicGuard;
 use crate::request::auth::AuthService;
 use crate::request::client_cert::ClientCertGuard;
+use crate::request::cors::CorsFields;
 use crate::request::limit::RateLimiter;
 use crate::upstream::tls::{TlsClients, TlsResolved};
 
@@ -81,6 +82,8 @@ pub(crate) struct RouteState {
     pub(crate) stats: Option<Arc<RouteStats>>,
     /// A canary Ingress's share of its requests.
     pub(crate) canary: Option<CanaryState>,
+    /// Its CORS fields (`enable-cors`).
+    pub(crate) cors: Option<Arc<CorsFields>>,
 }
 
 /// The canary side of a route: which requests go there, how they reach its backend, and
@@ -197,6 +200,7 @@ impl Runtime {
                 upstream: None,
                 stats: None,
                 canary: None,
+                cors: None,
             },
         };
         let limiters = settle.limiters;
@@ -284,6 +288,7 @@ impl Settle<'_> {
             upstream,
             stats,
             canary: None,
+            cors: policy.cors.as_ref().and_then(CorsFields::new).map(Arc::new),
         }
     }
 

@@ -7,6 +7,7 @@ mod buffering;
 mod canary;
 mod client_tls;
 mod closed;
+mod cors;
 mod external;
 mod hosts;
 mod rate_limit;
@@ -214,6 +215,7 @@ pub(crate) fn read(
     closing.extend(rate_limit::read(&mut reader, &mut settings));
     closed::read(&mut reader, &mut settings, &closing);
     redirect::read(&mut reader, &mut settings);
+    cors::read(&mut reader, &mut settings);
     rewrite::read(&mut reader, &mut settings);
     hosts::read(&mut reader, &mut settings);
     let others: Vec<&str> = reader
@@ -246,6 +248,7 @@ fn known(short: &str) -> bool {
         || source_ranges::KEYS.contains(&short)
         || rate_limit::KEYS.contains(&short)
         || canary::KEYS.contains(&short)
+        || cors::KEYS.contains(&short)
         || closed::knows(short)
         || redirect::KEYS.contains(&short)
         || rewrite::KEYS.contains(&short)

@@ -819,7 +819,7 @@ fn invalid_upstream_tls_flags_are_errors_and_the_default_applies() {
 #[test]
 fn other_annotations_keep_their_warnings_and_buffering_keys_are_noted() {
     let c = annotated(&[
-        ("enable-cors", "true"),
+        ("mirror-target", "https://mirror.example$request_uri"),
         ("server-snippet", "return 200;"),
         ("proxy-buffering", "on"),
         ("proxy-read-timeout", "10"),
@@ -827,7 +827,7 @@ fn other_annotations_keep_their_warnings_and_buffering_keys_are_noted() {
     assert_eq!(
         findings(&c),
         [
-            format!("warning Ingress default/a {}", field("enable-cors")),
+            format!("warning Ingress default/a {}", field("mirror-target")),
             format!("info Ingress default/a {}", field("proxy-buffering")),
             format!("warning Ingress default/a {}", field("server-snippet")),
         ]

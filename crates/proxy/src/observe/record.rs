@@ -66,6 +66,8 @@ pub(crate) struct Record {
     /// The response carries `Strict-Transport-Security` (a TLS host over HTTPS), decided by
     /// the route phase and owed on Vestibule's own error responses too.
     pub(crate) hsts: bool,
+    /// What the route's CORS policy owes every response, Vestibule's own included.
+    pub(crate) cors: Option<crate::request::cors::Owed>,
     attempts: Attempts,
     /// How far the request body got, when it had one.
     received: Option<Arc<Progress>>,
@@ -115,6 +117,7 @@ impl Record {
             // Requests no route claims (404s, bad requests) are logged too.
             log: true,
             hsts: false,
+            cors: None,
             attempts: Attempts::new(),
             received: None,
             user: None,

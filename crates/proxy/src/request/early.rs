@@ -1,11 +1,13 @@
 //! Early answers: what Vestibule answers itself once the route is known and before access
 //! control, as nginx's rewrite phase does: the host's own redirects (`from-to-www-redirect`,
-//! then `app-root`), the route's fixed redirect (`permanent-redirect`, `temporal-redirect`),
-//! then the redirect from plain HTTP to HTTPS, which spares ACME HTTP-01 challenges.
+//! then `app-root`), the route's CORS preflight, its fixed redirect (`permanent-redirect`,
+//! `temporal-redirect`), then the redirect from plain HTTP to HTTPS, which spares ACME
+//! HTTP-01 challenges.
 
-use http::{Response, StatusCode};
+use http::{Method, Response, StatusCode};
 use vestibule_model::ServerRules;
 
+use super::cors::Owed;
 use super::head::Head;
 use super::route::Routed;
 use crate::body::response::ProxyBody;
@@ -35,14 +37,19 @@ pub(super) fn server(server: Option<&ServerRules>, head: &Head<'_>, https: bool)
     }
 }
 
-/// The route's answer, if any.
+/// The route's answer, if any: a CORS preflight (`preflight`: what the request owes to
+/// the route's CORS policy, and its method), then the fixed redirect, then HTTPS.
 #[inline]
 pub(super) fn route(
     routed: &Routed,
     head: &Head<'_>,
     https: bool,
     settings: &ProxySettings,
+    preflight: Option<(&Owed, &Method)>,
 ) -> Answer {
+    if let Some(answer) = preflight.and_then(|(cors, method)| cors.preflight(method)) {
+        return Some(Ok(answer));
+    }
     if let Some(fixed) = &routed.state().redirect {
         let code = StatusCode::from_u16(fixed.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
         return Some(redirect(code, &fixed.location));

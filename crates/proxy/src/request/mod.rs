@@ -9,6 +9,7 @@ pub(crate) mod access;
 pub(crate) mod auth;
 pub(crate) mod client_cert;
 mod control;
+pub(crate) mod cors;
 mod early;
 mod forwarded;
 mod head;
@@ -127,6 +128,9 @@ impl Shared {
         });
         if let Some(cookies) = cookies {
             cookies.apply(&mut response);
+        }
+        if let Some(cors) = &record.cors {
+            cors.apply(&mut response);
         }
         let hsts = self.settings.hsts.as_ref().filter(|_| record.hsts);
         response::every(&mut response, request_id, hsts);
@@ -256,7 +260,7 @@ impl Shared {
         let https = head::forwarded_https(client.https, &parts.headers, trusted);
 
         // Route.
-        let routing = self.route(&head, client.https, record);
+        let routing = self.route(&head, &parts.headers, client.https, record);
 
         // Early answers: the host's own, then the route's.
         if let Some(answer) = early::server(routing.server(), &head, https) {
@@ -265,7 +269,8 @@ impl Shared {
         let Routing::Found(routed) = routing else {
             return Err(ProxyError::NoRoute);
         };
-        if let Some(answer) = early::route(&routed, &head, https, &self.settings) {
+        let preflight = record.cors.as_ref().map(|cors| (cors, &parts.method));
+        if let Some(answer) = early::route(&routed, &head, https, &self.settings, preflight) {
             return answer.map(Prepared::Answered);
         }
 
@@ -335,12 +340,19 @@ impl Shared {
     }
 
     /// The route phase, and what the record keeps of it.
-    fn route(&self, head: &Head<'_>, https: bool, record: &mut Record) -> Routing {
+    fn route(
+        &self,
+        head: &Head<'_>,
+        headers: &http::HeaderMap,
+        https: bool,
+        record: &mut Record,
+    ) -> Routing {
         let routing = route::route(&self.dataplane, https, &head.host(), &head.path);
         match &routing {
             Routing::Found(routed) => {
                 let state = routed.state();
                 record.hsts = routed.hsts;
+                record.cors = state.cors.as_ref().map(|c| cors::owed(c, headers));
                 record.routed(
                     &routed.runtime,
                     routed.at,

@@ -159,6 +159,7 @@ mod tests {
             upstream: None,
             stats: None,
             canary: None,
+            cors: None,
         }
     }
 
