@@ -8,6 +8,7 @@
 mod access;
 mod cluster;
 mod cors;
+mod headers;
 mod host;
 mod path;
 mod policy;
@@ -24,6 +25,7 @@ pub use access::{
 };
 pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, UpstreamProtocol};
 pub use cors::{AllowedOrigins, Cors, CorsAnswer, OriginPattern};
+pub use headers::{HeaderOp, HeaderRules, Replace, ResponseOp, header_name};
 pub use host::{HostError, HostPattern, request_host};
 pub use path::{PathError, PathKind, PathRule, normalize_request_path};
 pub use policy::{

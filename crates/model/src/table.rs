@@ -71,6 +71,9 @@ pub struct RoutePolicy {
     pub rate_limit: Option<Arc<RateLimit>>,
     /// Cross-origin resource sharing (`enable-cors`, `cors-*`).
     pub cors: Option<Arc<Cors>>,
+    /// Fields set on or removed from requests and responses, and the upstream's redirects
+    /// and cookies rewritten.
+    pub headers: Option<Arc<crate::headers::HeaderRules>>,
 }
 
 impl Default for RoutePolicy {
@@ -89,6 +92,7 @@ impl Default for RoutePolicy {
             source_ranges: None,
             rate_limit: None,
             cors: None,
+            headers: None,
         }
     }
 }

@@ -33,6 +33,8 @@ pub enum Var {
     Arg(Box<str>),
     /// `$cookie_<name>`.
     Cookie(Box<str>),
+    /// `$request_id`: the request's ID, as sent upstream in `X-Request-ID`.
+    RequestId,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +90,14 @@ impl Template {
         &self.source
     }
 
+    /// The variables the text uses.
+    pub fn vars(&self) -> impl Iterator<Item = &Var> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(var) => Some(var),
+            Part::Text(_) => None,
+        })
+    }
+
     /// The text with each variable replaced by what `value` says of it.
     pub fn expand<'v>(&self, mut value: impl FnMut(&Var) -> std::borrow::Cow<'v, str>) -> String {
         let mut out = String::with_capacity(self.source.len() + 32);
@@ -117,6 +127,7 @@ fn variable(name: &str) -> Result<Var, String> {
         "request_method" => Var::RequestMethod,
         "uri" => Var::Uri,
         "args" | "query_string" => Var::Args,
+        "request_id" => Var::RequestId,
         _ => {
             if let Some(field) = named("http_") {
                 Var::Http(field.replace('_', "-").into())

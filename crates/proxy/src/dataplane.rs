@@ -84,6 +84,8 @@ pub(crate) struct RouteState {
     pub(crate) canary: Option<CanaryState>,
     /// Its CORS fields (`enable-cors`).
     pub(crate) cors: Option<Arc<CorsFields>>,
+    /// Its header rules.
+    pub(crate) headers: Option<Arc<vestibule_model::HeaderRules>>,
 }
 
 /// The canary side of a route: which requests go there, how they reach its backend, and
@@ -201,6 +203,7 @@ impl Runtime {
                 stats: None,
                 canary: None,
                 cors: None,
+                headers: None,
             },
         };
         let limiters = settle.limiters;
@@ -289,6 +292,7 @@ impl Settle<'_> {
             stats,
             canary: None,
             cors: policy.cors.as_ref().and_then(CorsFields::new).map(Arc::new),
+            headers: policy.headers.clone(),
         }
     }
 

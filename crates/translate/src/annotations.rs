@@ -9,6 +9,7 @@ mod client_tls;
 mod closed;
 mod cors;
 mod external;
+pub(crate) mod headers;
 mod hosts;
 mod rate_limit;
 mod redirect;
@@ -140,6 +141,17 @@ impl IngressSettings {
     }
 }
 
+/// What annotations may refer to, and the operator's settings that decide whether they may.
+#[derive(Clone, Copy)]
+pub(crate) struct Env<'e, 's> {
+    pub(crate) secrets: &'e Secrets<'s>,
+    pub(crate) config_maps: &'e ConfigMaps<'s>,
+    /// `--allow-cross-namespace-resources`.
+    pub(crate) cross_namespace: bool,
+    /// `--global-allowed-response-headers`.
+    pub(crate) allowed_response_headers: &'e [String],
+}
+
 /// Reads an Ingress's annotations over the controller-wide `defaults`. An Ingress whose
 /// annotations change nothing shares the `defaults` allocation, so a table of many plain
 /// Ingresses holds one policy.
@@ -147,11 +159,15 @@ pub(crate) fn read(
     annotations: Option<&BTreeMap<String, String>>,
     object: &ObjectRef,
     defaults: &RoutePolicy,
-    secrets: &Secrets<'_>,
-    config_maps: &ConfigMaps<'_>,
-    cross_namespace: bool,
+    env: &Env<'_, '_>,
     diags: &mut Diagnostics,
 ) -> IngressSettings {
+    let Env {
+        secrets,
+        config_maps,
+        cross_namespace,
+        allowed_response_headers,
+    } = *env;
     let mut settings = IngressSettings {
         policy: defaults.clone(),
         ..IngressSettings::default()
@@ -213,6 +229,13 @@ pub(crate) fn read(
     ));
     closing.extend(source_ranges::read(&mut reader, &mut settings));
     closing.extend(rate_limit::read(&mut reader, &mut settings));
+    closing.extend(headers::read(
+        &mut reader,
+        &mut settings,
+        config_maps,
+        allowed_response_headers,
+        cross_namespace,
+    ));
     closed::read(&mut reader, &mut settings, &closing);
     redirect::read(&mut reader, &mut settings);
     cors::read(&mut reader, &mut settings);
@@ -249,6 +272,7 @@ fn known(short: &str) -> bool {
         || rate_limit::KEYS.contains(&short)
         || canary::KEYS.contains(&short)
         || cors::KEYS.contains(&short)
+        || headers::KEYS.contains(&short)
         || closed::knows(short)
         || redirect::KEYS.contains(&short)
         || rewrite::KEYS.contains(&short)

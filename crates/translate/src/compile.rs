@@ -58,6 +58,16 @@ pub struct Options {
     /// Client addresses every Ingress allows or denies unless its own annotations say
     /// otherwise (`--allowlist-source-range`, `--denylist-source-range`).
     pub source_ranges: Option<Arc<SourceRanges>>,
+    /// `(namespace, name)` of a ConfigMap of fields set on every request sent upstream
+    /// (`--proxy-set-headers`).
+    pub proxy_set_headers: Option<(String, String)>,
+    /// `(namespace, name)` of a ConfigMap of fields set on every response
+    /// (`--add-headers`).
+    pub add_headers: Option<(String, String)>,
+    /// Fields removed from every response (`--hide-headers`).
+    pub hide_headers: Vec<String>,
+    /// The response fields `custom-headers` may set (`--global-allowed-response-headers`).
+    pub global_allowed_response_headers: Vec<String>,
 }
 
 impl Default for Options {
@@ -76,6 +86,10 @@ impl Default for Options {
             global_auth: None,
             no_auth_locations: vec!["/.well-known/acme-challenge".to_owned()],
             source_ranges: None,
+            proxy_set_headers: None,
+            add_headers: None,
+            hide_headers: Vec::new(),
+            global_allowed_response_headers: Vec::new(),
         }
     }
 }
@@ -223,6 +237,13 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
             ((namespace_of(&c.metadata), name), &**c)
         })
         .collect();
+    compiler.default_policy.headers = annotations::headers::global(
+        options.proxy_set_headers.as_ref(),
+        options.add_headers.as_ref(),
+        &options.hide_headers,
+        &config_maps,
+        &mut compiler.diags,
+    );
     let settings: Vec<IngressSettings> = ours
         .iter()
         .map(|(ingress, object)| {
@@ -230,9 +251,12 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
                 ingress.metadata.annotations.as_ref(),
                 object,
                 &compiler.default_policy,
-                &compiler.secrets,
-                &config_maps,
-                options.allow_cross_namespace_resources,
+                &annotations::Env {
+                    secrets: &compiler.secrets,
+                    config_maps: &config_maps,
+                    cross_namespace: options.allow_cross_namespace_resources,
+                    allowed_response_headers: &options.global_allowed_response_headers,
+                },
                 &mut compiler.diags,
             )
         })

@@ -17,7 +17,7 @@ pub enum Object {
     Service(Arc<Service>),
     EndpointSlice(Arc<EndpointSlice>),
     Secret(Arc<Secret>),
-    /// Read for `auth-proxy-set-headers`.
+    /// Read for `auth-proxy-set-headers`, `custom-headers` and the header flags.
     ConfigMap(Arc<ConfigMap>),
 }
 

@@ -485,6 +485,26 @@ pub(crate) struct CompileArgs {
     #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_DEFAULT_BACKEND_SERVICE", value_parser = parse_namespaced)]
     pub default_backend_service: Option<(String, String)>,
 
+    /// ConfigMap whose data (field: value, variables such as $host allowed) is set on every
+    /// request sent upstream (ingress-nginx's proxy-set-headers).
+    #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_PROXY_SET_HEADERS", value_parser = parse_namespaced)]
+    pub proxy_set_headers: Option<(String, String)>,
+
+    /// ConfigMap whose data (field: value) is set on every response (ingress-nginx's
+    /// add-headers).
+    #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_ADD_HEADERS", value_parser = parse_namespaced)]
+    pub add_headers: Option<(String, String)>,
+
+    /// Response fields removed from every response, comma separated (ingress-nginx's
+    /// hide-headers).
+    #[arg(long, value_name = "NAMES", env = "VESTIBULE_HIDE_HEADERS", value_delimiter = ',', value_parser = parse_header_name)]
+    pub hide_headers: Vec<String>,
+
+    /// Response fields the custom-headers annotation may set, comma separated (ingress-nginx's
+    /// global-allowed-response-headers); custom-headers naming any other closes its Ingress.
+    #[arg(long, value_name = "NAMES", env = "VESTIBULE_GLOBAL_ALLOWED_RESPONSE_HEADERS", value_delimiter = ',', value_parser = parse_header_name)]
+    pub global_allowed_response_headers: Vec<String>,
+
     /// TLS Secret served to handshakes whose server name has no certificate of its own (and
     /// to clients that send none); without it, a self-signed certificate made at start-up.
     #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_DEFAULT_SSL_CERTIFICATE", value_parser = parse_namespaced)]
@@ -627,6 +647,10 @@ impl CompileArgs {
             default_backend_service: self.default_backend_service.clone(),
             watch_namespaces: self.watch_namespaces.clone(),
             default_ssl_certificate: self.default_ssl_certificate.clone(),
+            proxy_set_headers: self.proxy_set_headers.clone(),
+            add_headers: self.add_headers.clone(),
+            hide_headers: self.hide_headers.clone(),
+            global_allowed_response_headers: self.global_allowed_response_headers.clone(),
             proxy: vestibule_model::ProxyPolicy::default(),
             ssl_redirect: self.ssl_redirect,
             force_ssl_redirect: self.force_ssl_redirect,
@@ -730,6 +754,10 @@ pub(crate) enum AccessLogArg {
 pub(crate) enum LogFormat {
     Text,
     Json,
+}
+
+fn parse_header_name(value: &str) -> Result<String, String> {
+    vestibule_model::header_name(value).map(String::from)
 }
 
 fn parse_namespaced(value: &str) -> Result<(String, String), String> {

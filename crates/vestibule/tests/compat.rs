@@ -952,11 +952,6 @@ async fn auth_proxy_set_headers_come_from_a_config_map() {
 async fn allow_and_deny_lists_judge_the_client_behind_trusted_proxies() {
     let web = Echo::start("web").await.unwrap();
     let dir = ManifestDir::new().unwrap();
-    let site = |name: &str| {
-        ingress("default", name)
-            .host(&format!("{name}.example"))
-            .prefix("/", svc("web", 80))
-    };
     write_world(
         &dir,
         vec![

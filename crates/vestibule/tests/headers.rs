@@ -1,6 +1,7 @@
 //! What Vestibule adds to, and changes in, the fields of requests and responses, through
 //! `vestibule run`, as a migrating ingress-nginx user meets it: CORS (preflights answered
-//! before access control, origins matched whole).
+//! before access control, origins matched whole), and header rules (`custom-headers`, the
+//! controller-wide ConfigMaps and hidden fields, redirects and cookies rewritten).
 
 // Test code: a failed unwrap is a failed test, with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -9,7 +10,7 @@ mod common;
 
 use common::*;
 
-use vestibule_testkit::{Echo, ManifestDir, ingress, raw, svc};
+use vestibule_testkit::{Echo, ManifestDir, raw};
 
 /// `METHOD /` to `host` with an `Origin`, through the plain listener.
 async fn from_origin(v: &Vestibule, method: &str, host: &str, origin: &str) -> raw::RawResponse {
@@ -26,12 +27,7 @@ async fn from_origin(v: &Vestibule, method: &str, host: &str, origin: &str) -> r
 async fn cors_answers_listed_origins_whole_and_preflights_before_access_control() {
     let web = Echo::start("web").await.unwrap();
     let dir = ManifestDir::new().unwrap();
-    let cors = |name: &str| {
-        ingress("default", name)
-            .host(&format!("{name}.example"))
-            .prefix("/", svc("web", 80))
-            .annotation(&key("enable-cors"), "true")
-    };
+    let cors = |name: &str| site(name).annotation(&key("enable-cors"), "true");
     write_world(
         &dir,
         vec![
@@ -46,10 +42,7 @@ async fn cors_answers_listed_origins_whole_and_preflights_before_access_control(
                 .annotation(&key("cors-allow-origin"), "https://app.example.com")
                 .annotation(&key("allowlist-source-range"), "10.0.0.0/8"),
             cors("open").annotation(&key("cors-allow-credentials"), "false"),
-            ingress("default", "stray")
-                .host("stray.example")
-                .prefix("/", svc("web", 80))
-                .annotation(&key("cors-allow-origin"), "https://app.example.com"),
+            site("stray").annotation(&key("cors-allow-origin"), "https://app.example.com"),
         ],
         &[("web", &[&web])],
     );
@@ -129,6 +122,113 @@ async fn cors_answers_listed_origins_whole_and_preflights_before_access_control(
     for needles in [
         &["warning default/api", "cors-allow-origin", "not-an-origin"][..],
         &["warning default/stray", "cors-allow-origin", "enable-cors"],
+    ] {
+        assert!(has(&found, needles), "{needles:?} in {found:#?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn header_rules_set_hide_and_rewrite_fields_as_ingress_nginx_does() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            site("secure").annotation(&key("custom-headers"), "security"),
+            site("unallowed").annotation(&key("custom-headers"), "secret"),
+            site("missing").annotation(&key("custom-headers"), "nope"),
+            site("legacy")
+                .annotation(&key("proxy-redirect-from"), "http://internal/")
+                .annotation(&key("proxy-redirect-to"), "https://legacy.example/")
+                .annotation(&key("proxy-cookie-domain"), "internal.local legacy.example")
+                .annotation(&key("proxy-cookie-path"), "/app/ /"),
+            site("plain"),
+        ],
+        &[("web", &[&web])],
+    );
+    dir.write_raw(
+        "configmaps.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: security, namespace: default}\n\
+         data:\n  X-Frame-Options: DENY\n  X-Served-By: \"$host $request_id\"\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: secret, namespace: default}\n\
+         data:\n  X-Internal-Token: abc\n---\n\
+         apiVersion: v1\nkind: ConfigMap\nmetadata: {name: upstream-fields, namespace: default}\n\
+         data:\n  X-Env: prod\n  X-Client: \"$remote_addr\"\n  X-Forwarded-Host: front.example\n\
+         ---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: every-response, namespace: default}\n\
+         data:\n  X-Global: \"yes\"\n",
+    )
+    .unwrap();
+    let flags = [
+        "--proxy-set-headers",
+        "default/upstream-fields",
+        "--add-headers",
+        "default/every-response",
+        "--hide-headers",
+        "X-Powered-By",
+        "--global-allowed-response-headers",
+        "X-Frame-Options,X-Served-By",
+    ];
+    let v = Vestibule::start(dir.path(), &flags);
+
+    // Controller-wide: request fields set (Vestibule's own X-Forwarded-Host replaced),
+    // response fields set and hidden, on every Ingress.
+    let r = get(&v, "plain.example", "/?header=X-Powered-By:php", "").await;
+    let seen = echoed(&r);
+    assert_eq!(seen.header("x-env"), Some("prod"));
+    assert_eq!(seen.header("x-client"), Some("127.0.0.1"));
+    assert_eq!(
+        seen.headers.get("x-forwarded-host").map(Vec::len),
+        Some(1),
+        "one X-Forwarded-Host: {:?}",
+        seen.headers.get("x-forwarded-host")
+    );
+    assert_eq!(seen.header("x-forwarded-host"), Some("front.example"));
+    assert_eq!(r.header("x-global"), Some("yes"));
+    assert_eq!(r.header("x-powered-by"), None);
+
+    // custom-headers: every response, whatever its status, its variables expanded.
+    for target in ["/", "/?status=404"] {
+        let r = get(&v, "secure.example", target, "X-Request-ID: req-7\r\n").await;
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{target}");
+        assert_eq!(
+            r.header("x-served-by"),
+            Some("secure.example req-7"),
+            "{target}"
+        );
+    }
+    // A header the operator did not allow, or a ConfigMap that is not there: closed.
+    assert_eq!(get(&v, "unallowed.example", "/", "").await.status, 503);
+    assert_eq!(get(&v, "missing.example", "/", "").await.status, 503);
+
+    // The upstream's redirects and cookies, rewritten.
+    let target = "/?header=Location:http://internal/login\
+                  &header=Set-Cookie:id=1;Domain=internal.local;Path=/app/x\
+                  &header=Set-Cookie:other=2;Domain=elsewhere;Path=/b";
+    let r = get(&v, "legacy.example", target, "").await;
+    assert_eq!(r.header("location"), Some("https://legacy.example/login"));
+    let cookies: Vec<&str> = r
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "set-cookie")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(
+        cookies,
+        [
+            "id=1;Domain=legacy.example;Path=/x",
+            "other=2;Domain=elsewhere;Path=/b"
+        ]
+    );
+
+    let found = diagnostics(&v.config().await);
+    for needles in [
+        &[
+            "error default/unallowed",
+            "custom-headers",
+            "X-Internal-Token",
+            "503",
+        ][..],
+        &["error default/missing", "custom-headers", "does not exist"],
     ] {
         assert!(has(&found, needles), "{needles:?} in {found:#?}");
     }

@@ -24,10 +24,7 @@ fn from(ip: &str) -> String {
 async fn blocked_addresses_and_user_agents_get_403_on_every_host() {
     let web = Echo::start("web").await.unwrap();
     let dir = ManifestDir::new().unwrap();
-    let site = ingress("default", "site")
-        .host("site.example")
-        .prefix("/", svc("web", 80));
-    write_world(&dir, vec![site], &[("web", &[&web])]);
+    write_world(&dir, vec![site("site")], &[("web", &[&web])]);
     let flags = [
         "--trusted-proxies",
         "127.0.0.1/32",

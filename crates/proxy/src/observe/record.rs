@@ -68,6 +68,8 @@ pub(crate) struct Record {
     pub(crate) hsts: bool,
     /// What the route's CORS policy owes every response, Vestibule's own included.
     pub(crate) cors: Option<crate::request::cors::Owed>,
+    /// What the route's header rules owe the response, once worked out.
+    pub(crate) headers: Option<crate::request::headers::OwedResponse>,
     attempts: Attempts,
     /// How far the request body got, when it had one.
     received: Option<Arc<Progress>>,
@@ -118,6 +120,7 @@ impl Record {
             log: true,
             hsts: false,
             cors: None,
+            headers: None,
             attempts: Attempts::new(),
             received: None,
             user: None,

@@ -340,7 +340,7 @@ fn question(
 }
 
 /// The value of a template variable for this request.
-fn value_of<'a>(var: &Var, asking: &'a Asking<'_>) -> Cow<'a, str> {
+pub(super) fn value_of<'a>(var: &Var, asking: &'a Asking<'_>) -> Cow<'a, str> {
     let query = asking.target.split_once('?').map(|(_, q)| q);
     match var {
         Var::Host => Cow::Borrowed(asking.host),
@@ -371,6 +371,7 @@ fn value_of<'a>(var: &Var, asking: &'a Asking<'_>) -> Cow<'a, str> {
                 })
                 .unwrap_or(""),
         ),
+        Var::RequestId => Cow::Borrowed(asking.request_id.to_str().unwrap_or("")),
         Var::Cookie(name) => Cow::Borrowed(
             asking
                 .headers

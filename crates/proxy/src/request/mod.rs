@@ -13,6 +13,7 @@ pub(crate) mod cors;
 mod early;
 mod forwarded;
 mod head;
+pub(crate) mod headers;
 pub(crate) mod limit;
 mod pick;
 mod response;
@@ -49,6 +50,26 @@ struct Sending<'a> {
     record: &'a mut Record,
     /// The authentication service's cookies, for whatever response the client gets.
     cookies: &'a mut Option<auth::AuthCookies>,
+}
+
+/// The request's own values, as templates (`auth-url`, header rules) read them.
+fn asking<'a>(
+    ready: &'a Ready<'_>,
+    host: &'a str,
+    request_id: &'a HeaderValue,
+) -> auth::Asking<'a> {
+    let request = ready.rewritten.outgoing.request();
+    auth::Asking {
+        method: &request.method,
+        headers: &request.headers,
+        authority: &ready.head.authority,
+        host,
+        target: ready.head.target,
+        path: &ready.head.path,
+        https: ready.https,
+        client_ip: ready.client_ip,
+        request_id,
+    }
 }
 
 /// Where the phases that decide without waiting leave a request.
@@ -129,6 +150,9 @@ impl Shared {
         if let Some(cookies) = cookies {
             cookies.apply(&mut response);
         }
+        if let Some(owed) = &record.headers {
+            owed.apply(&mut response);
+        }
         if let Some(cors) = &record.cors {
             cors.apply(&mut response);
         }
@@ -180,6 +204,14 @@ impl Shared {
                 };
             }
         }
+        // The route's header rules, expanded once from the request as it is now.
+        if let Some(rules) = ready.routed.state().headers.clone() {
+            let host = ready.head.host();
+            let values = asking(&ready, &host, sending.request_id);
+            let (request, response) = headers::owed(&rules, &values);
+            sending.record.headers = Some(response);
+            headers::apply_request(request, ready.rewritten.outgoing.request_mut());
+        }
         // Send with retries.
         let balancing = pick::Balancing::new(
             &ready.routed,
@@ -198,8 +230,9 @@ impl Shared {
         // Response rules.
         let read_timeout = ready.routed.state().proxy.read_timeout;
         let (tunnel, cookie) = (ready.tunnel, sent.set_cookie);
+        let rules = ready.routed.state().headers.as_deref();
         sent.result
-            .map(|upstream| response::upstream(upstream, tunnel, read_timeout, cookie))
+            .map(|upstream| response::upstream(upstream, tunnel, read_timeout, cookie, rules))
     }
 
     /// Puts the request to the route's authentication service.
@@ -209,19 +242,8 @@ impl Shared {
         ready: &Ready<'_>,
         request_id: &HeaderValue,
     ) -> auth::Verdict {
-        let request = ready.rewritten.outgoing.request();
         let host = ready.head.host();
-        let asking = auth::Asking {
-            method: &request.method,
-            headers: &request.headers,
-            authority: &ready.head.authority,
-            host: &host,
-            target: ready.head.target,
-            path: &ready.head.path,
-            https: ready.https,
-            client_ip: ready.client_ip,
-            request_id,
-        };
+        let asking = asking(ready, &host, request_id);
         let timeouts = Timeouts::of(&ready.routed.state().proxy);
         let started = std::time::Instant::now();
         let verdict = auth::ask(service, &self.upstreams, timeouts, &asking).await;

@@ -1,6 +1,6 @@
 //! Response rules: the upstream's response made ready for the client (the upstream
-//! connection's own fields gone, a tunnel opened for a 101, `Server` when the upstream sent
-//! none, a new affinity cookie), then the fields every response gets, Vestibule's own
+//! connection's own fields gone, its redirects and cookies rewritten by the route's rules, a
+//! tunnel opened for a 101, `Server` when the upstream sent none, a new affinity cookie), then the fields every response gets, Vestibule's own
 //! included: `X-Request-ID`, and HSTS on HTTPS responses of hosts with TLS.
 
 use std::time::Duration;
@@ -8,7 +8,10 @@ use std::time::Duration;
 use http::header::{HeaderValue, SERVER, SET_COOKIE, STRICT_TRANSPORT_SECURITY, UPGRADE};
 use http::{Response, StatusCode};
 
+use vestibule_model::HeaderRules;
+
 use super::forwarded::X_REQUEST_ID;
+use super::headers;
 use super::tunnel::{self, Tunnel};
 use crate::body::response::ProxyBody;
 use crate::body::timed::Timed;
@@ -23,6 +26,7 @@ pub(super) fn upstream(
     tunnel: Option<Tunnel>,
     read_timeout: Duration,
     set_cookie: Option<HeaderValue>,
+    rules: Option<&HeaderRules>,
 ) -> Response<ProxyBody> {
     let (mut parts, body) = response.into_parts();
     let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
@@ -32,6 +36,9 @@ pub(super) fn upstream(
     // `upstream::h1` leaves the connection's fields out as it reads them.
     if !matches!(body, ResponseBody::Direct(_)) {
         remove_hop_by_hop(&mut parts.headers);
+    }
+    if let Some(rules) = rules {
+        headers::rewrite_upstream(rules, &mut parts.headers);
     }
     if let (true, Some(tunnel)) = (switching, tunnel) {
         tunnel::open(tunnel, &mut parts, upgrade_header);

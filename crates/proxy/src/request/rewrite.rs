@@ -160,6 +160,7 @@ mod tests {
             stats: None,
             canary: None,
             cors: None,
+            headers: None,
         }
     }
 

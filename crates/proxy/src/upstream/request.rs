@@ -78,6 +78,11 @@ impl Forwarded {
         }
     }
 
+    /// Drops the fields of this name: a route's own rule sets it instead.
+    pub(crate) fn forget(&mut self, name: &HeaderName) {
+        self.fields.retain(|(ours, _)| *ours != name);
+    }
+
     /// Whether a client's field of this name gives way to one of these.
     #[inline]
     pub(crate) fn replaces(&self, name: &HeaderName) -> bool {

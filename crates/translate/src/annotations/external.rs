@@ -335,7 +335,7 @@ pub(super) fn read(
 pub(crate) type ConfigMaps<'s> = std::collections::HashMap<(&'s str, &'s str), &'s ConfigMap>;
 
 /// The data of the ConfigMap `reference` (`namespace/name`, or a name in `namespace`).
-fn config_map(
+pub(super) fn config_map(
     reference: &str,
     namespace: &str,
     config_maps: &ConfigMaps<'_>,

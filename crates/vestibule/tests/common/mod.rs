@@ -351,6 +351,13 @@ pub(crate) fn write_service(dir: &ManifestDir, name: &str, echoes: &[&Echo]) {
 
 pub(crate) const A: &str = "nginx.ingress.kubernetes.io/";
 
+/// An Ingress `default/NAME` routing `NAME.example/` to Service `web` port 80.
+pub(crate) fn site(name: &str) -> IngressBuilder {
+    vestibule_testkit::ingress("default", name)
+        .host(&format!("{name}.example"))
+        .prefix("/", vestibule_testkit::svc("web", 80))
+}
+
 pub(crate) fn key(short: &str) -> String {
     format!("{A}{short}")
 }
