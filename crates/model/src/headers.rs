@@ -15,6 +15,8 @@ use crate::template::{Template, Var};
 pub enum HeaderOp {
     /// Replace every field of this name with this value.
     Set { name: Box<str>, value: Template },
+    /// Add a field, keeping those of the same name (nginx's `add_header`).
+    Add { name: Box<str>, value: Template },
     /// Remove every field of this name.
     Remove { name: Box<str> },
 }
@@ -37,13 +39,23 @@ impl HeaderOp {
         Ok(HeaderOp::Set { name, value })
     }
 
+    /// An `Add`, checked as [`HeaderOp::set`] checks.
+    pub fn add(name: &str, value: &str) -> Result<HeaderOp, String> {
+        match HeaderOp::set(name, value)? {
+            HeaderOp::Set { name, value } => Ok(HeaderOp::Add { name, value }),
+            other => Ok(other),
+        }
+    }
+
     pub fn remove(name: &str) -> Result<HeaderOp, String> {
         header_name(name).map(|name| HeaderOp::Remove { name })
     }
 
     pub fn name(&self) -> &str {
         match self {
-            HeaderOp::Set { name, .. } | HeaderOp::Remove { name } => name,
+            HeaderOp::Set { name, .. } | HeaderOp::Add { name, .. } | HeaderOp::Remove { name } => {
+                name
+            }
         }
     }
 

@@ -33,7 +33,7 @@ pub use policy::{
     ProxyPolicy, SameSite, UpstreamTls,
 };
 pub use precedence::Rank;
-pub use rules::{Redirect, Refusal, Rewrite, RewriteError, ServerRules};
+pub use rules::{Fixed, Redirect, Refusal, Rewrite, RewriteError, ServerRules};
 pub use table::{
     Backend, Conflict, DefaultBackend, Lookup, Route, RouteId, RouteOrigin, RoutePolicy,
     RouteTable, TableBuilder, Target, VirtualHost,

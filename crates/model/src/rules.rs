@@ -16,6 +16,14 @@ pub struct Redirect {
     pub location: Box<str>,
 }
 
+/// A route that answers every request itself with a status and a short text (a snippet's
+/// `return 403;` or `return 200 "ok";`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Fixed {
+    pub code: u16,
+    pub body: Box<str>,
+}
+
 /// A route that must not be served: its Ingress asks for something (authentication, an
 /// allow list, a rate limit…) that Vestibule cannot honour, so its requests get 503 rather
 /// than go through unprotected.

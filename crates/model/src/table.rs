@@ -16,7 +16,7 @@ use crate::path::{PathKind, PathRule};
 use crate::policy::ProxyPolicy;
 pub use crate::router::RouteId;
 use crate::router::{PathRouter, Paths, RegexPaths};
-use crate::rules::{Redirect, Refusal, Rewrite, ServerRules};
+use crate::rules::{Fixed, Redirect, Refusal, Rewrite, ServerRules};
 use crate::tls::{TlsBuilder, TlsHosts};
 use crate::traffic::{Canary, RateLimit};
 
@@ -55,6 +55,8 @@ pub struct RoutePolicy {
     pub refused: Option<Arc<Refusal>>,
     /// Requests are answered with this redirect (`permanent-redirect`, `temporal-redirect`).
     pub redirect: Option<Arc<Redirect>>,
+    /// Requests are answered with this status and text (a snippet's `return`).
+    pub fixed: Option<Arc<Fixed>>,
     /// The path sent upstream (`rewrite-target`).
     pub rewrite: Option<Arc<Rewrite>>,
     /// The `Host` sent upstream (`upstream-vhost`); the client's otherwise.
@@ -84,6 +86,7 @@ impl Default for RoutePolicy {
             proxy: Arc::default(),
             refused: None,
             redirect: None,
+            fixed: None,
             rewrite: None,
             upstream_host: None,
             basic_auth: None,

@@ -62,6 +62,8 @@ pub(crate) struct RouteState {
     pub(crate) refused: Option<Arc<Refusal>>,
     /// Every request is answered with this redirect.
     pub(crate) redirect: Option<Arc<Redirect>>,
+    /// Every request is answered with this status and text.
+    pub(crate) fixed: Option<Arc<vestibule_model::Fixed>>,
     /// The path the upstream gets.
     pub(crate) rewrite: Option<Arc<Rewrite>>,
     /// The `Host` the upstream gets, instead of the client's.
@@ -192,6 +194,7 @@ impl Runtime {
                 proxy: default_policy,
                 refused: None,
                 redirect: None,
+                fixed: None,
                 rewrite: None,
                 upstream_host: None,
                 basic_auth: None,
@@ -266,6 +269,7 @@ impl Settle<'_> {
             proxy,
             refused: policy.refused.clone(),
             redirect: policy.redirect.clone(),
+            fixed: policy.fixed.clone(),
             rewrite: policy.rewrite.clone(),
             // Checked in the compile as a host name with an optional port.
             upstream_host: policy

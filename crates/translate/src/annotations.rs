@@ -14,6 +14,7 @@ mod hosts;
 mod rate_limit;
 mod redirect;
 mod rewrite;
+mod snippets;
 mod source_ranges;
 pub(crate) mod syntax;
 
@@ -44,14 +45,9 @@ use syntax::{
 
 pub(crate) const PREFIX: &str = "nginx.ingress.kubernetes.io/";
 
-/// Keys whose values ingress-nginx pasted into its configuration verbatim.
-const SNIPPETS: &[&str] = &[
-    "configuration-snippet",
-    "server-snippet",
-    "stream-snippet",
-    "auth-snippet",
-    "modsecurity-snippet",
-];
+/// Keys whose values ingress-nginx pasted into its configuration verbatim, and that no
+/// subset maps (`configuration-snippet` and `server-snippet` are read by `snippets`).
+const SNIPPETS: &[&str] = &["stream-snippet", "auth-snippet", "modsecurity-snippet"];
 
 /// Keys read into the [`ProxyPolicy`]. Several depend on others (`upstream-hash-by` overrides
 /// `load-balance`, `session-cookie-*` need `affinity`), so they are gathered first and read
@@ -229,6 +225,9 @@ pub(crate) fn read(
     ));
     closing.extend(source_ranges::read(&mut reader, &mut settings));
     closing.extend(rate_limit::read(&mut reader, &mut settings));
+    // Before the snippets, whose `return` must not meet a redirect annotation unseen.
+    redirect::read(&mut reader, &mut settings);
+    closing.extend(snippets::read(&mut reader, &mut settings));
     closing.extend(headers::read(
         &mut reader,
         &mut settings,
@@ -237,7 +236,6 @@ pub(crate) fn read(
         cross_namespace,
     ));
     closed::read(&mut reader, &mut settings, &closing);
-    redirect::read(&mut reader, &mut settings);
     cors::read(&mut reader, &mut settings);
     rewrite::read(&mut reader, &mut settings);
     hosts::read(&mut reader, &mut settings);
@@ -273,6 +271,7 @@ fn known(short: &str) -> bool {
         || canary::KEYS.contains(&short)
         || cors::KEYS.contains(&short)
         || headers::KEYS.contains(&short)
+        || snippets::KEYS.contains(&short)
         || closed::knows(short)
         || redirect::KEYS.contains(&short)
         || rewrite::KEYS.contains(&short)

@@ -8,6 +8,7 @@ mod class;
 mod compile;
 mod report;
 mod snapshot;
+pub mod snippet;
 mod tls;
 
 pub use compile::{Compiled, Context, Options, compile, compile_with, unix_now};

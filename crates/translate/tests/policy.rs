@@ -820,7 +820,7 @@ fn invalid_upstream_tls_flags_are_errors_and_the_default_applies() {
 fn other_annotations_keep_their_warnings_and_buffering_keys_are_noted() {
     let c = annotated(&[
         ("mirror-target", "https://mirror.example$request_uri"),
-        ("server-snippet", "return 200;"),
+        ("server-snippet", "rewrite ^ /x;"),
         ("proxy-buffering", "on"),
         ("proxy-read-timeout", "10"),
     ]);

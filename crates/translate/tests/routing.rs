@@ -400,7 +400,7 @@ fn unsupported_and_snippet_annotations_are_reported_not_executed() {
         ingress("default", "a")
             .annotation(
                 "nginx.ingress.kubernetes.io/configuration-snippet",
-                "more_set_headers \"x: y\";",
+                "more_set_headers \"x: y\";\nlua_code_cache off;",
             )
             .annotation("nginx.ingress.kubernetes.io/some-future-key", "1")
             .annotation("example.com/unrelated", "1")

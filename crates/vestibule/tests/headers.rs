@@ -233,3 +233,79 @@ async fn header_rules_set_hide_and_rewrite_fields_as_ingress_nginx_does() {
         assert!(has(&found, needles), "{needles:?} in {found:#?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snippets_in_the_safe_subset_apply_whole_and_others_not_at_all() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    let snippet = |name: &str, key_: &str, text: &str| site(name).annotation(&key(key_), text);
+    write_world(
+        &dir,
+        vec![
+            snippet(
+                "headers",
+                "configuration-snippet",
+                "more_set_headers \"X-Frame-Options: SAMEORIGIN\";\n\
+                 proxy_set_header X-Team platform;\n\
+                 add_header X-Cache-Status hit;\n",
+            ),
+            snippet("office", "server-snippet", "allow 10.0.0.0/8;\ndeny all;"),
+            snippet(
+                "gone",
+                "configuration-snippet",
+                "return 410 \"gone for good\";",
+            ),
+            snippet(
+                "partial",
+                "configuration-snippet",
+                "more_set_headers \"X-A: 1\";\nrewrite ^ /x break;",
+            ),
+            snippet(
+                "guarded",
+                "configuration-snippet",
+                "location /admin {\n  deny all;\n}",
+            ),
+        ],
+        &[("web", &[&web])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+
+    let r = get(&v, "headers.example", "/", "").await;
+    assert_eq!(echoed(&r).header("x-team"), Some("platform"));
+    assert_eq!(r.header("x-frame-options"), Some("SAMEORIGIN"));
+    assert_eq!(r.header("x-cache-status"), Some("hit"));
+    let r = get(&v, "headers.example", "/?status=404", "").await;
+    assert_eq!(
+        r.header("x-frame-options"),
+        Some("SAMEORIGIN"),
+        "any status"
+    );
+    assert_eq!(r.header("x-cache-status"), None, "add_header: not on a 404");
+
+    assert_eq!(get(&v, "office.example", "/", "").await.status, 403);
+    let r = get(&v, "gone.example", "/", "").await;
+    assert_eq!((r.status, r.body_text().as_str()), (410, "gone for good"));
+    // Not whole: nothing of it.
+    let r = get(&v, "partial.example", "/", "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-a"), None);
+    // Not whole, and it held access control: closed.
+    assert_eq!(get(&v, "guarded.example", "/", "").await.status, 503);
+
+    let found = diagnostics(&v.config().await);
+    for needles in [
+        &[
+            "info default/headers",
+            "configuration-snippet",
+            "safe subset",
+        ][..],
+        &[
+            "warning default/partial",
+            "line 2: rewrite",
+            "nothing of this snippet",
+        ],
+        &["error default/guarded", "line 1: location", "503"],
+    ] {
+        assert!(has(&found, needles), "{needles:?} in {found:#?}");
+    }
+}

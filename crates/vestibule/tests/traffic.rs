@@ -456,22 +456,20 @@ async fn canaries_split_by_affinity_header_cookie_then_weight() {
     }
 
     // The access log and the metrics say which side served.
-    let lines = v.access_log();
-    let entries: Vec<serde_json::Value> = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|e: &serde_json::Value| e["host"] == "app.example")
-        .collect();
-    assert!(
-        entries.iter().any(|e| e["canary"] == true
-            && e["ingress"] == "app-canary"
-            && e["service"] == "canary")
-    );
-    assert!(
-        entries
+    let served_by = |lines: &[String], canary: bool, ingress: &str, service: &str| {
+        lines
             .iter()
-            .any(|e| e["canary"] == false && e["ingress"] == "app" && e["service"] == "main")
-    );
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|e| {
+                e["host"] == "app.example"
+                    && e["canary"] == canary
+                    && e["ingress"] == ingress
+                    && e["service"] == service
+            })
+    };
+    v.wait_access_log_until("a line for each side", |lines| {
+        served_by(lines, true, "app-canary", "canary") && served_by(lines, false, "app", "main")
+    });
     let metrics = v.metrics().await;
     let served = |ingress: &str, service: &str| {
         metrics.lines().any(|l| {

@@ -1,7 +1,7 @@
 //! Early answers: what Vestibule answers itself once the route is known and before access
 //! control, as nginx's rewrite phase does: the host's own redirects (`from-to-www-redirect`,
 //! then `app-root`), the route's CORS preflight, its fixed redirect (`permanent-redirect`,
-//! `temporal-redirect`), then the redirect from plain HTTP to HTTPS, which spares ACME
+//! `temporal-redirect`) or a snippet's `return`, then the redirect from plain HTTP to HTTPS, which spares ACME
 //! HTTP-01 challenges.
 
 use http::{Method, Response, StatusCode};
@@ -10,7 +10,7 @@ use vestibule_model::ServerRules;
 use super::cors::Owed;
 use super::head::Head;
 use super::route::Routed;
-use crate::body::response::ProxyBody;
+use crate::body::response::{ProxyBody, full};
 use crate::respond::{ProxyError, redirect, redirect_to_https};
 use crate::settings::ProxySettings;
 
@@ -54,6 +54,9 @@ pub(super) fn route(
         let code = StatusCode::from_u16(fixed.code).unwrap_or(StatusCode::MOVED_PERMANENTLY);
         return Some(redirect(code, &fixed.location));
     }
+    if let Some(fixed) = &routed.state().fixed {
+        return Some(Ok(fixed_answer(fixed)));
+    }
     if !routed.wants_https || https {
         return None;
     }
@@ -66,6 +69,26 @@ pub(super) fn route(
     }
     let (port, code) = (settings.https_redirect_port, settings.http_redirect_code);
     Some(redirect_to_https(&host, port, head.target, code))
+}
+
+/// A snippet's `return CODE [text]`: the status, and the text as a plain body.
+fn fixed_answer(fixed: &vestibule_model::Fixed) -> Response<ProxyBody> {
+    let status = StatusCode::from_u16(fixed.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    // `return 403;` alone: the status's own words, as nginx's page says them.
+    let body = match &*fixed.body {
+        "" => format!("{status}\n"),
+        text => text.to_owned(),
+    };
+    let mut response = Response::new(full(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+        .headers_mut()
+        .insert(http::header::SERVER, crate::respond::SERVER_NAME);
+    response
 }
 
 /// `:port` when the client's Host names one, else nothing.

@@ -11,8 +11,13 @@ use vestibule_model::{HeaderOp, HeaderRules};
 use super::auth::{Asking, value_of};
 use crate::upstream::request::UpstreamRequest;
 
-/// One change, expanded: remove the field, or set it to the value.
-type Change = (HeaderName, Option<HeaderValue>);
+/// One change, expanded.
+#[derive(Debug, Clone)]
+pub(super) enum Change {
+    Set(HeaderName, HeaderValue),
+    Add(HeaderName, HeaderValue),
+    Remove(HeaderName),
+}
 
 /// The response fields one request's rules owe, whoever answers.
 #[derive(Debug)]
@@ -20,14 +25,36 @@ pub(crate) struct OwedResponse {
     changes: Vec<(Change, bool)>,
 }
 
+impl Change {
+    fn name(&self) -> &HeaderName {
+        match self {
+            Change::Set(name, _) | Change::Add(name, _) | Change::Remove(name) => name,
+        }
+    }
+
+    fn apply(self, headers: &mut HeaderMap) {
+        match self {
+            Change::Set(name, value) => {
+                headers.insert(name, value);
+            }
+            Change::Add(name, value) => {
+                headers.append(name, value);
+            }
+            Change::Remove(name) => {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
 impl OwedResponse {
     /// Applies the changes whose status condition the response meets.
     pub(crate) fn apply<B>(&self, response: &mut Response<B>) {
         let status = response.status().as_u16();
         let headers = response.headers_mut();
-        for ((name, value), always) in &self.changes {
+        for (change, always) in &self.changes {
             if *always || add_header_status(status) {
-                change(headers, name, value.as_ref());
+                change.clone().apply(headers);
             }
         }
     }
@@ -41,31 +68,25 @@ fn add_header_status(status: u16) -> bool {
     )
 }
 
-fn change(headers: &mut HeaderMap, name: &HeaderName, value: Option<&HeaderValue>) {
-    match value {
-        Some(value) => {
-            headers.insert(name.clone(), value.clone());
-        }
-        None => {
-            headers.remove(name);
-        }
-    }
-}
-
 /// One rule expanded for this request; `None` when its name or value cannot be sent.
 fn expand(op: &HeaderOp, asking: &Asking<'_>) -> Option<Change> {
     let name = HeaderName::from_bytes(op.name().as_bytes()).ok()?;
-    match op {
-        HeaderOp::Remove { .. } => Some((name, None)),
-        HeaderOp::Set { value, .. } => {
-            let text = value.expand(|var| value_of(var, asking));
-            // As nginx's `proxy_set_header X ""`: an empty value sends no field.
-            if text.is_empty() {
-                return Some((name, None));
-            }
-            HeaderValue::from_str(&text).ok().map(|v| (name, Some(v)))
-        }
+    let (value, add) = match op {
+        HeaderOp::Remove { .. } => return Some(Change::Remove(name)),
+        HeaderOp::Set { value, .. } => (value, false),
+        HeaderOp::Add { value, .. } => (value, true),
+    };
+    let text = value.expand(|var| value_of(var, asking));
+    // As nginx's `proxy_set_header X ""` (and `add_header` with an empty value): nothing is
+    // sent.
+    if text.is_empty() {
+        return (!add).then_some(Change::Remove(name));
     }
+    let value = HeaderValue::from_str(&text).ok()?;
+    Some(match add {
+        true => Change::Add(name, value),
+        false => Change::Set(name, value),
+    })
 }
 
 /// The request's changes and the responses' dues under `rules`, expanded from `asking`.
@@ -86,9 +107,9 @@ pub(super) fn owed(rules: &HeaderRules, asking: &Asking<'_>) -> (Vec<Change>, Ow
 /// Applies the request's changes to the fields sent upstream, in place of Vestibule's own
 /// forwarding fields of the same name.
 pub(super) fn apply_request(changes: Vec<Change>, request: &mut UpstreamRequest<'_>) {
-    for (name, value) in changes {
-        request.forwarded.forget(&name);
-        change(&mut request.headers, &name, value.as_ref());
+    for change in changes {
+        request.forwarded.forget(change.name());
+        change.apply(&mut request.headers);
     }
 }
 

@@ -149,6 +149,7 @@ mod tests {
             proxy: Arc::default(),
             refused: None,
             redirect: None,
+            fixed: None,
             rewrite: rewrite.map(Arc::new),
             upstream_host: host.map(HeaderValue::from_static),
             basic_auth: None,

@@ -173,15 +173,25 @@ impl Vestibule {
 
     /// Waits until at least `n` access log lines were written.
     pub(crate) fn wait_access_log(&self, n: usize) -> Vec<String> {
+        self.wait_access_log_until(&format!("{n} lines"), |lines| lines.len() >= n)
+    }
+
+    /// Waits until the access log lines written so far satisfy `done` (the log's writer
+    /// flushes every 50 ms).
+    pub(crate) fn wait_access_log_until(
+        &self,
+        what: &str,
+        done: impl Fn(&[String]) -> bool,
+    ) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             let lines = self.access_log();
-            if lines.len() >= n {
+            if done(&lines) {
                 return lines;
             }
             assert!(
                 Instant::now() < deadline,
-                "{n} access log lines not written: {lines:#?}"
+                "access log: not {what} in time: {lines:#?}"
             );
             std::thread::sleep(Duration::from_millis(5));
         }
