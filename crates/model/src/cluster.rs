@@ -15,11 +15,19 @@ pub struct ClusterKey {
     pub namespace: Box<str>,
     pub service: Box<str>,
     pub port: u16,
+    /// Reached through the Service's cluster IP rather than its endpoints
+    /// (`service-upstream`): a cluster of its own, beside the endpoints' one.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_ip: bool,
 }
 
 impl fmt::Display for ClusterKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)
+        write!(f, "{}/{}:{}", self.namespace, self.service, self.port)?;
+        if self.cluster_ip {
+            f.write_str(" (cluster IP)")?;
+        }
+        Ok(())
     }
 }
 

@@ -73,6 +73,9 @@ pub struct RoutePolicy {
     pub rate_limit: Option<Arc<RateLimit>>,
     /// Cross-origin resource sharing (`enable-cors`, `cors-*`).
     pub cors: Option<Arc<Cors>>,
+    /// Where requests go when the route's Service has no ready endpoints
+    /// (`default-backend`).
+    pub fallback: Option<Backend>,
     /// Fields set on or removed from requests and responses, and the upstream's redirects
     /// and cookies rewritten.
     pub headers: Option<Arc<crate::headers::HeaderRules>>,
@@ -95,6 +98,7 @@ impl Default for RoutePolicy {
             source_ranges: None,
             rate_limit: None,
             cors: None,
+            fallback: None,
             headers: None,
         }
     }

@@ -86,6 +86,8 @@ pub(crate) struct RouteState {
     pub(crate) canary: Option<CanaryState>,
     /// Its CORS fields (`enable-cors`).
     pub(crate) cors: Option<Arc<CorsFields>>,
+    /// Where its requests go when its cluster has no ready endpoints (`default-backend`).
+    pub(crate) fallback: Option<(vestibule_model::ClusterId, Upstream)>,
     /// Its header rules.
     pub(crate) headers: Option<Arc<vestibule_model::HeaderRules>>,
 }
@@ -206,6 +208,7 @@ impl Runtime {
                 stats: None,
                 canary: None,
                 cors: None,
+                fallback: None,
                 headers: None,
             },
         };
@@ -296,6 +299,12 @@ impl Settle<'_> {
             stats,
             canary: None,
             cors: policy.cors.as_ref().and_then(CorsFields::new).map(Arc::new),
+            fallback: match &policy.fallback {
+                Some(backend @ Backend::Cluster(id)) => {
+                    self.upstream(backend, &policy.proxy).map(|u| (*id, u))
+                }
+                _ => None,
+            },
             headers: policy.headers.clone(),
         }
     }

@@ -127,6 +127,11 @@ pub(crate) struct IngressSettings {
     pub(crate) is_canary: bool,
     /// How it splits them; `None` when a canary key is wrong and the canary is ignored.
     pub(crate) canary: Option<CanaryRule>,
+    /// `service-upstream`: backends through their Services' cluster IPs.
+    pub(crate) service_upstream: bool,
+    /// `default-backend`: the Service (in the Ingress's namespace) for requests whose own
+    /// Service has no ready endpoints.
+    pub(crate) default_backend: Option<Box<str>>,
 }
 
 impl IngressSettings {

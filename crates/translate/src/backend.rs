@@ -31,6 +31,8 @@ pub(crate) struct ServiceRef<'a> {
     /// `spec.rules[0].http.paths[0].backend.service`).
     pub(crate) referrer: &'a ObjectRef,
     pub(crate) field: &'a str,
+    /// `service-upstream`: the Service's cluster IP and port, not its endpoints.
+    pub(crate) cluster_ip: bool,
 }
 
 /// Services and EndpointSlices indexed for lookup by namespace and name.
@@ -153,6 +155,29 @@ impl<'s> Services<'s> {
         let Some(number) = u16::try_from(port.port).ok().filter(|n| *n != 0) else {
             return missing_port(diags);
         };
+        if r.cluster_ip {
+            let ip = spec.and_then(|s| s.cluster_ip.as_deref()).unwrap_or("");
+            match ip.parse::<IpAddr>() {
+                Ok(ip) => {
+                    let key = ClusterKey {
+                        cluster_ip: true,
+                        ..cluster_key(ns, name, number)
+                    };
+                    let address = EndpointAddress::Socket(SocketAddr::new(ip, number));
+                    return Backend::Cluster(
+                        builder.cluster_with(key, || (protocol(diags), vec![Endpoint { address }])),
+                    );
+                }
+                Err(_) => diags.warning(
+                    r.referrer,
+                    r.field,
+                    format!(
+                        "service-upstream: Service {ns}/{name} has no cluster IP ({ip:?}, a \
+                         headless Service); its endpoints are used"
+                    ),
+                ),
+            }
+        }
         let slices = self
             .slices
             .get(&(ns, name))
@@ -214,6 +239,7 @@ fn cluster_key(ns: &str, name: &str, port: u16) -> ClusterKey {
         namespace: ns.into(),
         service: name.into(),
         port,
+        cluster_ip: false,
     }
 }
 

@@ -328,6 +328,10 @@ impl Compiler<'_> {
         if let Some(default) = &spec.default_backend {
             self.ingress_default_backend(default, object, settings);
         }
+        let fallback = settings
+            .default_backend
+            .as_deref()
+            .and_then(|name| self.fallback(name, object));
         for (i, rule) in rules.iter().enumerate() {
             let raw_host = rule.host.as_deref().unwrap_or("");
             let host = match HostPattern::parse(raw_host) {
@@ -364,18 +368,20 @@ impl Compiler<'_> {
             }
             for (j, path) in http.paths.iter().enumerate() {
                 let field = format!("spec.rules[{i}].http.paths[{j}]");
-                self.path(&host, path, object, &field, settings);
+                self.path(&host, path, object, &field, (settings, fallback.as_ref()));
             }
         }
     }
 
+    /// One rule path: `settings` are its Ingress's, with the Ingress's `default-backend`
+    /// resolved.
     fn path(
         &mut self,
         host: &HostPattern,
         path: &HTTPIngressPath,
         object: &ObjectRef,
         field: &str,
-        settings: &IngressSettings,
+        (settings, fallback): (&IngressSettings, Option<&Backend>),
     ) {
         let raw = raw_path(path);
         let regex = self.regex_hosts.contains_key(host);
@@ -409,11 +415,14 @@ impl Compiler<'_> {
                  ImplementationSpecific paths are matched as literal prefixes",
             );
         }
-        let Some(backend) = self.backend(&path.backend, object, &format!("{field}.backend")) else {
+        let backend_field = format!("{field}.backend");
+        let cluster_ip = settings.service_upstream;
+        let Some(backend) = self.backend(&path.backend, object, &backend_field, cluster_ip) else {
             return;
         };
         let origin = origin(object, field);
         let mut policy = settings.policy.clone();
+        policy.fallback = fallback.cloned();
         let spared = |l: &String| raw.starts_with(l.as_str());
         if let (Some(global), Some(auth)) = (&self.options.global_auth, &policy.external_auth)
             && Arc::ptr_eq(global, auth)
@@ -736,7 +745,7 @@ impl Compiler<'_> {
         settings: &IngressSettings,
     ) {
         let field = "spec.defaultBackend";
-        let Some(backend) = self.backend(default, object, field) else {
+        let Some(backend) = self.backend(default, object, field, settings.service_upstream) else {
             return;
         };
         // Its Ingress's proxying annotations apply, as ingress-nginx applies them to the
@@ -771,7 +780,46 @@ impl Compiler<'_> {
 
     /// Resolves a backend. `None` when the reference itself is invalid (the path is skipped);
     /// an unavailable backend when it is valid but cannot be served (the path answers 503).
-    fn backend(&mut self, b: &IngressBackend, object: &ObjectRef, field: &str) -> Option<Backend> {
+    /// `default-backend`: the Service's first port, as ingress-nginx takes it, resolved once
+    /// for the Ingress.
+    fn fallback(&mut self, name: &str, object: &ObjectRef) -> Option<Backend> {
+        let field = annotations::field("default-backend");
+        let first = self
+            .services
+            .get(&object.namespace, name)
+            .and_then(|s| s.spec.as_ref()?.ports.as_ref()?.first())
+            .and_then(|p| u16::try_from(p.port).ok());
+        let Some(port) = first else {
+            let message = format!(
+                "Service {}/{name} does not exist or has no port; requests whose Service has \
+                 no ready endpoints answer 503",
+                object.namespace
+            );
+            self.diags.warning(object, field, message);
+            return None;
+        };
+        let reference = ServiceRef {
+            namespace: &object.namespace,
+            name,
+            port: PortRef::Number(port),
+            referrer: object,
+            field: &field,
+            cluster_ip: false,
+        };
+        let backend = self
+            .services
+            .resolve(&reference, &mut self.builder, &mut self.diags);
+        matches!(backend, Backend::Cluster(_)).then_some(backend)
+    }
+
+    /// `cluster_ip`: the Ingress has `service-upstream: "true"`.
+    fn backend(
+        &mut self,
+        b: &IngressBackend,
+        object: &ObjectRef,
+        field: &str,
+        cluster_ip: bool,
+    ) -> Option<Backend> {
         let service = match (&b.service, &b.resource) {
             (Some(_), Some(_)) => {
                 self.diags.error(
@@ -847,6 +895,7 @@ impl Compiler<'_> {
             port,
             referrer: object,
             field: &field,
+            cluster_ip,
         };
         Some(
             self.services
@@ -877,6 +926,7 @@ impl Compiler<'_> {
                     port: PortRef::Number(port),
                     referrer: &object,
                     field,
+                    cluster_ip: false,
                 };
                 // Resolve into a scratch report first: the flag's own warnings name the flag.
                 let mut scratch = Diagnostics::default();

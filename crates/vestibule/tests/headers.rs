@@ -309,3 +309,100 @@ async fn snippets_in_the_safe_subset_apply_whole_and_others_not_at_all() {
         assert!(has(&found, needles), "{needles:?} in {found:#?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn service_upstream_sends_to_the_cluster_ip_not_the_endpoints() {
+    // The cluster IP's port and the endpoints' port lead to different backends, so the
+    // answer says which way the request went.
+    let by_ip = Echo::start("cluster-ip").await.unwrap();
+    let by_endpoints = Echo::start("endpoints").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    // The Ingresses name the Service port that the cluster IP listens on.
+    let port = i32::from(by_ip.port());
+    let named = |name: &str| {
+        vestibule_testkit::ingress("default", name)
+            .host(&format!("{name}.example"))
+            .prefix("/", vestibule_testkit::svc("web", port))
+    };
+    write_world(
+        &dir,
+        vec![
+            named("direct").annotation(&key("service-upstream"), "true"),
+            named("balanced"),
+        ],
+        &[],
+    );
+    dir.write_raw(
+        "svc-web.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\n\
+             spec:\n  clusterIP: 127.0.0.1\n  ports:\n  - {{name: http, port: {ip_port}, \
+             targetPort: {ep_port}}}\n---\n\
+             apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+             metadata:\n  name: web-1\n  namespace: default\n  labels: \
+             {{kubernetes.io/service-name: web}}\naddressType: IPv4\n\
+             ports: [{{name: http, port: {ep_port}}}]\n\
+             endpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n",
+            ip_port = by_ip.port(),
+            ep_port = by_endpoints.port(),
+        ),
+    )
+    .unwrap();
+    let v = Vestibule::start(dir.path(), &[]);
+    assert_eq!(
+        echoed(&get(&v, "direct.example", "/", "").await).name,
+        "cluster-ip"
+    );
+    assert_eq!(
+        echoed(&get(&v, "balanced.example", "/", "").await).name,
+        "endpoints"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_backend_serves_when_the_service_has_no_ready_endpoints() {
+    let web = Echo::start("web").await.unwrap();
+    let errors = Echo::start("errors").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    let to = |name: &str, service: &str| {
+        vestibule_testkit::ingress("default", name)
+            .host(&format!("{name}.example"))
+            .prefix("/", vestibule_testkit::svc(service, 80))
+    };
+    write_world(
+        &dir,
+        vec![
+            to("down", "empty").annotation(&key("default-backend"), "errors"),
+            to("up", "web").annotation(&key("default-backend"), "errors"),
+            to("bare", "empty"),
+            to("typo", "empty").annotation(&key("default-backend"), "nope"),
+        ],
+        &[("web", &[&web]), ("errors", &[&errors]), ("empty", &[])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+
+    let r = get(&v, "down.example", "/a?b=1", "Accept: application/json\r\n").await;
+    let seen = echoed(&r);
+    assert_eq!(seen.name, "errors");
+    assert_eq!(seen.path, "/a", "the path is kept");
+    for (field, value) in [
+        ("x-code", "503"),
+        ("x-format", "application/json"),
+        ("x-original-uri", "/a?b=1"),
+        ("x-namespace", "default"),
+        ("x-ingress-name", "down"),
+        ("x-service-name", "empty"),
+        ("x-service-port", "80"),
+    ] {
+        assert_eq!(seen.header(field), Some(value), "{field}");
+    }
+    assert!(seen.header("x-request-id").is_some());
+    assert_eq!(echoed(&get(&v, "up.example", "/", "").await).name, "web");
+    assert_eq!(get(&v, "bare.example", "/", "").await.status, 503);
+    assert_eq!(get(&v, "typo.example", "/", "").await.status, 503);
+    let found = diagnostics(&v.config().await);
+    assert!(
+        has(&found, &["warning default/typo", "default-backend", "nope"]),
+        "{found:#?}"
+    );
+}

@@ -302,6 +302,7 @@ fn clusters_are_shared_by_key_and_endpoints_sorted() {
         namespace: "ns".into(),
         service: "svc".into(),
         port: 80,
+        cluster_ip: false,
     };
     let ep = |s: &str| Endpoint {
         address: EndpointAddress::Socket(s.parse().unwrap()),

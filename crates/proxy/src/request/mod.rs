@@ -204,6 +204,10 @@ impl Shared {
                 };
             }
         }
+        if ready.chosen.fallback {
+            let headers = &mut ready.rewritten.outgoing.request_mut().headers;
+            pick::fallback_fields(&ready.routed, ready.head.target, headers);
+        }
         // The route's header rules, expanded once from the request as it is now.
         if let Some(rules) = ready.routed.state().headers.clone() {
             let host = ready.head.host();

@@ -13,6 +13,7 @@ use vestibule_model::{Backend, Balance, Canary, ClusterId, CookieAffinity};
 use super::head::Head;
 use super::route::Routed;
 use crate::balance::{self, ClusterBalancer, HashRequest, PickInput};
+use crate::dataplane::RouteAt;
 use crate::respond::ProxyError;
 use crate::upstream::request::UpstreamRequest;
 
@@ -21,6 +22,8 @@ use crate::upstream::request::UpstreamRequest;
 pub(super) struct Chosen {
     pub(super) cluster: ClusterId,
     pub(super) canary: bool,
+    /// The route's `default-backend`, its own cluster having no ready endpoints.
+    pub(super) fallback: bool,
 }
 
 /// The side and cluster the request goes to: 503 when the main's backend cannot be served
@@ -38,13 +41,11 @@ pub(super) fn cluster(routed: &Routed, headers: &HeaderMap) -> Result<Chosen, Pr
             return Ok(Chosen {
                 cluster: id,
                 canary: true,
+                fallback: false,
             });
         }
     }
-    main(routed).map(|cluster| Chosen {
-        cluster,
-        canary: false,
-    })
+    main(routed)
 }
 
 /// Whether a request goes to the canary, in ingress-nginx's order: an affinity cookie set by
@@ -96,8 +97,9 @@ fn wants_canary(
     canary.weight > 0 && draw(canary.weight_total.max(1)) <= canary.weight
 }
 
-/// The main's cluster: 503 when its backend cannot be served or has no ready endpoints.
-fn main(routed: &Routed) -> Result<ClusterId, ProxyError> {
+/// The main's cluster: 503 when its backend cannot be served or has no ready endpoints,
+/// unless the route's `default-backend` has some.
+fn main(routed: &Routed) -> Result<Chosen, ProxyError> {
     let cluster = match routed.backend() {
         Some(Backend::Cluster(id)) => *id,
         Some(Backend::Unavailable { reason }) => {
@@ -106,11 +108,57 @@ fn main(routed: &Routed) -> Result<ClusterId, ProxyError> {
         // A default backend is routed to only when the table has one.
         None => return Err(ProxyError::NoRoute),
     };
-    let cluster = routed.runtime.table.cluster(cluster);
-    if cluster.endpoints.is_empty() {
-        return Err(ProxyError::NoEndpoints(cluster.key.to_string()));
+    let table = &routed.runtime.table;
+    let cluster = table.cluster(cluster);
+    if !cluster.endpoints.is_empty() {
+        return Ok(Chosen {
+            cluster: cluster.id,
+            canary: false,
+            fallback: false,
+        });
     }
-    Ok(cluster.id)
+    match &routed.state().fallback {
+        Some((id, _)) if !table.cluster(*id).endpoints.is_empty() => Ok(Chosen {
+            cluster: *id,
+            canary: false,
+            fallback: true,
+        }),
+        _ => Err(ProxyError::NoEndpoints(cluster.key.to_string())),
+    }
+}
+
+/// The fields ingress-nginx gives a request it sends to a `default-backend` in place of the
+/// route's Service: what happened (`X-Code: 503`) and to which request and route.
+pub(super) fn fallback_fields(routed: &Routed, target: &str, headers: &mut HeaderMap) {
+    let table = &routed.runtime.table;
+    let RouteAt::Route(id) = routed.at else {
+        return;
+    };
+    let route = table.route(id);
+    let service = match &route.backend {
+        Backend::Cluster(id) => Some(&table.cluster(*id).key),
+        Backend::Unavailable { .. } => None,
+    };
+    let format = headers
+        .get(http::header::ACCEPT)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("text/html"));
+    let text = |t: &str| HeaderValue::from_str(t).ok();
+    let port = service.map(|k| k.port.to_string());
+    let fields = [
+        ("x-code", Some(HeaderValue::from_static("503"))),
+        ("x-format", Some(format)),
+        ("x-original-uri", text(target)),
+        ("x-namespace", text(&route.origin.namespace)),
+        ("x-ingress-name", text(&route.origin.name)),
+        ("x-service-name", service.and_then(|k| text(&k.service))),
+        ("x-service-port", port.as_deref().and_then(text)),
+    ];
+    for (name, value) in fields {
+        if let Some(value) = value {
+            headers.insert(name, value);
+        }
+    }
 }
 
 /// How one request's endpoints are picked: the cluster's balancer, with what the request

@@ -161,6 +161,7 @@ mod tests {
             stats: None,
             canary: None,
             cors: None,
+            fallback: None,
             headers: None,
         }
     }

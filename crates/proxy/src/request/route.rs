@@ -141,10 +141,11 @@ impl Routed {
 
     /// How requests reach the chosen side's backend.
     #[inline]
-    pub(super) fn upstream(&self, canary: bool) -> Option<&Upstream> {
+    pub(super) fn upstream(&self, canary: bool, fallback: bool) -> Option<&Upstream> {
         let state = self.state();
-        match (&state.canary, canary) {
-            (Some(side), true) => side.upstream.as_ref(),
+        match (&state.canary, canary, &state.fallback, fallback) {
+            (Some(side), true, _, _) => side.upstream.as_ref(),
+            (_, _, Some((_, upstream)), true) => Some(upstream),
             _ => state.upstream.as_ref(),
         }
     }

@@ -60,7 +60,7 @@ pub(super) async fn with_retries(
         retry::is_idempotent(&rewritten.outgoing.request().method),
     );
     let cluster = chosen.cluster;
-    let Some(upstream) = routed.upstream(chosen.canary) else {
+    let Some(upstream) = routed.upstream(chosen.canary, chosen.fallback) else {
         // A route is picked only with a cluster, and each such route has its upstream.
         let reason = "the route has no upstream settings";
         return sending.sent(Err(ProxyError::BackendUnavailable(reason.into())));

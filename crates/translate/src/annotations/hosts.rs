@@ -1,16 +1,34 @@
-//! `upstream-vhost` (the `Host` the upstream gets) and `server-alias` (more names for the
-//! Ingress's host).
+//! `upstream-vhost` (the `Host` the upstream gets), `server-alias` (more names for the
+//! Ingress's host), `service-upstream` (its Services reached by cluster IP) and
+//! `default-backend` (where its requests go when their Service has no ready endpoints).
 
 use std::sync::Arc;
 
 use vestibule_model::HostPattern;
 
-use super::syntax::is_dns_name;
+use super::syntax::{is_dns_name, parse_bool};
 use super::{IngressSettings, Reader};
 
-pub(super) const KEYS: &[&str] = &["upstream-vhost", "server-alias"];
+pub(super) const KEYS: &[&str] = &[
+    "upstream-vhost",
+    "server-alias",
+    "service-upstream",
+    "default-backend",
+];
 
 pub(super) fn read(reader: &mut Reader<'_>, settings: &mut IngressSettings) {
+    if let Some(name) = reader.get("default-backend").map(str::trim) {
+        if is_dns_name(name) && !name.contains('.') {
+            settings.default_backend = Some(name.into());
+        } else {
+            let message = format!("{name:?} is not a Service name; ignored");
+            reader.error("default-backend", message);
+        }
+    }
+    let default = settings.service_upstream;
+    if let Some(on) = reader.read("service-upstream", parse_bool, super::BOOLEAN, default) {
+        settings.service_upstream = on;
+    }
     if let Some(vhost) = reader.get("upstream-vhost") {
         if is_host_and_port(vhost) {
             settings.policy.upstream_host = Some(Arc::from(vhost));

@@ -65,7 +65,9 @@ impl Compiler<'_> {
                 };
                 let main_id = main.id;
                 let backend_field = format!("{field}.backend");
-                let Some(backend) = self.backend(&path.backend, object, &backend_field) else {
+                // The canary's own annotations do not apply, service-upstream included.
+                let backend = self.backend(&path.backend, object, &backend_field, false);
+                let Some(backend) = backend else {
                     continue;
                 };
                 let canary = Canary {
