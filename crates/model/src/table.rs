@@ -76,6 +76,9 @@ pub struct RoutePolicy {
     /// Where requests go when the route's Service has no ready endpoints
     /// (`default-backend`).
     pub fallback: Option<Backend>,
+    /// Responses with these statuses are replaced by the error backend's answer
+    /// (`custom-http-errors`).
+    pub custom_errors: Option<Arc<[u16]>>,
     /// Fields set on or removed from requests and responses, and the upstream's redirects
     /// and cookies rewritten.
     pub headers: Option<Arc<crate::headers::HeaderRules>>,
@@ -99,6 +102,7 @@ impl Default for RoutePolicy {
             rate_limit: None,
             cors: None,
             fallback: None,
+            custom_errors: None,
             headers: None,
         }
     }

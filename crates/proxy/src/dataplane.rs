@@ -88,8 +88,25 @@ pub(crate) struct RouteState {
     pub(crate) cors: Option<Arc<CorsFields>>,
     /// Where its requests go when its cluster has no ready endpoints (`default-backend`).
     pub(crate) fallback: Option<(vestibule_model::ClusterId, Upstream)>,
+    /// Where its responses of listed statuses are replaced from (`custom-http-errors`).
+    pub(crate) custom_errors: Option<ErrorBackend>,
     /// Its header rules.
     pub(crate) headers: Option<Arc<vestibule_model::HeaderRules>>,
+}
+
+/// A route's error backend (`custom-http-errors`): the statuses it takes over, and where
+/// it is.
+#[derive(Debug)]
+pub(crate) struct ErrorBackend {
+    pub(crate) codes: Arc<[u16]>,
+    pub(crate) cluster: vestibule_model::ClusterId,
+    pub(crate) upstream: Upstream,
+}
+
+impl ErrorBackend {
+    pub(crate) fn takes(&self, status: u16) -> bool {
+        self.codes.contains(&status)
+    }
 }
 
 /// The canary side of a route: which requests go there, how they reach its backend, and
@@ -209,6 +226,7 @@ impl Runtime {
                 canary: None,
                 cors: None,
                 fallback: None,
+                custom_errors: None,
                 headers: None,
             },
         };
@@ -305,8 +323,31 @@ impl Settle<'_> {
                 }
                 _ => None,
             },
+            custom_errors: policy
+                .custom_errors
+                .as_ref()
+                .and_then(|codes| self.error_backend(codes, policy)),
             headers: policy.headers.clone(),
         }
+    }
+
+    /// The error backend of a route with `custom-http-errors`: its `default-backend`, else
+    /// the controller's (`--default-backend-service`); none, no interception.
+    fn error_backend(&mut self, codes: &Arc<[u16]>, policy: &RoutePolicy) -> Option<ErrorBackend> {
+        let flags = self
+            .table
+            .default_backend()
+            .filter(|d| d.origin.is_none())
+            .map(|d| &d.backend);
+        let backend = policy.fallback.as_ref().or(flags)?;
+        let Backend::Cluster(cluster) = backend else {
+            return None;
+        };
+        Some(ErrorBackend {
+            codes: Arc::clone(codes),
+            cluster: *cluster,
+            upstream: self.upstream(backend, &policy.proxy)?,
+        })
     }
 
     /// The counters for an Ingress's limits: the previous table's while the limits are the

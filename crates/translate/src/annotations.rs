@@ -151,6 +151,8 @@ pub(crate) struct Env<'e, 's> {
     pub(crate) cross_namespace: bool,
     /// `--global-allowed-response-headers`.
     pub(crate) allowed_response_headers: &'e [String],
+    /// `--default-backend-service` is set: an error backend for `custom-http-errors`.
+    pub(crate) error_backend_flag: bool,
 }
 
 /// Reads an Ingress's annotations over the controller-wide `defaults`. An Ingress whose
@@ -168,6 +170,7 @@ pub(crate) fn read(
         config_maps,
         cross_namespace,
         allowed_response_headers,
+        error_backend_flag,
     } = *env;
     let mut settings = IngressSettings {
         policy: defaults.clone(),
@@ -189,6 +192,7 @@ pub(crate) fn read(
         values,
         object,
         diags,
+        error_backend_flag,
     };
     if canary::is_canary(&reader) {
         canary::read(&mut reader, &mut settings);
@@ -288,6 +292,8 @@ struct Reader<'a> {
     values: BTreeMap<&'a str, &'a str>,
     object: &'a ObjectRef,
     diags: &'a mut Diagnostics,
+    /// `--default-backend-service` is set.
+    error_backend_flag: bool,
 }
 
 pub(crate) fn field(short: &str) -> String {

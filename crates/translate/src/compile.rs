@@ -68,6 +68,9 @@ pub struct Options {
     pub hide_headers: Vec<String>,
     /// The response fields `custom-headers` may set (`--global-allowed-response-headers`).
     pub global_allowed_response_headers: Vec<String>,
+    /// Statuses every Ingress sends to the error backend unless its `custom-http-errors`
+    /// says otherwise (`--custom-http-errors`).
+    pub custom_http_errors: Vec<u16>,
 }
 
 impl Default for Options {
@@ -90,6 +93,7 @@ impl Default for Options {
             add_headers: None,
             hide_headers: Vec::new(),
             global_allowed_response_headers: Vec::new(),
+            custom_http_errors: Vec::new(),
         }
     }
 }
@@ -200,6 +204,8 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
             proxy: Arc::new(options.proxy.clone()),
             external_auth: options.global_auth.clone(),
             source_ranges: options.source_ranges.clone(),
+            custom_errors: (!options.custom_http_errors.is_empty())
+                .then(|| options.custom_http_errors.as_slice().into()),
             ..RoutePolicy::default()
         },
         regex_hosts: HashMap::new(),
@@ -256,6 +262,7 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
                     config_maps: &config_maps,
                     cross_namespace: options.allow_cross_namespace_resources,
                     allowed_response_headers: &options.global_allowed_response_headers,
+                    error_backend_flag: options.default_backend_service.is_some(),
                 },
                 &mut compiler.diags,
             )

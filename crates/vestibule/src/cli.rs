@@ -505,6 +505,11 @@ pub(crate) struct CompileArgs {
     #[arg(long, value_name = "NAMES", env = "VESTIBULE_GLOBAL_ALLOWED_RESPONSE_HEADERS", value_delimiter = ',', value_parser = parse_header_name)]
     pub global_allowed_response_headers: Vec<String>,
 
+    /// Statuses (comma separated, 400 to 599) whose responses every Ingress replaces by
+    /// --default-backend-service's answer, unless its custom-http-errors says otherwise.
+    #[arg(long, value_name = "CODES", env = "VESTIBULE_CUSTOM_HTTP_ERRORS", value_delimiter = ',', value_parser = parse_error_code)]
+    pub custom_http_errors: Vec<u16>,
+
     /// TLS Secret served to handshakes whose server name has no certificate of its own (and
     /// to clients that send none); without it, a self-signed certificate made at start-up.
     #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_DEFAULT_SSL_CERTIFICATE", value_parser = parse_namespaced)]
@@ -651,6 +656,7 @@ impl CompileArgs {
             add_headers: self.add_headers.clone(),
             hide_headers: self.hide_headers.clone(),
             global_allowed_response_headers: self.global_allowed_response_headers.clone(),
+            custom_http_errors: self.custom_http_errors.clone(),
             proxy: vestibule_model::ProxyPolicy::default(),
             ssl_redirect: self.ssl_redirect,
             force_ssl_redirect: self.force_ssl_redirect,

@@ -359,16 +359,18 @@ async fn service_upstream_sends_to_the_cluster_ip_not_the_endpoints() {
     );
 }
 
+/// An Ingress `default/NAME` routing `NAME.example/` to `service` port 80.
+fn to(name: &str, service: &str) -> vestibule_testkit::fixtures::IngressBuilder {
+    vestibule_testkit::ingress("default", name)
+        .host(&format!("{name}.example"))
+        .prefix("/", vestibule_testkit::svc(service, 80))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_backend_serves_when_the_service_has_no_ready_endpoints() {
     let web = Echo::start("web").await.unwrap();
     let errors = Echo::start("errors").await.unwrap();
     let dir = ManifestDir::new().unwrap();
-    let to = |name: &str, service: &str| {
-        vestibule_testkit::ingress("default", name)
-            .host(&format!("{name}.example"))
-            .prefix("/", vestibule_testkit::svc(service, 80))
-    };
     write_world(
         &dir,
         vec![
@@ -403,6 +405,83 @@ async fn default_backend_serves_when_the_service_has_no_ready_endpoints() {
     let found = diagnostics(&v.config().await);
     assert!(
         has(&found, &["warning default/typo", "default-backend", "nope"]),
+        "{found:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_http_errors_are_answered_by_the_error_backend() {
+    let web = Echo::start("web").await.unwrap();
+    let errors = Echo::start("errors").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            to("pages", "web")
+                .annotation(&key("custom-http-errors"), "404,502")
+                .annotation(&key("default-backend"), "errors"),
+            to("dead", "dead")
+                .annotation(&key("custom-http-errors"), "502")
+                .annotation(&key("default-backend"), "errors"),
+            to("plain", "web"),
+            to("bad", "web").annotation(&key("custom-http-errors"), "404,abc"),
+        ],
+        &[("web", &[&web]), ("errors", &[&errors])],
+    );
+    // A Service whose one endpoint refuses connections: Vestibule's own 502.
+    dir.write_raw(
+        "svc-dead.yaml",
+        "apiVersion: v1\nkind: Service\nmetadata: {name: dead, namespace: default}\n\
+         spec:\n  ports:\n  - {name: http, port: 80}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\n\
+         metadata:\n  name: dead-1\n  namespace: default\n  labels: \
+         {kubernetes.io/service-name: dead}\naddressType: IPv4\n\
+         ports: [{name: http, port: 1}]\n\
+         endpoints: [{addresses: [127.0.0.1], conditions: {ready: true}}]\n",
+    )
+    .unwrap();
+    let flags = [
+        "--custom-http-errors",
+        "418",
+        "--default-backend-service",
+        "default/errors",
+    ];
+    let v = Vestibule::start(dir.path(), &flags);
+
+    // The upstream's 404: the error backend's answer instead, asked for `/`.
+    let r = get(
+        &v,
+        "pages.example",
+        "/a?status=404",
+        "Accept: text/html\r\n",
+    )
+    .await;
+    let seen = echoed(&r);
+    assert_eq!(seen.name, "errors");
+    assert_eq!(seen.path, "/");
+    assert_eq!(seen.header("x-code"), Some("404"));
+    assert_eq!(seen.header("x-original-uri"), Some("/a?status=404"));
+    assert_eq!(seen.header("x-format"), Some("text/html"));
+    assert_eq!(seen.header("x-service-name"), Some("web"));
+    // Statuses not listed pass.
+    assert_eq!(echoed(&get(&v, "pages.example", "/", "").await).name, "web");
+    let r = get(&v, "pages.example", "/?status=500", "").await;
+    assert_eq!(r.status, 500);
+    // Vestibule's own errors too.
+    let r = get(&v, "dead.example", "/", "").await;
+    let seen = echoed(&r);
+    assert_eq!(
+        (seen.name.as_str(), seen.header("x-code")),
+        ("errors", Some("502"))
+    );
+    // The controller-wide list, to the controller's default backend.
+    let r = get(&v, "plain.example", "/?status=418", "").await;
+    assert_eq!(echoed(&r).header("x-code"), Some("418"));
+    // An invalid list is ignored, with an error.
+    assert_eq!(get(&v, "bad.example", "/?status=404", "").await.status, 404);
+    let found = diagnostics(&v.config().await);
+    assert!(
+        has(&found, &["error default/bad", "custom-http-errors", "abc"]),
         "{found:#?}"
     );
 }

@@ -19,7 +19,7 @@ use crate::body::response::ProxyBody;
 use crate::respond::{ProxyError, redirect};
 use crate::server::client::IpText;
 use crate::upstream::client::{Outgoing, Target, Timeouts, Upstreams};
-use crate::upstream::request::{BodyFraming, Forwarded, UpstreamRequest};
+use crate::upstream::request::{Forwarded, UpstreamRequest};
 use crate::upstream::tls::TlsResolved;
 
 static X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
@@ -325,18 +325,13 @@ fn question(
         forwarded.push(&X_FORWARDED_FOR, address);
     }
     forwarded.push(&X_REQUEST_ID, asking.request_id.clone());
-    Ok(UpstreamRequest {
-        method: service.method.clone(),
-        target: Cow::Owned(target),
-        host: service.host.clone(),
+    Ok(UpstreamRequest::side(
+        service.method.clone(),
+        Cow::Owned(target),
+        service.host.clone(),
         headers,
         forwarded,
-        upgrade: None,
-        grpc: false,
-        body: BodyFraming::None,
-        header_bytes: 1024,
-        response_head_limit: 64 << 10,
-    })
+    ))
 }
 
 /// The value of a template variable for this request.

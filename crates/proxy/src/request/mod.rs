@@ -11,6 +11,7 @@ pub(crate) mod client_cert;
 mod control;
 pub(crate) mod cors;
 mod early;
+pub(crate) mod errors;
 mod forwarded;
 mod head;
 pub(crate) mod headers;
@@ -206,7 +207,7 @@ impl Shared {
         }
         if ready.chosen.fallback {
             let headers = &mut ready.rewritten.outgoing.request_mut().headers;
-            pick::fallback_fields(&ready.routed, ready.head.target, headers);
+            errors::fallback_fields(&ready.routed, ready.head.target, 503, headers);
         }
         // The route's header rules, expanded once from the request as it is now.
         if let Some(rules) = ready.routed.state().headers.clone() {
@@ -231,12 +232,49 @@ impl Shared {
         sending
             .record
             .sent(sent.attempts, ready.rewritten.progress.clone());
+        let mut result = sent.result;
+        if let Some(errors) = &ready.routed.state().custom_errors {
+            // Boxed: the error backend's request is rare, and its state would otherwise
+            // grow every request's future.
+            let intercepting = self.intercept(&ready, errors, result, sending.request_id);
+            result = Box::pin(intercepting).await;
+        }
         // Response rules.
         let read_timeout = ready.routed.state().proxy.read_timeout;
         let (tunnel, cookie) = (ready.tunnel, sent.set_cookie);
         let rules = ready.routed.state().headers.as_deref();
-        sent.result
-            .map(|upstream| response::upstream(upstream, tunnel, read_timeout, cookie, rules))
+        result.map(|upstream| response::upstream(upstream, tunnel, read_timeout, cookie, rules))
+    }
+
+    /// `custom-http-errors`: a response with a listed status, the upstream's or ours, is
+    /// replaced by the error backend's answer, when it gives one.
+    async fn intercept(
+        &self,
+        ready: &Ready<'_>,
+        errors: &crate::dataplane::ErrorBackend,
+        result: Result<Response<crate::upstream::response::ResponseBody>, ProxyError>,
+        request_id: &HeaderValue,
+    ) -> Result<Response<crate::upstream::response::ResponseBody>, ProxyError> {
+        let status = match &result {
+            Ok(response) => response.status(),
+            Err(error) => error.status(),
+        };
+        if !errors.takes(status.as_u16()) {
+            return result;
+        }
+        let host = ready.head.host();
+        let asking = asking(ready, &host, request_id);
+        let timeouts = Timeouts::of(&ready.routed.state().proxy);
+        let routed = &ready.routed;
+        let answer = errors::ask(
+            &self.upstreams,
+            routed,
+            errors,
+            &asking,
+            status.as_u16(),
+            timeouts,
+        );
+        answer.await.map_or(result, Ok)
     }
 
     /// Puts the request to the route's authentication service.

@@ -13,7 +13,6 @@ use vestibule_model::{Backend, Balance, Canary, ClusterId, CookieAffinity};
 use super::head::Head;
 use super::route::Routed;
 use crate::balance::{self, ClusterBalancer, HashRequest, PickInput};
-use crate::dataplane::RouteAt;
 use crate::respond::ProxyError;
 use crate::upstream::request::UpstreamRequest;
 
@@ -124,40 +123,6 @@ fn main(routed: &Routed) -> Result<Chosen, ProxyError> {
             fallback: true,
         }),
         _ => Err(ProxyError::NoEndpoints(cluster.key.to_string())),
-    }
-}
-
-/// The fields ingress-nginx gives a request it sends to a `default-backend` in place of the
-/// route's Service: what happened (`X-Code: 503`) and to which request and route.
-pub(super) fn fallback_fields(routed: &Routed, target: &str, headers: &mut HeaderMap) {
-    let table = &routed.runtime.table;
-    let RouteAt::Route(id) = routed.at else {
-        return;
-    };
-    let route = table.route(id);
-    let service = match &route.backend {
-        Backend::Cluster(id) => Some(&table.cluster(*id).key),
-        Backend::Unavailable { .. } => None,
-    };
-    let format = headers
-        .get(http::header::ACCEPT)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("text/html"));
-    let text = |t: &str| HeaderValue::from_str(t).ok();
-    let port = service.map(|k| k.port.to_string());
-    let fields = [
-        ("x-code", Some(HeaderValue::from_static("503"))),
-        ("x-format", Some(format)),
-        ("x-original-uri", text(target)),
-        ("x-namespace", text(&route.origin.namespace)),
-        ("x-ingress-name", text(&route.origin.name)),
-        ("x-service-name", service.and_then(|k| text(&k.service))),
-        ("x-service-port", port.as_deref().and_then(text)),
-    ];
-    for (name, value) in fields {
-        if let Some(value) = value {
-            headers.insert(name, value);
-        }
     }
 }
 

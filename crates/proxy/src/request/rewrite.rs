@@ -162,6 +162,7 @@ mod tests {
             canary: None,
             cors: None,
             fallback: None,
+            custom_errors: None,
             headers: None,
         }
     }

@@ -95,6 +95,31 @@ impl Forwarded {
     }
 }
 
+impl<'a> UpstreamRequest<'a> {
+    /// A request Vestibule makes on the side (to an authentication service, an error
+    /// backend): no body, no upgrade, a small head.
+    pub(crate) fn side(
+        method: Method,
+        target: Cow<'a, str>,
+        host: HeaderValue,
+        headers: HeaderMap,
+        forwarded: Forwarded,
+    ) -> UpstreamRequest<'a> {
+        UpstreamRequest {
+            method,
+            target,
+            host,
+            headers,
+            forwarded,
+            upgrade: None,
+            grpc: false,
+            body: BodyFraming::None,
+            header_bytes: 1024,
+            response_head_limit: 64 << 10,
+        }
+    }
+}
+
 impl UpstreamRequest<'_> {
     /// The request as hyper's client takes it, for one attempt on `endpoint`: HTTP/2 with
     /// `:authority`, or HTTP/1.1 with `Host` (the upgrade kind). An error names what the

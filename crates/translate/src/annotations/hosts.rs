@@ -14,7 +14,23 @@ pub(super) const KEYS: &[&str] = &[
     "server-alias",
     "service-upstream",
     "default-backend",
+    "custom-http-errors",
 ];
+
+/// `404,503`: statuses from 400 to 599.
+pub(crate) fn codes(value: &str) -> Result<Vec<u16>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .map(|c| {
+            c.parse::<u16>()
+                .ok()
+                .filter(|c| (400..=599).contains(c))
+                .ok_or_else(|| format!("{c:?} is not a status from 400 to 599"))
+        })
+        .collect()
+}
 
 pub(super) fn read(reader: &mut Reader<'_>, settings: &mut IngressSettings) {
     if let Some(name) = reader.get("default-backend").map(str::trim) {
@@ -23,6 +39,22 @@ pub(super) fn read(reader: &mut Reader<'_>, settings: &mut IngressSettings) {
         } else {
             let message = format!("{name:?} is not a Service name; ignored");
             reader.error("default-backend", message);
+        }
+    }
+    if let Some(value) = reader.get("custom-http-errors") {
+        match codes(value) {
+            Ok(codes) if !codes.is_empty() => {
+                settings.policy.custom_errors = Some(codes.into());
+                if settings.default_backend.is_none() && !reader.error_backend_flag {
+                    reader.warning(
+                        "custom-http-errors",
+                        "there is no error backend (default-backend, or \
+                         --default-backend-service): these statuses reach the client as they are",
+                    );
+                }
+            }
+            Ok(_) => settings.policy.custom_errors = None,
+            Err(e) => reader.error("custom-http-errors", format!("{e}; ignored")),
         }
     }
     let default = settings.service_upstream;
