@@ -118,6 +118,33 @@ pub(crate) struct CanaryState {
     pub(crate) stats: Option<Arc<RouteStats>>,
 }
 
+impl RouteState {
+    /// A route with this proxy policy and nothing else: no access control, rewrite, rules or
+    /// upstream (requests that no route claims).
+    pub(crate) fn bare(proxy: Arc<ProxyPolicy>) -> RouteState {
+        RouteState {
+            proxy,
+            refused: None,
+            redirect: None,
+            fixed: None,
+            rewrite: None,
+            upstream_host: None,
+            basic_auth: None,
+            external_auth: None,
+            client_cert: None,
+            source_ranges: None,
+            limiter: None,
+            upstream: None,
+            stats: None,
+            canary: None,
+            cors: None,
+            fallback: None,
+            custom_errors: None,
+            headers: None,
+        }
+    }
+}
+
 /// How a route's requests reach its backend, settled when the table is installed so that a
 /// request only reads it.
 #[derive(Debug)]
@@ -209,26 +236,7 @@ impl Runtime {
                 };
                 settle.route(&default.backend, policy, labels)
             }
-            None => RouteState {
-                proxy: default_policy,
-                refused: None,
-                redirect: None,
-                fixed: None,
-                rewrite: None,
-                upstream_host: None,
-                basic_auth: None,
-                external_auth: None,
-                client_cert: None,
-                source_ranges: None,
-                limiter: None,
-                upstream: None,
-                stats: None,
-                canary: None,
-                cors: None,
-                fallback: None,
-                custom_errors: None,
-                headers: None,
-            },
+            None => RouteState::bare(default_policy),
         };
         let limiters = settle.limiters;
         Runtime {

@@ -146,24 +146,9 @@ mod tests {
 
     fn state(rewrite: Option<vestibule_model::Rewrite>, host: Option<&'static str>) -> RouteState {
         RouteState {
-            proxy: Arc::default(),
-            refused: None,
-            redirect: None,
-            fixed: None,
             rewrite: rewrite.map(Arc::new),
             upstream_host: host.map(HeaderValue::from_static),
-            basic_auth: None,
-            external_auth: None,
-            client_cert: None,
-            source_ranges: None,
-            limiter: None,
-            upstream: None,
-            stats: None,
-            canary: None,
-            cors: None,
-            fallback: None,
-            custom_errors: None,
-            headers: None,
+            ..RouteState::bare(Arc::default())
         }
     }
 
