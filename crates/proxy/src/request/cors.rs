@@ -68,14 +68,15 @@ pub(crate) fn owed(fields: &Arc<CorsFields>, headers: &HeaderMap) -> Owed {
 
 impl Owed {
     /// Sets the CORS fields on a response, replacing the upstream's own.
-    pub(crate) fn apply<B>(&self, response: &mut Response<B>) {
+    /// The request's one response gets them: the answered origin is moved, not copied.
+    pub(crate) fn apply<B>(self, response: &mut Response<B>) {
         let headers = response.headers_mut();
         if self.fields.cors.varies() {
             add_vary_origin(headers);
         }
-        let allow_origin = match (self.answer, &self.origin) {
+        let allow_origin = match (self.answer, self.origin) {
             (CorsAnswer::Any, _) => HeaderValue::from_static("*"),
-            (CorsAnswer::Origin, Some(origin)) => origin.clone(),
+            (CorsAnswer::Origin, Some(origin)) => origin,
             _ => return,
         };
         let fields = &*self.fields;
@@ -188,12 +189,12 @@ mod tests {
     fn any_origin_answers_every_response_and_every_preflight() {
         let f = fields(AllowedOrigins::Any);
         let due = owed(&f, &request(None));
+        let preflight = due.preflight(&Method::OPTIONS).unwrap();
+        assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
+        assert!(due.preflight(&Method::GET).is_none());
         let mut response = Response::new(());
         due.apply(&mut response);
         assert_eq!(response.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], "*");
         assert!(!response.headers().contains_key(VARY));
-        let preflight = due.preflight(&Method::OPTIONS).unwrap();
-        assert_eq!(preflight.status(), StatusCode::NO_CONTENT);
-        assert!(due.preflight(&Method::GET).is_none());
     }
 }

@@ -12,7 +12,7 @@ use super::auth::{Asking, value_of};
 use crate::upstream::request::UpstreamRequest;
 
 /// One change, expanded.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(super) enum Change {
     Set(HeaderName, HeaderValue),
     Add(HeaderName, HeaderValue),
@@ -49,12 +49,13 @@ impl Change {
 
 impl OwedResponse {
     /// Applies the changes whose status condition the response meets.
-    pub(crate) fn apply<B>(&self, response: &mut Response<B>) {
+    /// A request ends with one response: the changes are moved into it, not copied.
+    pub(crate) fn apply<B>(self, response: &mut Response<B>) {
         let status = response.status().as_u16();
         let headers = response.headers_mut();
-        for (change, always) in &self.changes {
-            if *always || add_header_status(status) {
-                change.clone().apply(headers);
+        for (change, always) in self.changes {
+            if always || add_header_status(status) {
+                change.apply(headers);
             }
         }
     }

@@ -151,10 +151,10 @@ impl Shared {
         if let Some(cookies) = cookies {
             cookies.apply(&mut response);
         }
-        if let Some(owed) = &record.headers {
+        if let Some(owed) = record.headers.take() {
             owed.apply(&mut response);
         }
-        if let Some(cors) = &record.cors {
+        if let Some(cors) = record.cors.take() {
             cors.apply(&mut response);
         }
         let hsts = self.settings.hsts.as_ref().filter(|_| record.hsts);
