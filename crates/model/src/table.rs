@@ -142,6 +142,9 @@ pub struct VirtualHost {
     pub aliases: Vec<HostPattern>,
     /// Some route of the host checks client certificates: its TLS handshakes ask for one.
     pub asks_client_certificate: bool,
+    /// HTTPS connections for this host are not terminated but spliced, untouched, to the
+    /// backend of this route (the host's `/` path): `ssl-passthrough`.
+    pub passthrough: Option<RouteId>,
     routes: Vec<RouteId>,
 }
 
@@ -202,6 +205,8 @@ pub struct RouteTable {
     clusters: Vec<Cluster>,
     default_backend: Option<DefaultBackend>,
     tls: TlsHosts,
+    /// Some host is passed through: handshakes must keep their ClientHello's bytes.
+    passthrough: bool,
 }
 
 impl RouteTable {
@@ -242,6 +247,22 @@ impl RouteTable {
             self.virtual_host(&host)
                 .is_some_and(|v| v.asks_client_certificate)
         })
+    }
+
+    /// Whether any host's HTTPS connections are passed through rather than terminated.
+    pub fn has_passthrough(&self) -> bool {
+        self.passthrough
+    }
+
+    /// The route whose backend receives, untouched, a TLS connection for `server_name`,
+    /// when that host is passed through. Without a server name nothing is.
+    pub fn passthrough(&self, server_name: Option<&str>) -> Option<&Route> {
+        if !self.passthrough {
+            return None;
+        }
+        let host = crate::host::request_host(server_name?);
+        let id = self.virtual_host(&host)?.passthrough?;
+        Some(self.route(id))
     }
 
     /// Every virtual host, in the order they were added.
@@ -285,6 +306,8 @@ impl Serialize for RouteTable {
             server: Option<&'a ServerRules>,
             #[serde(skip_serializing_if = "Vec::is_empty")]
             aliases: Vec<String>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            passthrough: Option<&'a RouteOrigin>,
             routes: Vec<&'a Route>,
         }
         let vhosts: Vec<VhostView<'_>> = self
@@ -295,6 +318,7 @@ impl Serialize for RouteTable {
                 tls: v.tls,
                 server: v.server.as_deref(),
                 aliases: v.aliases.iter().map(ToString::to_string).collect(),
+                passthrough: v.passthrough.map(|id| &self.route(id).origin),
                 routes: v.routes.iter().map(|id| self.route(*id)).collect(),
             })
             .collect();
@@ -392,6 +416,11 @@ impl TableBuilder {
         Ok(id)
     }
 
+    /// A route added earlier.
+    pub fn route_at(&self, id: RouteId) -> &Route {
+        &self.table.routes[id.0 as usize]
+    }
+
     /// The route `host` has for exactly `rule` (same path and kind), if any.
     pub fn find(&self, host: &HostPattern, rule: &PathRule) -> Option<&Route> {
         let at = *self.vhost_index.get(host)?;
@@ -426,6 +455,7 @@ impl TableBuilder {
                 server: None,
                 aliases: Vec::new(),
                 asks_client_certificate: false,
+                passthrough: None,
                 routes: Vec::new(),
             });
             routers.push(RouterBuilder::default());
@@ -443,6 +473,21 @@ impl TableBuilder {
     /// Whether a host has routes or server rules of its own.
     pub fn has_host(&self, host: &HostPattern) -> bool {
         self.vhost_index.contains_key(host)
+    }
+
+    /// Passes `host`'s HTTPS connections through to route `id`'s backend, unless another
+    /// route holds the host's passthrough already: then that route is returned.
+    pub fn passthrough(&mut self, host: &HostPattern, id: RouteId) -> Result<(), RouteId> {
+        let at = self.vhost_at(host);
+        let vhost = &mut self.table.vhosts[at];
+        match vhost.passthrough {
+            Some(existing) if existing != id => Err(existing),
+            _ => {
+                vhost.passthrough = Some(id);
+                self.table.passthrough = true;
+                Ok(())
+            }
+        }
     }
 
     /// Makes `alias` reach `host`'s routes. Refused (false) when `alias` is a host of its own

@@ -283,3 +283,22 @@ pub async fn fetch(
         .get(host, path)
         .await
 }
+
+/// The bytes a client's first flight (its ClientHello) is sent in, as a real rustls client
+/// makes them, for tests that speak TLS's start by hand. `server_name: None` sends no SNI.
+pub fn client_hello(server_name: Option<&str>) -> Vec<u8> {
+    let name = match server_name {
+        Some(name) => ServerName::try_from(name.to_owned())
+            .unwrap_or_else(|e| panic!("server name {name:?}: {e}")),
+        None => ServerName::IpAddress(IpAddr::from(std::net::Ipv4Addr::LOCALHOST)),
+    };
+    let mut connection = rustls::ClientConnection::new(client_config(&["http/1.1"]), name)
+        .unwrap_or_else(|e| panic!("client connection: {e}"));
+    let mut hello = Vec::new();
+    while connection.wants_write() {
+        if let Err(e) = connection.write_tls(&mut hello) {
+            panic!("ClientHello: {e}");
+        }
+    }
+    hello
+}

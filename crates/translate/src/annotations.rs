@@ -132,6 +132,9 @@ pub(crate) struct IngressSettings {
     /// `default-backend`: the Service (in the Ingress's namespace) for requests whose own
     /// Service has no ready endpoints.
     pub(crate) default_backend: Option<Box<str>>,
+    /// `ssl-passthrough`, with the controller flag that allows it: HTTPS connections for the
+    /// Ingress's hosts go untouched to the Service of their `/` path.
+    pub(crate) passthrough: bool,
 }
 
 impl IngressSettings {
@@ -153,6 +156,8 @@ pub(crate) struct Env<'e, 's> {
     pub(crate) allowed_response_headers: &'e [String],
     /// `--default-backend-service` is set: an error backend for `custom-http-errors`.
     pub(crate) error_backend_flag: bool,
+    /// `--enable-ssl-passthrough`: `ssl-passthrough` is honoured.
+    pub(crate) ssl_passthrough: bool,
 }
 
 /// Reads an Ingress's annotations over the controller-wide `defaults`. An Ingress whose
@@ -171,6 +176,7 @@ pub(crate) fn read(
         cross_namespace,
         allowed_response_headers,
         error_backend_flag,
+        ssl_passthrough,
     } = *env;
     let mut settings = IngressSettings {
         policy: defaults.clone(),
@@ -193,6 +199,7 @@ pub(crate) fn read(
         object,
         diags,
         error_backend_flag,
+        ssl_passthrough,
     };
     if canary::is_canary(&reader) {
         canary::read(&mut reader, &mut settings);
@@ -294,6 +301,8 @@ struct Reader<'a> {
     diags: &'a mut Diagnostics,
     /// `--default-backend-service` is set.
     error_backend_flag: bool,
+    /// `--enable-ssl-passthrough`.
+    ssl_passthrough: bool,
 }
 
 pub(crate) fn field(short: &str) -> String {

@@ -4,12 +4,14 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use k8s_openapi::api::networking::v1::{HTTPIngressPath, Ingress, IngressBackend, IngressSpec};
+use k8s_openapi::api::networking::v1::{
+    HTTPIngressPath, Ingress, IngressBackend, IngressRule, IngressSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::Serialize;
 use vestibule_model::{
     Backend, Certificate, CertificateRef, DefaultBackend, ExternalAuth, HostPattern, PathKind,
-    PathRule, ProxyPolicy, Rewrite, RouteOrigin, RoutePolicy, RouteTable, ServerRules,
+    PathRule, ProxyPolicy, Rewrite, RouteId, RouteOrigin, RoutePolicy, RouteTable, ServerRules,
     SourceRanges, TableBuilder,
 };
 
@@ -71,6 +73,9 @@ pub struct Options {
     /// Statuses every Ingress sends to the error backend unless its `custom-http-errors`
     /// says otherwise (`--custom-http-errors`).
     pub custom_http_errors: Vec<u16>,
+    /// `ssl-passthrough` is honoured (`--enable-ssl-passthrough`); without it the
+    /// annotation is only a warning.
+    pub enable_ssl_passthrough: bool,
 }
 
 impl Default for Options {
@@ -94,6 +99,7 @@ impl Default for Options {
             hide_headers: Vec::new(),
             global_allowed_response_headers: Vec::new(),
             custom_http_errors: Vec::new(),
+            enable_ssl_passthrough: false,
         }
     }
 }
@@ -263,6 +269,7 @@ pub fn compile_with(snapshot: &Snapshot, context: Context<'_>) -> Compiled {
                     cross_namespace: options.allow_cross_namespace_resources,
                     allowed_response_headers: &options.global_allowed_response_headers,
                     error_backend_flag: options.default_backend_service.is_some(),
+                    ssl_passthrough: options.enable_ssl_passthrough,
                 },
                 &mut compiler.diags,
             )
@@ -339,6 +346,26 @@ impl Compiler<'_> {
             .default_backend
             .as_deref()
             .and_then(|name| self.fallback(name, object));
+        let has_root = |rule: &IngressRule| {
+            rule.host.is_some()
+                && (rule.http.iter()).any(|http| http.paths.iter().any(|p| raw_path(p) == "/"))
+        };
+        let without_passthrough;
+        let settings = if settings.passthrough && !rules.iter().any(has_root) {
+            self.diags.warning(
+                object,
+                annotations::field("ssl-passthrough"),
+                "no rule of this Ingress has a `/` path on a named host, so nothing is passed \
+                 through",
+            );
+            without_passthrough = IngressSettings {
+                passthrough: false,
+                ..settings.clone()
+            };
+            &without_passthrough
+        } else {
+            settings
+        };
         for (i, rule) in rules.iter().enumerate() {
             let raw_host = rule.host.as_deref().unwrap_or("");
             let host = match HostPattern::parse(raw_host) {
@@ -451,21 +478,62 @@ impl Compiler<'_> {
                 }
             }
         }
-        if let Err(conflict) =
-            self.builder
-                .route_with(host.clone(), rule.clone(), backend, origin, policy)
-        {
-            let existing = conflict.existing;
-            self.diags.error(
-                object,
-                field,
-                format!(
-                    "{:?} path {} on host {host} is already routed by Ingress {}/{} ({}), \
-                     which takes precedence as the older definition; this path is ignored",
-                    rule.kind, rule.path, existing.namespace, existing.name, existing.field
-                ),
-            );
+        let added = (self.builder).route_with(host.clone(), rule.clone(), backend, origin, policy);
+        match added {
+            Ok(id) if settings.passthrough => self.passthrough(host, id, raw, object, field),
+            Ok(_) => {}
+            Err(conflict) => self.conflict(host, &rule, &conflict.existing, object, field),
         }
+    }
+
+    /// `ssl-passthrough` for one rule path: only a named host's `/` path carries it, as in
+    /// ingress-nginx.
+    fn passthrough(
+        &mut self,
+        host: &HostPattern,
+        id: RouteId,
+        raw: &str,
+        object: &ObjectRef,
+        field: &str,
+    ) {
+        let problem = if raw != "/" {
+            "with ssl-passthrough, HTTPS for this host goes untouched to the Service of its `/` \
+             path; this path is served over plain HTTP only"
+                .to_owned()
+        } else if *host == HostPattern::Any {
+            "ssl-passthrough needs a host (connections are passed through by their TLS server \
+             name); this path is served as usual"
+                .to_owned()
+        } else if let Err(holder) = self.builder.passthrough(host, id) {
+            let holder = &self.builder.route_at(holder).origin;
+            format!(
+                "host {host} is already passed through to the `/` path of Ingress {}/{} ({}); \
+                 this path is served over plain HTTP only",
+                holder.namespace, holder.name, holder.field
+            )
+        } else {
+            return;
+        };
+        self.diags.warning(object, field, problem);
+    }
+
+    fn conflict(
+        &mut self,
+        host: &HostPattern,
+        rule: &PathRule,
+        existing: &RouteOrigin,
+        object: &ObjectRef,
+        field: &str,
+    ) {
+        self.diags.error(
+            object,
+            field,
+            format!(
+                "{:?} path {} on host {host} is already routed by Ingress {}/{} ({}), which \
+                 takes precedence as the older definition; this path is ignored",
+                rule.kind, rule.path, existing.namespace, existing.name, existing.field
+            ),
+        );
     }
 
     /// Warns an Ingress whose paths on `host` are read as regular expressions because

@@ -8,7 +8,7 @@ mod common;
 
 use common::*;
 use vestibule_testkit::{endpoint_slice, ingress, service, svc, svc_named};
-use vestibule_translate::Object;
+use vestibule_translate::{Object, Options};
 
 fn routed(
     backend: k8s_openapi::api::networking::v1::IngressBackend,
@@ -247,4 +247,79 @@ fn clusters_are_shared_between_routes_to_the_same_service_port() {
         .build()));
     let c = compile_default(objects);
     assert_eq!(c.table.clusters().len(), 1);
+}
+
+/// `ssl-passthrough` with `--enable-ssl-passthrough`: a named host's `/` path carries it;
+/// other paths, a host-less rule, an Ingress with no `/` and a second claimant are told why
+/// they do not; without the flag it is only a warning.
+#[test]
+fn passthrough_goes_to_the_root_path_of_a_named_host() {
+    let pass = "nginx.ingress.kubernetes.io/ssl-passthrough";
+    let objects = || {
+        let mut objects = vec![our_class()];
+        objects.extend(backend("default", "argo", "10.0.0.1"));
+        objects.extend(backend("default", "web", "10.0.0.2"));
+        let passed = |name: &str| {
+            ingress("default", name)
+                .class("vestibule")
+                .annotation(pass, "true")
+        };
+        objects.push(o(passed("argo")
+            .created(5)
+            .host("argo.example")
+            .prefix("/", svc("argo", 80))
+            .prefix("/api", svc("web", 80))
+            .build()));
+        objects.push(o(passed("again")
+            .created(10)
+            .host("argo.example")
+            .exact("/", svc("web", 80))
+            .build()));
+        objects.push(o(passed("nameless")
+            .any_host()
+            .prefix("/", svc("web", 80))
+            .build()));
+        objects.push(o(passed("deep")
+            .host("deep.example")
+            .prefix("/x", svc("web", 80))
+            .build()));
+        objects
+    };
+    let on = compile_with(
+        objects(),
+        &Options {
+            enable_ssl_passthrough: true,
+            ..Options::default()
+        },
+    );
+    let table = &on.table;
+    let argo = table.passthrough(Some("argo.example")).unwrap();
+    assert_eq!((&*argo.origin.name, &*argo.rule.path), ("argo", "/"));
+    assert!(table.passthrough(Some("deep.example")).is_none());
+    assert!(table.passthrough(None).is_none());
+    // Plain HTTP routing is untouched.
+    assert!(serves(&on, "argo.example", "/api/v1").starts_with("argo -> default/web:80"));
+    let found = findings(&on);
+    for expected in [
+        "warning Ingress default/argo spec.rules[0].http.paths[1]",
+        "warning Ingress default/again spec.rules[0].http.paths[0]",
+        "warning Ingress default/nameless metadata.annotations[\"nginx.ingress.kubernetes.io/ssl-passthrough\"]",
+        "warning Ingress default/deep metadata.annotations[\"nginx.ingress.kubernetes.io/ssl-passthrough\"]",
+    ] {
+        assert!(
+            found.iter().any(|f| f == expected),
+            "{expected}: {found:#?}"
+        );
+    }
+    assert_eq!(found.len(), 4, "{found:#?}");
+
+    let off = compile_default(objects());
+    assert!(!off.table.has_passthrough());
+    let found = findings(&off);
+    assert_eq!(found.len(), 4, "one warning per Ingress: {found:#?}");
+    assert!(
+        found
+            .iter()
+            .all(|f| f.ends_with("[\"nginx.ingress.kubernetes.io/ssl-passthrough\"]"))
+    );
 }

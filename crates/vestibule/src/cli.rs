@@ -510,6 +510,12 @@ pub(crate) struct CompileArgs {
     #[arg(long, value_name = "CODES", env = "VESTIBULE_CUSTOM_HTTP_ERRORS", value_delimiter = ',', value_parser = parse_error_code)]
     pub custom_http_errors: Vec<u16>,
 
+    /// Honour the ssl-passthrough annotation: HTTPS connections for such a host are not
+    /// terminated but spliced, untouched, to the Service of its `/` path (chosen by the
+    /// ClientHello's server name).
+    #[arg(long, env = "VESTIBULE_ENABLE_SSL_PASSTHROUGH")]
+    pub enable_ssl_passthrough: bool,
+
     /// TLS Secret served to handshakes whose server name has no certificate of its own (and
     /// to clients that send none); without it, a self-signed certificate made at start-up.
     #[arg(long, value_name = "NS/NAME", env = "VESTIBULE_DEFAULT_SSL_CERTIFICATE", value_parser = parse_namespaced)]
@@ -657,6 +663,7 @@ impl CompileArgs {
             hide_headers: self.hide_headers.clone(),
             global_allowed_response_headers: self.global_allowed_response_headers.clone(),
             custom_http_errors: self.custom_http_errors.clone(),
+            enable_ssl_passthrough: self.enable_ssl_passthrough,
             proxy: vestibule_model::ProxyPolicy::default(),
             ssl_redirect: self.ssl_redirect,
             force_ssl_redirect: self.force_ssl_redirect,

@@ -27,7 +27,7 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
                 .host("shop.example")
                 .prefix("/admin", svc("web", 80))
                 .annotation(&key("auth-tls-secret"), "default/client-ca")
-                .annotation(&key("ssl-passthrough"), "true"),
+                .annotation(&key("auth-snippet"), "return 200;"),
             ingress("default", "open")
                 .host("shop.example")
                 .prefix("/", svc("web", 80))
@@ -55,7 +55,7 @@ async fn protection_that_cannot_be_given_closes_the_ingress_instead_of_serving_i
     );
 
     let found = diagnostics(&v.config().await);
-    for short in ["auth-tls-secret", "ssl-passthrough"] {
+    for short in ["auth-tls-secret", "auth-snippet"] {
         assert!(
             has(&found, &["error default/guarded", short, "503"]),
             "{short}: {found:#?}"

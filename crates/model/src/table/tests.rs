@@ -455,3 +455,60 @@ fn an_alias_reaches_the_same_routes_and_server_rules_answer_without_routes() {
         Some("a.example")
     );
 }
+
+#[test]
+fn passthrough_is_found_by_server_name_exact_then_wildcard_and_first_holder_stays() {
+    let mut b = TableBuilder::new();
+    let unavailable = |label: &str| Backend::Unavailable {
+        reason: label.into(),
+    };
+    let argo = b
+        .route(
+            host("argo.example"),
+            rule(Prefix, "/"),
+            unavailable("argo"),
+            origin("argo"),
+        )
+        .unwrap();
+    let other = b
+        .route(
+            host("argo.example"),
+            rule(Prefix, "/api"),
+            unavailable("api"),
+            origin("api"),
+        )
+        .unwrap();
+    let wild = b
+        .route(
+            host("*.pass.example"),
+            rule(Prefix, "/"),
+            unavailable("wild"),
+            origin("wild"),
+        )
+        .unwrap();
+    b.route(
+        host("web.example"),
+        rule(Prefix, "/"),
+        unavailable("web"),
+        origin("web"),
+    )
+    .unwrap();
+    let plain = TableBuilder::new().build();
+    assert!(!plain.has_passthrough());
+    b.passthrough(&host("argo.example"), argo).unwrap();
+    assert_eq!(b.passthrough(&host("argo.example"), other), Err(argo));
+    b.passthrough(&host("*.pass.example"), wild).unwrap();
+    let t = b.build();
+    assert!(t.has_passthrough());
+    let name = |server_name: Option<&str>| {
+        t.passthrough(server_name)
+            .map(|route| route.origin.name.to_string())
+    };
+    assert_eq!(name(Some("argo.example")).as_deref(), Some("argo"));
+    assert_eq!(name(Some("ARGO.example.")).as_deref(), Some("argo"));
+    assert_eq!(name(Some("a.pass.example")).as_deref(), Some("wild"));
+    assert_eq!(name(Some("a.b.pass.example")), None);
+    assert_eq!(name(Some("web.example")), None);
+    assert_eq!(name(Some("unknown.example")), None);
+    assert_eq!(name(None), None);
+}

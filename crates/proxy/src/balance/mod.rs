@@ -176,7 +176,6 @@ impl ClusterBalancer {
         &self.members[i].text
     }
 
-    #[cfg(test)]
     /// Endpoint `i`'s address, as the cluster listed it. `i` must be below `len()`.
     pub(crate) fn address(&self, i: usize) -> &EndpointAddress {
         &self.members[i].address

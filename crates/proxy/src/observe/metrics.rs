@@ -40,7 +40,7 @@ pub struct Metrics {
     routes: Mutex<HashMap<RouteLabels, Arc<RouteStats>>>,
     /// Indexed by [`Listener`] then [`Protocol`]; an `Arc` each so a guard can outlive any
     /// borrow of `Metrics`.
-    connections: [[Arc<ConnectionCell>; 2]; 2],
+    connections: [[Arc<ConnectionCell>; 3]; 2],
     tls_handshakes: [AtomicU64; 3],
     /// Connections answered 408 by the client header timeout, by [`Listener`].
     header_timeouts: [AtomicU64; 2],
@@ -155,11 +155,16 @@ impl Listener {
 pub(crate) enum Protocol {
     Http1,
     Http2,
+    /// TLS spliced to a backend untouched (`ssl-passthrough`).
+    Passthrough,
 }
 
 impl Protocol {
-    const ALL: [(Protocol, &'static str); 2] =
-        [(Protocol::Http1, "http1"), (Protocol::Http2, "http2")];
+    const ALL: [(Protocol, &'static str); 3] = [
+        (Protocol::Http1, "http1"),
+        (Protocol::Http2, "http2"),
+        (Protocol::Passthrough, "passthrough"),
+    ];
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,6 @@
 //! One client connection from accept to close: the PROXY protocol header when configured,
-//! the TLS handshake on HTTPS listeners (within its timeout), then HTTP/1.1 or HTTP/2 (by ALPN
+//! the TLS handshake on HTTPS listeners (within its timeout; or for a passed-through host, a
+//! splice to its Service once the ClientHello is read), then HTTP/1.1 or HTTP/2 (by ALPN
 //! over TLS, by prior knowledge in clear text) through hyper-util's auto builder, each request
 //! handed to the request path; closed when idle for the keep-alive timeout, and gracefully on
 //! shutdown.
@@ -15,17 +16,17 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio_rustls::LazyConfigAcceptor;
-use tokio_rustls::server::TlsStream;
+use tokio_rustls::server::{StartHandshake, TlsStream};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
 use super::client::ClientSide;
 use super::client_io::{Activity, ClientIo, HeadClock};
+use super::passthrough::{read_hello, splice};
 use super::proxy_protocol::read_header;
 use super::tls::TlsConfig;
 use crate::body::response::ProxyBody;
-use crate::dataplane::DataPlane;
+use crate::dataplane::{DataPlane, Runtime};
 use crate::observe::Observability;
 use crate::observe::metrics::{Handshake, Listener as MetricsListener, Protocol};
 use crate::request::Shared;
@@ -132,8 +133,15 @@ pub(super) async fn accept_connection(
         let client = Arc::new(client);
         return serve_clear_text(server, stream, client, shutdown).await;
     };
-    let Some(stream) = handshake(&server, stream, &tls, &client, &shutdown).await else {
-        return;
+    let stream = match handshake(&server, stream, &tls, &client, &shutdown).await {
+        Some(Handshaken::Tls(stream)) => stream,
+        Some(Handshaken::Splice(stream, hello, runtime, route)) => {
+            let metrics = server.shared.observe.metrics.as_ref();
+            let _open =
+                metrics.map(|m| m.connection(MetricsListener::Https, Protocol::Passthrough));
+            return splice(stream, hello, runtime, route, client.peer).await;
+        }
+        None => return,
     };
     if let Some(chain) = stream.get_ref().1.peer_certificates() {
         let chain: Vec<_> = chain.iter().map(|c| c.clone().into_owned()).collect();
@@ -150,7 +158,7 @@ pub(super) async fn accept_connection(
     });
     let clock = match protocol {
         Protocol::Http2 => HeadClock::Off,
-        Protocol::Http1 => HeadClock::Http1,
+        _ => HeadClock::Http1,
     };
     let listener = MetricsListener::Https;
     serve_connection(server, stream, listener, clock, client, shutdown).await;
@@ -183,24 +191,49 @@ async fn serve_clear_text(
     serve_connection(server, stream, listener, clock, client, shutdown).await;
 }
 
-/// The TLS handshake, within its timeout; `None` (counted) when it fails or times out, or
-/// when shutdown comes first.
+/// What a TLS connection's start settled.
+// Made once per connection and taken apart at once; boxing the stream would cost every read
+// of the connection an indirection to spare one move.
+#[allow(clippy::large_enum_variant)]
+enum Handshaken {
+    /// Terminated here.
+    Tls(TlsStream<TcpStream>),
+    /// For a passed-through host: to be spliced to this route's backend, with the bytes of
+    /// its ClientHello.
+    Splice(TcpStream, Vec<u8>, Arc<Runtime>, vestibule_model::RouteId),
+}
+
+/// The TLS handshake, or for a passed-through host the ClientHello, within the handshake
+/// timeout; `None` (counted) when it fails or times out, or when shutdown comes first.
 async fn handshake(
     server: &Server,
-    stream: TcpStream,
+    mut stream: TcpStream,
     tls: &TlsConfig,
     client: &ClientSide,
     shutdown: &CancellationToken,
-) -> Option<TlsStream<TcpStream>> {
+) -> Option<Handshaken> {
     let metrics = server.shared.observe.metrics.as_ref();
     let timeout = server.settings().tls_handshake_timeout;
-    // The ClientHello first: its server name says whether to ask for a client certificate.
+    // The ClientHello first: its server name says whether the connection is passed through,
+    // and whether to ask for a client certificate. Its bytes are kept only while some host
+    // is passed through.
     let accept = async {
-        let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-        let runtime = server.shared.dataplane.load();
-        let asks = (runtime.table).asks_client_certificate(start.client_hello().server_name());
+        let keep = server.shared.dataplane.load().table.has_passthrough();
+        let hello = read_hello(&mut stream, keep).await?;
+        let runtime = server.shared.dataplane.load_full();
+        let (passed, asks) = {
+            let hello = hello.accepted.client_hello();
+            let (table, name) = (&runtime.table, hello.server_name());
+            let passed = table.passthrough(name).map(|route| route.id);
+            (passed, table.asks_client_certificate(name))
+        };
+        if let (Some(route), Some(bytes)) = (passed, hello.bytes) {
+            return Ok(Handshaken::Splice(stream, bytes, runtime, route));
+        }
+        drop(runtime);
         let config = if asks { &tls.asking } else { &tls.plain };
-        start.into_stream(config.clone()).await
+        let start = StartHandshake::from_parts(hello.accepted, stream);
+        start.into_stream(config.clone()).await.map(Handshaken::Tls)
     };
     let handshake = tokio::time::timeout(timeout, accept);
     let failed = tokio::select! {

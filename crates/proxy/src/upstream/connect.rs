@@ -44,7 +44,7 @@ impl ConnectError {
     }
 }
 
-pub(super) async fn connect(
+pub(crate) async fn connect(
     endpoint: &EndpointAddress,
     timeout: Duration,
 ) -> Result<TcpStream, ConnectError> {

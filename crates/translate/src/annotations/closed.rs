@@ -1,16 +1,12 @@
-//! Fail closed: the annotations that protect a route (`ssl-passthrough`,
-//! and any `auth-` key not read by another family) that Vestibule cannot honour
-//! yet close the Ingress's paths (503) instead of leaving them open.
+//! Fail closed: the annotations that protect a route (any `auth-` key not read by another
+//! family) that Vestibule cannot honour yet close the Ingress's paths (503) instead of
+//! leaving them open.
 
 use std::sync::Arc;
 
 use vestibule_model::Refusal;
 
 use super::{IngressSettings, Reader};
-
-/// Exact keys of the protecting families; every `auth-` key (basic, digest and external
-/// authentication, `auth-tls-*`) belongs too.
-const KEYS: &[&str] = &["ssl-passthrough"];
 
 /// Bandwidth limits: not protection, so only a warning when unsupported.
 const BANDWIDTH: &[&str] = &["limit-rate", "limit-rate-after"];
@@ -20,7 +16,6 @@ pub(super) fn knows(short: &str) -> bool {
         && !super::auth::KEYS.contains(&short)
         && !super::external::KEYS.contains(&short)
         && !super::client_tls::KEYS.contains(&short))
-        || KEYS.contains(&short)
         || BANDWIDTH.contains(&short)
 }
 

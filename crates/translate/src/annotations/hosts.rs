@@ -1,6 +1,8 @@
 //! `upstream-vhost` (the `Host` the upstream gets), `server-alias` (more names for the
 //! Ingress's host), `service-upstream` (its Services reached by cluster IP) and
-//! `default-backend` (where its requests go when their Service has no ready endpoints).
+//! `default-backend` (where its requests go when their Service has no ready endpoints),
+//! `custom-http-errors` (which upstream statuses that backend answers instead) and
+//! `ssl-passthrough` (its hosts' HTTPS connections spliced, untouched, to a Service).
 
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ pub(super) const KEYS: &[&str] = &[
     "service-upstream",
     "default-backend",
     "custom-http-errors",
+    "ssl-passthrough",
 ];
 
 /// `404,503`: statuses from 400 to 599.
@@ -33,6 +36,17 @@ pub(crate) fn codes(value: &str) -> Result<Vec<u16>, String> {
 }
 
 pub(super) fn read(reader: &mut Reader<'_>, settings: &mut IngressSettings) {
+    if reader.read("ssl-passthrough", parse_bool, super::BOOLEAN, false) == Some(true) {
+        if reader.ssl_passthrough {
+            settings.passthrough = true;
+        } else {
+            reader.warning(
+                "ssl-passthrough",
+                "passthrough needs the controller flag --enable-ssl-passthrough; without it \
+                 HTTPS for this Ingress's hosts is terminated here as usual",
+            );
+        }
+    }
     if let Some(name) = reader.get("default-backend").map(str::trim) {
         if is_dns_name(name) && !name.contains('.') {
             settings.default_backend = Some(name.into());
