@@ -35,8 +35,9 @@ pub use policy::{
 pub use precedence::Rank;
 pub use rules::{Fixed, Redirect, Refusal, Rewrite, RewriteError, ServerRules};
 pub use table::{
-    Backend, Conflict, DefaultBackend, Lookup, Route, RouteId, RouteOrigin, RoutePolicy,
-    RouteTable, TableBuilder, Target, VirtualHost,
+    Backend, BackendView, Candidate, Conflict, DefaultBackend, Explanation, HostChoice, HostMatch,
+    Lookup, Phase, Probe, RequestView, Route, RouteId, RouteOrigin, RoutePolicy, RouteTable,
+    Shadowed, TableBuilder, Target, TargetView, Verdict, VirtualHost,
 };
 pub use template::{Template, Var, escape_component};
 pub use tls::{Certificate, CertificateInfo, CertificateRef, KeyFormat, TlsBuilder, TlsHosts};

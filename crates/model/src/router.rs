@@ -191,6 +191,19 @@ impl RegexPaths {
         }
     }
 
+    /// Every rule's route in trying order, each with whether it matches the normalised
+    /// request path: for explaining, not for requests.
+    pub(crate) fn each_match(&self, path: &str) -> Vec<(RouteId, bool)> {
+        let hits: Vec<bool> = match &self.matcher {
+            Matcher::Set(set) => {
+                let matched = set.matches(path);
+                (0..self.routes.len()).map(|i| matched.matched(i)).collect()
+            }
+            Matcher::Each(each) => each.iter().map(|r| r.is_match(path)).collect(),
+        };
+        self.routes.iter().copied().zip(hits).collect()
+    }
+
     /// The first rule, in trying order, that matches the normalised request path.
     pub(crate) fn lookup(&self, path: &str) -> Option<RouteId> {
         let first = match &self.matcher {

@@ -207,6 +207,18 @@ pub struct RouteTable {
     tls: TlsHosts,
     /// Some host is passed through: handshakes must keep their ClientHello's bytes.
     passthrough: bool,
+    /// Rules refused because an older one holds the same host, path and kind.
+    shadowed: Vec<Shadowed>,
+}
+
+/// A rule that is not served because an older rule holds the same host, path and kind.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Shadowed {
+    pub host: HostPattern,
+    pub rule: PathRule,
+    pub origin: RouteOrigin,
+    /// The route that holds it.
+    pub by: RouteId,
 }
 
 impl RouteTable {
@@ -293,6 +305,11 @@ impl RouteTable {
     /// Certificates by server name.
     pub fn tls(&self) -> &TlsHosts {
         &self.tls
+    }
+
+    /// Rules not served because an older rule holds the same host, path and kind.
+    pub fn shadowed(&self) -> &[Shadowed] {
+        &self.shadowed
     }
 }
 
@@ -399,9 +416,16 @@ impl TableBuilder {
         let table = &mut self.table;
         let id = RouteId(index_u32(table.routes.len()));
         if let Err(existing) = self.routers[vhost_at].insert(&rule, id) {
-            return Err(Conflict {
+            let conflict = Conflict {
                 existing: table.routes[existing.0 as usize].origin.clone(),
+            };
+            table.shadowed.push(Shadowed {
+                host,
+                rule,
+                origin,
+                by: existing,
             });
+            return Err(conflict);
         }
         table.vhosts[vhost_at].routes.push(id);
         table.routes.push(Route {
@@ -610,6 +634,12 @@ fn index_u32(len: usize) -> u32 {
     // A table with four billion routes would not fit in memory long before this matters.
     u32::try_from(len).unwrap_or(u32::MAX)
 }
+
+mod explain;
+pub use explain::{
+    BackendView, Candidate, Explanation, HostChoice, HostMatch, Phase, Probe, RequestView,
+    TargetView, Verdict,
+};
 
 #[cfg(test)]
 mod tests;

@@ -170,6 +170,34 @@ pub struct Canary {
     pub sticky: bool,
 }
 
+impl Canary {
+    /// What the request's canary header value and canary cookie value decide, in
+    /// ingress-nginx's order (header, then cookie): `Some(true)` canary, `Some(false)` main,
+    /// `None` when neither decides and the weight does. Affinity is decided before this.
+    pub fn decides(&self, header: Option<&str>, cookie: Option<&str>) -> Option<bool> {
+        if let (Some(rule), Some(value)) = (&self.header, header) {
+            if let Some(expected) = &rule.value {
+                if value == &**expected {
+                    return Some(true);
+                }
+            } else if let Some(pattern) = &rule.pattern {
+                if pattern.is_match(value) {
+                    return Some(true);
+                }
+            } else if value == "always" {
+                return Some(true);
+            } else if value == "never" {
+                return Some(false);
+            }
+        }
+        match cookie.filter(|_| self.cookie.is_some()) {
+            Some("always") => Some(true),
+            Some("never") => Some(false),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

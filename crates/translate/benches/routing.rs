@@ -1,6 +1,7 @@
 //! Routing at scale: per-request lookup (host and path normalisation included) and compile
 //! time, on 10,000 Ingresses with 50,000 paths over 5,000 hosts; and lookup on one host in
-//! regex mode with 1,000 regex paths.
+//! regex mode with 1,000 regex paths. Also `explain` (`vestibule explain`, `/debug/explain`)
+//! on both, whose target is 50 ms per query.
 //!
 //! `cargo bench -p vestibule-translate --bench routing`
 
@@ -8,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use vestibule_model::{Target, normalize_request_path, request_host};
+use vestibule_model::{Probe, Target, normalize_request_path, request_host};
 use vestibule_testkit::scale::{scale_requests, scale_set};
 use vestibule_testkit::{ingress, ingress_class, svc};
 use vestibule_translate::{Object, Options, Snapshot, compile};
@@ -102,6 +103,14 @@ fn routing(c: &mut Criterion) {
             ))
         })
     });
+    let mut k = 0;
+    group.bench_function("explain_10k_ingresses", |b| {
+        b.iter(|| {
+            let (host, path) = &requests[k % requests.len()];
+            k += 1;
+            black_box(table.explain(&probe(host, path)).is_ok())
+        })
+    });
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(20));
     group.bench_function("compile_10k_ingresses", |b| {
@@ -173,7 +182,24 @@ fn regex_host(c: &mut Criterion) {
             ))
         })
     });
+    let mut k = 0;
+    group.bench_function("explain_regex_host_1k_paths", |b| {
+        b.iter(|| {
+            let path = &requests[k % requests.len()];
+            k += 1;
+            black_box(table.explain(&probe("regex.example", path)).is_ok())
+        })
+    });
     group.finish();
+}
+
+fn probe<'a>(host: &'a str, target: &'a str) -> Probe<'a> {
+    Probe {
+        host,
+        target,
+        method: "GET",
+        ..Probe::default()
+    }
 }
 
 criterion_group!(benches, routing, regex_host);

@@ -83,6 +83,7 @@ fn route(request: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readyz(state),
         "/debug/config" => debug_config(state),
+        "/debug/explain" => debug_explain(request.uri().query().unwrap_or(""), state),
         "/metrics" => metrics(state),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -140,6 +141,64 @@ fn debug_config(state: &AdminState) -> Response<Full<Bytes>> {
         "tls": tls_view(&published.table, &state.generated_certificate),
     });
     json_response(StatusCode::OK, &body)
+}
+
+/// `/debug/explain?host=H&path=P` (and `method`, `https=true`, `client_ip`, `header=Name:
+/// value` and `cookie=name=value`, repeatable): what the live table does with that request.
+fn debug_explain(query: &str, state: &AdminState) -> Response<Full<Bytes>> {
+    let Some(published) = state.publisher.current() else {
+        return json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "no configuration published yet"}),
+        );
+    };
+    let (mut host, mut path, mut method, mut https, mut client) = (None, None, None, false, None);
+    let (mut headers, mut cookies) = (Vec::new(), Vec::new());
+    for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+        match &*key {
+            "host" => host = Some(value.into_owned()),
+            "path" => path = Some(value.into_owned()),
+            "method" => method = Some(value.into_owned()),
+            "https" => https = value == "true" || value == "1",
+            "client_ip" => match value.parse::<std::net::IpAddr>() {
+                Ok(ip) => client = Some(ip),
+                Err(_) => return bad_request(format!("client_ip {value:?} is not an address")),
+            },
+            "header" => headers.push(value.into_owned()),
+            "cookie" => cookies.push(value.into_owned()),
+            other => return bad_request(format!("unknown parameter {other:?}")),
+        }
+    }
+    let (Some(host), Some(path)) = (host, path) else {
+        return bad_request("host and path are required: /debug/explain?host=H&path=/P".into());
+    };
+    let request = match crate::explain::Request::new(&headers, &cookies) {
+        Ok(request) => request,
+        Err(e) => return bad_request(e),
+    };
+    let probe = vestibule_model::Probe {
+        host: &host,
+        target: &path,
+        method: method.as_deref().unwrap_or("GET"),
+        https,
+        client,
+        headers: &request.headers,
+        cookies: &request.cookies,
+    };
+    match published.table.explain(&probe) {
+        Ok(explained) => match serde_json::to_value(&explained) {
+            Ok(mut body) => {
+                body["generation"] = json!(published.generation);
+                json_response(StatusCode::OK, &body)
+            }
+            Err(e) => bad_request(format!("encoding the explanation: {e}")),
+        },
+        Err(e) => bad_request(e),
+    }
+}
+
+fn bad_request(error: String) -> Response<Full<Bytes>> {
+    json_response(StatusCode::BAD_REQUEST, &json!({ "error": error }))
 }
 
 /// Per TLS host, the certificate that serves it; the default certificate; the hosts that get

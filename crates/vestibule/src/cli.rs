@@ -21,6 +21,13 @@ pub(crate) enum Command {
     Run(Box<RunArgs>),
     /// Compile manifests offline and print every diagnostic; exit 1 if any object is invalid.
     Validate(Box<ValidateArgs>),
+    /// Migration report: which Ingresses of an ingress-nginx installation Vestibule serves the
+    /// same, which differ and how, and which need work; exit 1 if any needs work or is
+    /// refused, 2 for usage or read errors.
+    Check(Box<CheckArgs>),
+    /// What Vestibule would do with one request, and why: the host and path rule chosen over
+    /// every other candidate, then each phase's decision.
+    Explain(Box<ExplainArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -193,6 +200,114 @@ pub(crate) struct ValidateArgs {
 
     #[command(flatten)]
     pub compile: CompileArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// Files or directories to read (`kubectl get ... -o yaml` or `-o json` dumps, Lists,
+    /// manifests); without any, the cluster is read (list calls only).
+    #[arg(value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+
+    /// kubeconfig file to reach the API server with; without it, the in-cluster service
+    /// account, else KUBECONFIG or ~/.kube/config.
+    #[arg(long, value_name = "PATH", env = "VESTIBULE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The IngressClass controller of the installation being checked.
+    #[arg(long, value_name = "NAME", default_value = "k8s.io/ingress-nginx")]
+    pub controller_class: String,
+
+    /// Its legacy kubernetes.io/ingress.class annotation value.
+    #[arg(long, value_name = "NAME", default_value = "nginx")]
+    pub ingress_class: String,
+
+    /// Also check Ingresses that name no class (ingress-nginx's --watch-ingress-without-class).
+    #[arg(long)]
+    pub watch_ingress_without_class: bool,
+
+    /// Namespaces to check (comma list); default all.
+    #[arg(long, value_name = "NAMESPACES", value_delimiter = ',')]
+    pub watch_namespaces: Vec<String>,
+
+    /// ingress-nginx's ConfigMap: its keys are checked and mapped to Vestibule's flags.
+    #[arg(long, value_name = "NS/NAME", value_parser = parse_namespaced)]
+    pub nginx_configmap: Option<(String, String)>,
+
+    /// Read Secrets too, to check TLS pairs and authentication files (never printed).
+    #[arg(long)]
+    pub read_secrets: bool,
+
+    /// Check as if Vestibule ran with --enable-ssl-passthrough.
+    #[arg(long)]
+    pub enable_ssl_passthrough: bool,
+
+    /// table (colour on a terminal), markdown, or json (versioned schema).
+    #[arg(long, value_enum, default_value = "table")]
+    pub output: CheckOutput,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum CheckOutput {
+    Table,
+    Markdown,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExplainArgs {
+    /// The request's host (as in its Host header or URL).
+    #[arg(value_name = "HOST")]
+    pub host: String,
+
+    /// The request target: a path, with a query if any.
+    #[arg(value_name = "PATH")]
+    pub path: String,
+
+    /// A request header field, `Name: value` (repeatable).
+    #[arg(short = 'H', long = "header", value_name = "NAME: VALUE")]
+    pub headers: Vec<String>,
+
+    /// The request method.
+    #[arg(long, value_name = "METHOD", default_value = "GET")]
+    pub method: String,
+
+    /// A cookie, `name=value` (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pub cookie: Vec<String>,
+
+    /// The client's address, for allow and deny lists.
+    #[arg(long, value_name = "IP")]
+    pub client_ip: Option<std::net::IpAddr>,
+
+    /// The request arrives over HTTPS.
+    #[arg(long)]
+    pub https: bool,
+
+    /// Manifest files or directories to compile; without any, the cluster is read (list
+    /// calls only).
+    #[arg(long = "manifests", value_name = "PATH", value_delimiter = ',')]
+    pub manifests: Vec<PathBuf>,
+
+    /// kubeconfig file to reach the API server with.
+    #[arg(long, value_name = "PATH", env = "VESTIBULE_KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// text, or json.
+    #[arg(long, value_enum, default_value = "text")]
+    pub output: ExplainOutput,
+
+    #[command(flatten)]
+    pub compile: CompileArgs,
+
+    #[command(flatten)]
+    pub proxy: ProxyArgs,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum ExplainOutput {
+    Text,
+    Json,
 }
 
 /// Controller-wide proxying defaults (annotations of the same name override them per

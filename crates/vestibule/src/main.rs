@@ -1,8 +1,11 @@
-//! The `vestibule` binary: command line, logging, and the `run` and `validate` commands.
+//! The `vestibule` binary: command line, logging, and the `run`, `validate`, `check` and
+//! `explain` commands.
 
 mod admin;
+mod check;
 mod cli;
 mod cluster;
+mod explain;
 mod logging;
 mod metrics;
 mod run;
@@ -31,6 +34,8 @@ fn main() -> ExitCode {
             logging::init(args.log_format, &args.log_level).and_then(|()| run::run(*args))
         }
         Command::Validate(args) => validate::validate(*args),
+        Command::Check(args) => check::check(*args),
+        Command::Explain(args) => explain::explain(*args),
     };
     match result {
         Ok(code) => code,

@@ -1,8 +1,9 @@
 //! The Kubernetes source and the writes a controller makes back: watchers with reflector
-//! stores, leader election on a Lease, Ingress status, and Events for diagnostics.
+//! stores (and a one-shot list for the offline commands), leader election on a Lease, Ingress status, and Events for diagnostics.
 
 mod election;
 mod events;
+mod list;
 mod source;
 mod status;
 
@@ -10,6 +11,7 @@ use std::path::Path;
 
 pub use election::{Election, ElectionSettings};
 pub use events::EventWriter;
+pub use list::{ListError, list_once};
 pub use source::{KubeSource, Scope, SourceStats, Stores};
 pub use status::{StatusAddresses, StatusWriter};
 

@@ -39,7 +39,7 @@ const OPAQUE_SECRET_KEYS: [&str; 2] = ["ca.crt", "auth"];
 /// names, which users create as either (`kubectl create secret generic --from-file=ca.crt`
 /// makes an Opaque one). Other types (service account tokens, Helm releases, registry
 /// credentials) are never read, as none of them is ever named for TLS.
-const SECRET_TYPES: [&str; 2] = [TLS_TYPE, "Opaque"];
+pub(super) const SECRET_TYPES: [&str; 2] = [TLS_TYPE, "Opaque"];
 
 /// Which objects to watch.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -365,7 +365,7 @@ async fn follow<K: Watched>(
 
 /// A kind the source watches: what to drop from each object to keep memory down, and which
 /// changes matter to the compile.
-trait Watched:
+pub(super) trait Watched:
     Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
 {
     fn strip(&mut self) {

@@ -66,32 +66,13 @@ fn wants_canary(
             _ => {}
         }
     }
-    if let Some(header) = &canary.header
-        && let Some(value) = headers.get(&*header.name)
-    {
-        let value = value.to_str().unwrap_or("");
-        if let Some(expected) = &header.value {
-            if value == &**expected {
-                return true;
-            }
-        } else if let Some(pattern) = &header.pattern {
-            if pattern.is_match(value) {
-                return true;
-            }
-        } else if value == "always" {
-            return true;
-        } else if value == "never" {
-            return false;
-        }
-    }
-    if let Some(name) = &canary.cookie
-        && let Some(value) = balance::affinity::cookie_value(headers, name)
-    {
-        match value {
-            "always" => return true,
-            "never" => return false,
-            _ => {}
-        }
+    let header = (canary.header.as_ref())
+        .and_then(|h| headers.get(&*h.name))
+        .map(|value| value.to_str().unwrap_or(""));
+    let cookie =
+        (canary.cookie.as_deref()).and_then(|name| balance::affinity::cookie_value(headers, name));
+    if let Some(decided) = canary.decides(header, cookie) {
+        return decided;
     }
     canary.weight > 0 && draw(canary.weight_total.max(1)) <= canary.weight
 }
