@@ -141,9 +141,77 @@ pub fn request_host(raw: &str) -> Cow<'_, str> {
     }
 }
 
+/// Whether a `Host` field or a request target's authority is a host with an optional port, as
+/// RFC 9112 §3.2 requires: a name of RFC 3986's reg-name characters (no two dots in a row, as
+/// nginx also refuses), or an IPv6 literal in brackets, then at most one `:` and digits. No
+/// space, `/`, `@` (user information), second port or control byte. Empty is valid: a request
+/// for no host.
+pub fn is_valid_authority(raw: &[u8]) -> bool {
+    let (host, port) = match raw.first() {
+        Some(b'[') => match raw.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &raw[1..end];
+                let ok = !literal.is_empty()
+                    && (literal.iter()).all(|b| b.is_ascii_hexdigit() || b":.".contains(b));
+                if !ok {
+                    return false;
+                }
+                match &raw[end + 1..] {
+                    [] => (&raw[..0], None),
+                    [b':', port @ ..] => (&raw[..0], Some(port)),
+                    _ => return false,
+                }
+            }
+            None => return false,
+        },
+        _ => match raw.iter().position(|&b| b == b':') {
+            Some(colon) => (&raw[..colon], Some(&raw[colon + 1..])),
+            None => (raw, None),
+        },
+    };
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    let name_ok = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b"-._~%!$&'()*+,;=".contains(&b))
+        && !host.windows(2).any(|w| w == b"..");
+    port_ok && name_ok
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authorities_are_a_host_and_an_optional_port() {
+        for good in [
+            "a.example",
+            "A.Example:8080",
+            "a.example:",
+            "10.0.0.1:80",
+            "[::1]",
+            "[2001:db8::1]:443",
+            "under_score.example",
+            "",
+        ] {
+            assert!(is_valid_authority(good.as_bytes()), "{good}");
+        }
+        for bad in [
+            "smug example",
+            "a.example/x",
+            "u@a.example",
+            "a.example:80:80",
+            "a.example:http",
+            "a.example:123456",
+            "a..example",
+            "[::1",
+            "[::1]x",
+            "[zz::1]",
+            "a.example\\x",
+            "a\texample",
+        ] {
+            assert!(!is_valid_authority(bad.as_bytes()), "{bad}");
+        }
+    }
 
     #[test]
     fn request_host_drops_port_trailing_dot_and_case() {

@@ -26,8 +26,8 @@ pub use access::{
 pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, UpstreamProtocol};
 pub use cors::{AllowedOrigins, Cors, CorsAnswer, OriginPattern};
 pub use headers::{HeaderOp, HeaderRules, Replace, ResponseOp, header_name};
-pub use host::{HostError, HostPattern, request_host};
-pub use path::{PathError, PathKind, PathRule, normalize_request_path};
+pub use host::{HostError, HostPattern, is_valid_authority, request_host};
+pub use path::{PathError, PathKind, PathRule, normalize_request_path, routing_path};
 pub use policy::{
     AffinityMode, BackendProtocol, Balance, CookieAffinity, HashKey, HashPart, NextUpstream,
     ProxyPolicy, SameSite, UpstreamTls,

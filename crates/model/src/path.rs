@@ -34,6 +34,11 @@ pub enum PathError {
         "path is not a regular expression Vestibule can match (Rust regex syntax, without look-around or back-references): {0}"
     )]
     Regex(String),
+    #[error(
+        "path climbs above the root, or reads as different paths to different backends, once \
+         its encoded slashes are read as slashes"
+    )]
+    AboveRoot,
 }
 
 /// One rule's path, in normal form, with its match kind.
@@ -174,6 +179,77 @@ pub fn normalize_request_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
     Ok(Cow::Owned(remove_dot_segments(&decoded)))
 }
 
+/// The path a request is routed on, from its [normalised](normalize_request_path) path.
+/// Most paths route as they are. One holding an encoded slash or backslash (`%2F`, `%5C`) or
+/// a backslash routes as a backend that decodes them would read it: each made a `/`, then dot
+/// segments removed, so `/a/..%2Fb` routes as `/b`. [`PathError::AboveRoot`] when that
+/// reading climbs above the root (`/a/..%2F..%2Fetc`), as nginx refuses it. The path sent
+/// upstream keeps the escapes either way.
+pub fn routing_path(normalised: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = normalised.as_bytes();
+    let encoded = |i: usize| {
+        bytes[i] == b'%'
+            && bytes.get(i + 1) == Some(&b'2')
+            && matches!(bytes.get(i + 2), Some(b'f' | b'F'))
+            || bytes[i] == b'%'
+                && bytes.get(i + 1) == Some(&b'5')
+                && matches!(bytes.get(i + 2), Some(b'c' | b'C'))
+    };
+    // Most paths have neither byte; one pass over them decides.
+    if !bytes.iter().any(|&b| b == b'%' || b == b'\\')
+        || !(0..bytes.len()).any(|i| bytes[i] == b'\\' || encoded(i))
+    {
+        return Ok(Cow::Borrowed(normalised));
+    }
+    let mut read = String::with_capacity(normalised.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'\\' {
+            read.push('/');
+            i += 1;
+        } else if encoded(i) {
+            read.push('/');
+            i += 3;
+        } else {
+            let end = (i + 1..bytes.len())
+                .find(|&j| bytes[j] == b'\\' || bytes[j] == b'%')
+                .unwrap_or(bytes.len());
+            read.push_str(&normalised[i..end]);
+            i = end;
+        }
+    }
+    // Backends resolve `..` either over empty segments, as RFC 3986 does, or after merging
+    // slashes, as nginx and Go's `path.Clean` do. Both readings must stay under the root and
+    // name the same elements, or which backend reads what cannot be known: refused.
+    let merged = resolve(&read, true).ok_or(PathError::AboveRoot)?;
+    let kept = resolve(&read, false).ok_or(PathError::AboveRoot)?;
+    if !merged
+        .iter()
+        .copied()
+        .eq(kept.iter().copied().filter(|s| !s.is_empty()))
+    {
+        return Err(PathError::AboveRoot);
+    }
+    Ok(Cow::Owned(remove_dot_segments(&read)))
+}
+
+/// The segments of an absolute path once dot segments are resolved, empty ones dropped first
+/// when `merge`; `None` when a `..` climbs above the root.
+fn resolve(path: &str, merge: bool) -> Option<Vec<&str>> {
+    let mut out: Vec<&str> = Vec::new();
+    for segment in path.split('/').skip(1) {
+        match segment {
+            ".." => {
+                out.pop()?;
+            }
+            "." => {}
+            "" if merge => {}
+            segment => out.push(segment),
+        }
+    }
+    Some(out)
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -263,6 +339,32 @@ fn remove_dot_segments(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn encoded_slashes_route_as_a_decoding_backend_reads_them() {
+        let cases = [
+            ("/a/b", Ok("/a/b")),
+            ("/a%2Fb", Ok("/a/b")),
+            ("/a/..%2Fb", Ok("/b")),
+            ("/a/..%2fsecret/x", Ok("/secret/x")),
+            ("/a/..%5Cb", Ok("/b")),
+            ("/a\\..\\b", Ok("/b")),
+            ("/group%2Fproject/issues", Ok("/group/project/issues")),
+            ("/a/..%2F..%2Fetc/passwd", Err(PathError::AboveRoot)),
+            // `/public//../admin`: `/public/admin` to RFC 3986, `/admin` to Go's Clean.
+            ("/public/%2F..%2Fadmin", Err(PathError::AboveRoot)),
+            ("/a\\\\..\\\\admin", Err(PathError::AboveRoot)),
+            ("/a%2F%2Fb", Ok("/a//b")),
+            ("/..%2Fetc", Err(PathError::AboveRoot)),
+            ("/%5C..%5C..%5Cwin.ini", Err(PathError::AboveRoot)),
+            ("/a%252Fb", Ok("/a%252Fb")),
+        ];
+        for (path, expected) in cases {
+            let got = routing_path(path).map(|p| p.into_owned());
+            assert_eq!(got, expected.map(str::to_owned), "{path}");
+        }
+        assert!(matches!(routing_path("/plain/path"), Ok(Cow::Borrowed(_))));
+    }
 
     #[test]
     fn request_paths_are_normalised() {

@@ -34,6 +34,9 @@ pub struct ProxySettings {
     pub max_uri_bytes: usize,
     /// Largest request header block accepted; larger gets 431.
     pub max_request_header_bytes: usize,
+    /// Most header fields in an HTTP/1.1 request; more gets 431 (HTTP/2 is held to the
+    /// block's size alone).
+    pub max_request_header_fields: usize,
     /// Peers whose `X-Forwarded-For` and `X-Real-IP` are believed; others' are replaced.
     pub trusted_proxies: TrustedProxies,
     /// Every connection starts with a PROXY protocol header (v1 or v2), whose source address
@@ -77,6 +80,7 @@ impl Default for ProxySettings {
             hsts: Some(hsts_header(31_536_000, true, false)),
             max_uri_bytes: 8 << 10,
             max_request_header_bytes: 32 << 10,
+            max_request_header_fields: 100,
             trusted_proxies: TrustedProxies::default(),
             proxy_protocol: false,
             blocked: vestibule_model::Blocklist::default(),

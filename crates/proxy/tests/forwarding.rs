@@ -141,15 +141,21 @@ async fn host_rules_for_http2_and_http11() {
         .await
         .unwrap();
     assert_eq!(response.status, 200);
-    // Absolute-form target: its authority wins over Host.
+    // Absolute-form target: its authority is the host; a Host that disagrees is refused.
     let absolute =
-        "GET http://abs.example/x HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n";
+        "GET http://abs.example/x HTTP/1.1\r\nHost: ABS.example\r\nConnection: close\r\n\r\n";
     let response = raw::send(proxy.addr, absolute, Duration::from_secs(10))
         .await
         .unwrap();
     let seen: vestibule_testkit::EchoReply = serde_json::from_slice(&response.body).unwrap();
     assert_eq!(seen.host.as_deref(), Some("abs.example"));
     assert_eq!(seen.path, "/x");
+    let disagreeing =
+        "GET http://abs.example/x HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n";
+    let response = raw::send(proxy.addr, disagreeing, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(response.status, 400);
 }
 
 #[tokio::test]
@@ -250,7 +256,9 @@ async fn paths_are_normalised_before_matching_and_forwarding() {
         ("/static/%2e%2e/admin", "admin", "/admin"),
         ("/./admin/./x", "admin", "/admin/x"),
         ("/%61dmin", "admin", "/admin"),
-        ("/admin%2Fusers", "public", "/admin%2Fusers"),
+        // Routed as a backend that decodes %2F reads it, forwarded as it came.
+        ("/admin%2Fusers", "admin", "/admin%2Fusers"),
+        ("/admin/..%2Fpublic", "public", "/admin/..%2Fpublic"),
         ("/../../etc/passwd", "public", "/etc/passwd"),
     ];
     for (target, backend, forwarded) in cases {
@@ -263,8 +271,10 @@ async fn paths_are_normalised_before_matching_and_forwarding() {
             "{target}"
         );
     }
-    let bad = raw::get(proxy.addr, "a.example", "/a%zz").await.unwrap();
-    assert_eq!(bad.status, 400);
+    for bad in ["/a%zz", "/admin/..%2F..%2Fetc/passwd"] {
+        let response = raw::get(proxy.addr, "a.example", bad).await.unwrap();
+        assert_eq!(response.status, 400, "{bad}");
+    }
 }
 
 #[tokio::test]

@@ -218,7 +218,8 @@ pub(crate) struct CheckArgs {
     #[arg(long, value_name = "NAME", default_value = "k8s.io/ingress-nginx")]
     pub controller_class: String,
 
-    /// Its legacy kubernetes.io/ingress.class annotation value.
+    /// Its legacy kubernetes.io/ingress.class annotation value, and the name of its
+    /// IngressClass when the input holds none (a `kubectl get ingress` dump).
     #[arg(long, value_name = "NAME", default_value = "nginx")]
     pub ingress_class: String,
 
@@ -226,15 +227,17 @@ pub(crate) struct CheckArgs {
     #[arg(long)]
     pub watch_ingress_without_class: bool,
 
-    /// Namespaces to check (comma list); default all.
-    #[arg(long, value_name = "NAMESPACES", value_delimiter = ',')]
+    /// Only check this namespace (repeatable or comma separated; default: all), as `run`'s
+    /// flag of the same name.
+    #[arg(long = "watch-namespace", value_name = "NS", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
 
     /// ingress-nginx's ConfigMap: its keys are checked and mapped to Vestibule's flags.
     #[arg(long, value_name = "NS/NAME", value_parser = parse_namespaced)]
     pub nginx_configmap: Option<(String, String)>,
 
-    /// Read Secrets too, to check TLS pairs and authentication files (never printed).
+    /// Read Secrets too, to check TLS pairs and authentication files (never printed);
+    /// without it, Secrets are not listed, and those in files are dropped unread.
     #[arg(long)]
     pub read_secrets: bool,
 
@@ -376,6 +379,17 @@ pub(crate) struct ProxyArgs {
         default_value_t = 32768
     )]
     pub max_request_header_bytes: usize,
+
+    /// Most header fields in an HTTP/1.1 request; more gets 431. Up to 100 they are parsed
+    /// in place; a larger limit costs every request an allocation of room for that many.
+    #[arg(
+        long,
+        value_name = "N",
+        env = "VESTIBULE_MAX_REQUEST_HEADER_FIELDS",
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
+    pub max_request_header_fields: u16,
 
     /// Time a client has to send a request's headers.
     #[arg(long, value_name = "DURATION", env = "VESTIBULE_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
@@ -820,6 +834,7 @@ impl RunArgs {
             http2_max_concurrent_streams: self.proxy.http2_max_concurrent_streams,
             max_uri_bytes: self.proxy.max_uri_bytes,
             max_request_header_bytes: self.proxy.max_request_header_bytes,
+            max_request_header_fields: usize::from(self.proxy.max_request_header_fields),
             // Each entry was checked when the flag was parsed.
             trusted_proxies: vestibule_proxy::TrustedProxies::parse(&self.proxy.trusted_proxies)
                 .unwrap_or_default(),

@@ -3,6 +3,7 @@
 //! then what each phase of the request path decides for the route found. For
 //! `vestibule explain` and the admin server's `/debug/explain`; requests never call it.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -10,7 +11,7 @@ use serde::Serialize;
 
 use super::{HostEntry, Route, RouteId, RouteTable, Target, VirtualHost};
 use crate::host::{HostPattern, request_host, wildcard_suffix};
-use crate::path::{PathKind, PathRule, elements, normalize_request_path};
+use crate::path::{PathKind, PathRule, elements, normalize_request_path, routing_path};
 use crate::policy::ProxyPolicy;
 use crate::router::Paths;
 
@@ -71,8 +72,13 @@ pub struct Explanation {
 pub struct RequestView {
     /// As matched: lower case, no port, no trailing dot.
     pub host: String,
-    /// As matched: normalised (dot segments removed, unreserved escapes decoded).
+    /// Normalised (dot segments removed, unreserved escapes decoded): as sent upstream,
+    /// and as matched unless `routed_as` is given.
     pub path: String,
+    /// For a path with encoded slashes or backslashes: the path as a backend decoding them
+    /// reads it, which is what is matched.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub routed_as: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub query: Option<String>,
     pub method: String,
@@ -186,19 +192,26 @@ impl RouteTable {
         let path = normalize_request_path(raw_path)
             .map_err(|e| format!("{raw_path:?} is not a request path: {e}"))?
             .into_owned();
+        let routed_as = match routing_path(&path) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(read)) => Some(read),
+            Err(e) => return Err(format!("the proxy answers 400 to {raw_path:?}: {e}")),
+        };
         let request = RequestView {
             host,
             path,
+            routed_as,
             query,
             method: probe.method.to_ascii_uppercase(),
             https: probe.https,
             client: probe.client,
         };
-        let lookup = self.lookup(&request.host, &request.path);
+        let matched = request.routed_as.as_deref().unwrap_or(&request.path);
+        let lookup = self.lookup(&request.host, matched);
         let entry = self.host_entry(&request.host);
         let host_choice = self.host_choice(&request.host, entry);
         let rules = match lookup.vhost {
-            Some(vhost) => self.candidates(vhost, entry, &request.path, lookup.target),
+            Some(vhost) => self.candidates(vhost, entry, matched, lookup.target),
             None => Vec::new(),
         };
         let mut explained = Explanation {

@@ -47,6 +47,9 @@ pub(crate) struct Progress {
     pub(crate) received: AtomicU64,
     /// The body passed the size limit: the failure is the client's (413), not the upstream's.
     pub(crate) exceeded: AtomicBool,
+    /// The client's body failed on its way in (malformed chunked framing, a reset, no data
+    /// for the idle timeout): the failure is the client's too.
+    pub(crate) broken: AtomicBool,
     /// When the last frame was taken, in nanoseconds after `start`.
     last: AtomicU64,
     start: tokio::time::Instant,
@@ -58,6 +61,7 @@ impl Progress {
             sent: Notify::new(),
             received: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
+            broken: AtomicBool::new(false),
             last: AtomicU64::new(0),
             start: tokio::time::Instant::now(),
         })
@@ -100,6 +104,9 @@ impl Body for Limited {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = &mut *self;
         let frame = ready!(Pin::new(&mut this.inner).poll_frame(cx));
+        if let Some(Err(_)) = &frame {
+            this.progress.broken.store(true, Ordering::Relaxed);
+        }
         if let Some(Ok(frame)) = &frame
             && let Some(data) = frame.data_ref()
         {

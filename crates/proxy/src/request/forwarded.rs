@@ -73,7 +73,13 @@ pub(super) fn forwarded(headers: &HeaderMap, hop: &Hop<'_>) -> Forwarded {
         let proto = if client.https { "https" } else { "http" };
         fields.push(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
-    if !keep(&X_FORWARDED_HOST) {
+    // A trusted proxy's host is passed on only when it is one: an invalid value is replaced
+    // by the request's own, checked, host.
+    let valid_hosts = || {
+        (headers.get_all(&X_FORWARDED_HOST).iter())
+            .all(|v| vestibule_model::is_valid_authority(v.as_bytes()))
+    };
+    if !(keep(&X_FORWARDED_HOST) && valid_hosts()) {
         fields.push(&X_FORWARDED_HOST, hop.host.clone());
     }
     if !keep(&X_FORWARDED_PORT) {

@@ -8,7 +8,9 @@ use std::net::IpAddr;
 
 use http::header::{HOST, HeaderValue};
 use http::{HeaderMap, Uri, Version};
-use vestibule_model::{Blocklist, normalize_request_path, request_host};
+use vestibule_model::{
+    Blocklist, is_valid_authority, normalize_request_path, request_host, routing_path,
+};
 
 use crate::respond::ProxyError;
 use crate::server::client::ClientSide;
@@ -23,9 +25,12 @@ pub(super) struct Head<'u> {
     pub(super) authority: HeaderValue,
     /// The path and query exactly as the client sent them.
     pub(super) target: &'u str,
-    /// The path, dot segments removed and unreserved characters decoded: what is routed,
-    /// and what the upstream gets.
+    /// The path, dot segments removed and unreserved characters decoded: what the upstream
+    /// gets, and what is routed unless `routed_as` says otherwise.
     pub(super) path: Cow<'u, str>,
+    /// For a path with encoded slashes or backslashes, the path as a backend that decodes
+    /// them reads it, which is what is routed ([`vestibule_model::routing_path`]).
+    routed_as: Option<String>,
     /// The size of the header block, as HTTP/1.1 writes it.
     pub(super) header_bytes: usize,
     /// The body's announced length.
@@ -48,13 +53,30 @@ impl<'u> Head<'u> {
             .map_err(|_| ProxyError::BadRequest("the host is not valid"))?;
         let path = normalize_request_path(uri.path())
             .map_err(|_| ProxyError::BadRequest("the request path is not valid"))?;
+        let routed_as = match routing_path(&path) {
+            Ok(Cow::Borrowed(_)) => None,
+            Ok(Cow::Owned(read)) => Some(read),
+            Err(_) => {
+                return Err(ProxyError::BadRequest(
+                    "the request path climbs above the root once its encoded slashes are \
+                     decoded",
+                ));
+            }
+        };
         Ok(Head {
             authority,
             target: uri.path_and_query().map_or("/", |pq| pq.as_str()),
             path,
+            routed_as,
             header_bytes,
             content_length: content_length(headers),
         })
+    }
+
+    /// The path to route by.
+    #[inline]
+    pub(super) fn routing_path(&self) -> &str {
+        self.routed_as.as_deref().unwrap_or(&self.path)
     }
 
     /// The host to route by: lower case, without port or trailing dot.
@@ -156,34 +178,59 @@ fn check_sizes(
 }
 
 /// The host the request is for: `:authority` for HTTP/2, the target's authority for an
-/// absolute-form HTTP/1.1 request (RFC 9112 says to ignore `Host` then), else `Host`.
+/// absolute-form HTTP/1.1 request, else `Host`.
 ///
-/// An HTTP/2 request whose `Host` names another host than its `:authority` is refused, as
-/// RFC 9113 section 8.3.1 recommends: routing by one and forwarding the other is how cache
-/// poisoning and routing confusion start. HTTP/1.1 without `Host` is refused (RFC 9112);
-/// HTTP/1.0 without it gets the catch-all virtual host.
+/// Refused (400): a `Host` or authority that is not a host and port, two `Host` fields, an
+/// authority with user information, and a `Host` that names another host than the
+/// `:authority` or absolute-form target. RFC 9112 would have the `Host` ignored in that
+/// last case and RFC 9113 section 8.3.1 recommends refusing it; refusing both alike keeps
+/// routing by one and forwarding the other, how cache poisoning and routing confusion
+/// start, out of reach. HTTP/1.1 without `Host` is refused (RFC 9112); HTTP/1.0 without it
+/// gets the catch-all virtual host.
 #[inline]
 fn request_authority(
     uri: &Uri,
     headers: &HeaderMap,
     version: Version,
 ) -> Result<HeaderValue, ProxyError> {
-    let header = headers.get(HOST);
+    let mut fields = headers.get_all(HOST).iter();
+    let header = fields.next();
+    if fields.next().is_some() {
+        return Err(ProxyError::BadRequest(
+            "the request has more than one Host header",
+        ));
+    }
+    // RFC 9112 §3.2: a Host that is not a host and port is refused, never routed (to the
+    // catch-all rule, say) or passed on.
+    if header.is_some_and(|h| !is_valid_authority(h.as_bytes())) {
+        return Err(ProxyError::BadRequest(
+            "the Host header is not a valid host",
+        ));
+    }
     match (uri.authority(), header) {
-        (Some(authority), Some(header)) if version == Version::HTTP_2 => {
-            let same = header
-                .to_str()
-                .is_ok_and(|h| request_host(h) == request_host(authority.as_str()));
-            if !same {
+        (Some(authority), header) => {
+            let text = authority.as_str();
+            if text.contains('@') {
                 return Err(ProxyError::BadRequest(
-                    "the Host header and :authority name different hosts",
+                    "the request target's authority carries user information",
                 ));
             }
-            HeaderValue::from_str(authority.as_str())
-                .map_err(|_| ProxyError::BadRequest("the host is not valid"))
+            if !is_valid_authority(text.as_bytes()) {
+                return Err(ProxyError::BadRequest("the host is not valid"));
+            }
+            // An absolute-form target (or `:authority`) and a Host that disagree: one of the
+            // two would be routed and the other believed by the upstream.
+            let same = |h: &HeaderValue| {
+                h.to_str()
+                    .is_ok_and(|h| request_host(h) == request_host(text))
+            };
+            if header.is_some_and(|h| !same(h)) {
+                return Err(ProxyError::BadRequest(
+                    "the Host header and the request target name different hosts",
+                ));
+            }
+            HeaderValue::from_str(text).map_err(|_| ProxyError::BadRequest("the host is not valid"))
         }
-        (Some(authority), _) => HeaderValue::from_str(authority.as_str())
-            .map_err(|_| ProxyError::BadRequest("the host is not valid")),
         (None, Some(header)) => Ok(header.clone()),
         (None, None) if version == Version::HTTP_10 => Ok(HeaderValue::from_static("")),
         (None, None) => Err(ProxyError::BadRequest("the request has no Host header")),
@@ -252,8 +299,17 @@ mod tests {
                 ok("shop.example.com", "/a", "/a"),
             ),
             (
-                parts(h11, "http://a.example/x?q=1", &[("host", "b.example")]),
+                parts(h11, "http://a.example/x?q=1", &[("host", "A.example")]),
                 ok("a.example", "/x", "/x?q=1"),
+            ),
+            (
+                parts(h11, "http://a.example/x?q=1", &[("host", "b.example")]),
+                Err(400),
+            ),
+            (parts(h11, "/", &[("host", "a b")]), Err(400)),
+            (
+                parts(h11, "/", &[("host", "a.example"), ("host", "a.example")]),
+                Err(400),
             ),
             (parts(h11, "/", &[]), Err(400)),
             (parts(Version::HTTP_10, "/", &[]), ok("", "/", "/")),

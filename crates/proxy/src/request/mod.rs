@@ -411,7 +411,7 @@ impl Shared {
         https: bool,
         record: &mut Record,
     ) -> Routing {
-        let routing = route::route(&self.dataplane, https, &head.host(), &head.path);
+        let routing = route::route(&self.dataplane, https, &head.host(), head.routing_path());
         match &routing {
             Routing::Found(routed) => {
                 let state = routed.state();

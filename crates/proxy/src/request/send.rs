@@ -6,7 +6,7 @@
 //! waits is plain code: every async frame between a request and its upstream is one more
 //! state the request's future carries and moves.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::{HeaderValue, Response};
@@ -18,6 +18,7 @@ use super::retry::{self, Facts, Outcome};
 use super::rewrite::Rewritten;
 use super::route::Routed;
 use crate::balance::{self, EndpointStats};
+use crate::body::request::Progress;
 use crate::observe::record::{Attempt, Attempts};
 use crate::respond::ProxyError;
 use crate::upstream::client::{Sent as Exchanged, Target, Timeouts, Upstreams};
@@ -55,7 +56,7 @@ pub(super) async fn with_retries(
     let policy = &*state.proxy;
     let mut sending = Sending::new(
         routed,
-        rewritten.progress.as_deref().map(|p| &p.exceeded),
+        rewritten.progress.as_deref(),
         rewritten.replayable,
         retry::is_idempotent(&rewritten.outgoing.request().method),
     );
@@ -125,7 +126,8 @@ pub(super) async fn with_retries(
 /// One request's way through its attempts.
 struct Sending<'a> {
     routed: &'a Routed,
-    progress_exceeded: Option<&'a AtomicBool>,
+    /// How the client's body is going, when it has one.
+    progress: Option<&'a Progress>,
     /// What the retry rule is told of the request; the attempts' part is filled in per try.
     facts: Facts,
     /// Attempts in all (`proxy-next-upstream-tries`), and when none may start any more
@@ -155,18 +157,18 @@ impl<'a> Sending<'a> {
         self.sent(result)
     }
 
-    /// `exceeded`: the client's body passed the size limit, when it has a body.
+    /// `progress`: how the client's body is going, when it has one.
     #[inline]
     fn new(
         routed: &'a Routed,
-        exceeded: Option<&'a AtomicBool>,
+        progress: Option<&'a Progress>,
         replayable: bool,
         idempotent: bool,
     ) -> Sending<'a> {
         let policy = &*routed.state().proxy;
         Sending {
             routed,
-            progress_exceeded: exceeded,
+            progress,
             facts: Facts {
                 conditions: policy.next_upstream,
                 replayable,
@@ -249,16 +251,21 @@ impl<'a> Sending<'a> {
             self.attempts.push(record);
             return Step::Done(Err(ProxyError::BadRequest(why)));
         }
-        // The client's body passed the size limit on its way: the fault is the client's
-        // (413), not the upstream's.
+        // The client's body passed the size limit on its way (413), or broke (400): the
+        // fault is the client's, not the upstream's, and no upstream error is counted.
         if error.may_have_reached()
-            && self
-                .progress_exceeded
-                .is_some_and(|exceeded| exceeded.load(Ordering::Relaxed))
+            && let Some(progress) = self.progress
         {
-            self.attempts.push(record);
-            let limit = self.routed.state().proxy.body_size_limit;
-            return Step::Done(Err(ProxyError::PayloadTooLarge(limit.unwrap_or_default())));
+            if progress.exceeded.load(Ordering::Relaxed) {
+                self.attempts.push(record);
+                let limit = self.routed.state().proxy.body_size_limit;
+                return Step::Done(Err(ProxyError::PayloadTooLarge(limit.unwrap_or_default())));
+            }
+            if progress.broken.load(Ordering::Relaxed) {
+                self.attempts.push(record);
+                let why = "the request body is malformed or was cut off";
+                return Step::Done(Err(ProxyError::BadRequest(why)));
+            }
         }
         record.error = error.kind();
         self.attempts.push(record);

@@ -44,6 +44,12 @@ fn upgrade_protocol(parts: &Parts) -> Option<Upgrade> {
     if !has_token(&parts.headers, &CONNECTION, "upgrade") {
         return None;
     }
+    // An `h2c` upgrade would turn the connection into HTTP/2 spoken straight to the
+    // upstream, whose later requests no rule sees (RFC 9113 deprecates it). The request is
+    // served as a plain HTTP/1.1 one; its `Upgrade` goes with the other hop-by-hop fields.
+    if has_token(&parts.headers, &UPGRADE, "h2c") {
+        return None;
+    }
     Some(Upgrade {
         protocol: parts.headers.get(UPGRADE)?.clone(),
         extended_connect: false,
@@ -127,6 +133,14 @@ mod tests {
             .is_none()
         );
         assert!(requested(&mut parts(Version::HTTP_10, Method::GET, &websocket)).is_none());
+        let h2c = [
+            ("connection", "Upgrade, HTTP2-Settings"),
+            ("upgrade", "h2c"),
+            ("http2-settings", "AAMAAABkAAQCAAAAAAIAAAAA"),
+        ];
+        assert!(requested(&mut parts(Version::HTTP_11, Method::GET, &h2c)).is_none());
+        let mixed = [("connection", "upgrade"), ("upgrade", "websocket, H2C")];
+        assert!(requested(&mut parts(Version::HTTP_11, Method::GET, &mixed)).is_none());
         // HTTP/2 asks with CONNECT and `:protocol`, never with these fields.
         assert!(requested(&mut parts(Version::HTTP_2, Method::GET, &websocket)).is_none());
         assert!(requested(&mut parts(Version::HTTP_2, Method::CONNECT, &[])).is_none());

@@ -89,7 +89,10 @@ fn builder(settings: &ProxySettings) -> auto::Builder<TokioExecutor> {
         // connection waits for its next request, cutting it at the header timeout rather
         // than the idle one, and ends the connection without the 408 a client is owed.
         .header_read_timeout(None)
-        .max_buf_size(head.max(8192));
+        .max_buf_size(head.max(8192))
+        // hyper parses up to 100 fields in place and allocates room for more per request, so
+        // the limit is explicit (`--max-request-header-fields`) rather than hyper's default.
+        .max_headers(settings.max_request_header_fields);
     builder
         .http2()
         .timer(TokioTimer::new())

@@ -155,6 +155,12 @@ impl Connection {
                 }
                 Err(error) => return Poll::Ready(Err(self.failed(error))),
             };
+            // Whole in the buffer, perhaps in one read that carried it past the limit, or
+            // behind an earlier response on a reused connection: the limit is on the head,
+            // not on what one read brought.
+            if head_len > limit {
+                return Poll::Ready(Err(self.failed(H1Error::HeadTooLarge(limit))));
+            }
             if !parsed.status.is_informational() {
                 return Poll::Ready(Ok((head_len, parsed)));
             }

@@ -1,0 +1,217 @@
+//! Hostile clients and backends on raw sockets, through `vestibule run`: each defect an
+//! attacker found, answered as the client's fault (400, 431) or the backend's (502), never
+//! routed past the rules, and the process serving the next request.
+
+// Test code: a failed unwrap is a failed test, with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use vestibule_testkit::misbehave::{Scripted, Step};
+use vestibule_testkit::{Echo, ManifestDir, endpoint_slice, ingress, raw, service, svc};
+
+async fn send(v: &Vestibule, request: &str) -> raw::RawResponse {
+    raw::send(v.http, request, Duration::from_secs(10))
+        .await
+        .unwrap()
+}
+
+/// `a.example`: Prefix `/a` to the echo `a`, `/` to the echo `root`.
+async fn two_services() -> (Echo, Echo, ManifestDir, Vestibule) {
+    let a = Echo::start("a").await.unwrap();
+    let root = Echo::start("root").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "site")
+                .host("a.example")
+                .prefix("/a", svc("a", 80))
+                .prefix("/", svc("root", 80)),
+        ],
+        &[("a", &[&a]), ("root", &[&root])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+    (a, root, dir, v)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2c_upgrade_is_never_forwarded() {
+    let (_a, root, _dir, v) = two_services().await;
+    let r = send(
+        &v,
+        "GET /x?record=1 HTTP/1.1\r\nHost: a.example\r\nConnection: Upgrade, HTTP2-Settings, close\r\n\
+         Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAAQCAAAAAAIAAAAA\r\n\r\n",
+    )
+    .await;
+    // Served as the plain HTTP/1.1 request it also is; the backend never hears of h2c.
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert!(r.header("upgrade").is_none());
+    let seen = echoed(&r);
+    assert_eq!(seen.name, "root");
+    assert!(seen.header("upgrade").is_none(), "{:?}", seen.headers);
+    assert!(
+        seen.header("http2-settings").is_none(),
+        "{:?}",
+        seen.headers
+    );
+    assert_eq!(root.hits(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encoded_slashes_are_routed_as_the_backend_reads_them() {
+    let (a, root, _dir, v) = two_services().await;
+    // Climbing out of /a once %2F (or %5C, or \) is read as a slash: refused.
+    for target in [
+        "/a/..%2F..%2Fetc/passwd",
+        "/a/..%2f..%2fetc/passwd",
+        "/a/..%5C..%5Cwin.ini",
+        "/..%2Fetc/passwd",
+        // `/a//../x`: `/a/x` to RFC 3986, `/x` to a backend that merges slashes first.
+        "/a/%2F..%2Fx",
+    ] {
+        let r = get(&v, "a.example", target, "").await;
+        assert_eq!(r.status, 400, "{target}: {}", r.body_text());
+    }
+    assert_eq!(a.hits() + root.hits(), 0, "nothing reached a backend");
+    // Out of /a and back to the root: the root's, with the escapes as they came.
+    let r = get(&v, "a.example", "/a/..%2Fsecret", "").await;
+    let seen = echoed(&r);
+    assert_eq!(seen.name, "root");
+    assert_eq!(seen.path, "/a/..%2Fsecret");
+    // Into /a through an encoded slash: /a's, escapes kept (GitLab's project paths).
+    let r = get(&v, "a.example", "/a%2Fproject/issues", "").await;
+    let seen = echoed(&r);
+    assert_eq!(seen.name, "a");
+    assert_eq!(seen.path, "/a%2Fproject/issues");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_host_is_refused_and_never_forwarded() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            site("a"),
+            ingress("default", "any")
+                .any_host()
+                .prefix("/", svc("web", 80)),
+        ],
+        &[("web", &[&web])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+    for host in [
+        "smug example",
+        "a.example/x",
+        "u@a.example",
+        "a.example:80:80",
+        "a..example",
+    ] {
+        let r = send(
+            &v,
+            &format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+        )
+        .await;
+        assert_eq!(r.status, 400, "{host:?}: {}", r.body_text());
+    }
+    let two = "GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(send(&v, two).await.status, 400);
+    let disagree = "GET http://b.example/ HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(send(&v, disagree).await.status, 400);
+    let userinfo =
+        "GET http://u@a.example/ HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(send(&v, userinfo).await.status, 400);
+    assert_eq!(web.hits(), 0, "nothing reached the catch-all");
+    // A trusted-looking X-Forwarded-Host that is no host is not passed on either.
+    let agreeing = "GET http://a.example/ HTTP/1.1\r\nHost: a.example\r\nX-Forwarded-Host: x y\r\n\
+         Connection: close\r\n\r\n";
+    let r = send(&v, agreeing).await;
+    let seen = echoed(&r);
+    assert_eq!(seen.header("x-forwarded-host"), Some("a.example"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_chunked_body_is_the_clients_fault() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(&dir, vec![site("a")], &[("web", &[&web])]);
+    let v = Vestibule::start(dir.path(), &[]);
+    let long_extension = format!("5;{}\r\nhello\r\n0\r\n\r\n", "x".repeat(20_000));
+    for body in [
+        "zz\r\nhello\r\n0\r\n\r\n",
+        "-5\r\nhello\r\n0\r\n\r\n",
+        "0x5\r\nhello\r\n0\r\n\r\n",
+        "ffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        "3\r\nhello\r\n0\r\n\r\n",
+        "5\nhello\n0\n\n",
+        long_extension.as_str(),
+    ] {
+        let request = format!(
+            "POST / HTTP/1.1\r\nHost: a.example\r\nTransfer-Encoding: chunked\r\n\
+             Connection: close\r\n\r\n{body}"
+        );
+        let r = send(&v, &request).await;
+        assert_eq!(r.status, 400, "{body:?}: {}", r.body_text());
+    }
+    let metrics = v.metrics().await;
+    assert!(
+        !metrics.contains("vestibule_upstream_errors_total{"),
+        "no upstream error counted: {metrics}"
+    );
+    // And the next request is served.
+    assert_eq!(echoed(&get(&v, "a.example", "/", "").await).name, "web");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_header_field_count_limit_is_a_flag() {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(&dir, vec![site("a")], &[("web", &[&web])]);
+    let fields: String = (0..150).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    let request = format!("GET / HTTP/1.1\r\nHost: a.example\r\n{fields}Connection: close\r\n\r\n");
+    let v = Vestibule::start(dir.path(), &[]);
+    assert_eq!(send(&v, &request).await.status, 431);
+    drop(v);
+    let v = Vestibule::start(dir.path(), &["--max-request-header-fields", "200"]);
+    let r = send(&v, &request).await;
+    assert_eq!(echoed(&r).header("x-field-149"), Some("149"));
+}
+
+/// A response whose head is about `kib` KiB.
+fn response_with_head(kib: usize) -> Vec<u8> {
+    let filler: String = (0..kib)
+        .map(|i| format!("X-Pad-{i}: {}\r\n", "p".repeat(1000)))
+        .collect();
+    format!("HTTP/1.1 200 OK\r\n{filler}Content-Length: 2\r\n\r\nok").into_bytes()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_upstream_head_limit_holds_whatever_came_before() {
+    // One connection: a 10 KiB head, then a 100 KiB one; another: 70 KiB at once.
+    let backend = Scripted::start(vec![
+        vec![
+            Step::Answer(response_with_head(10)),
+            Step::Answer(response_with_head(100)),
+        ],
+        vec![Step::Answer(response_with_head(70))],
+    ])
+    .await
+    .unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(&dir, vec![site("a")], &[]);
+    let service = service("default", "web").port("http", 80, 8080).build();
+    let slice = endpoint_slice("default", "web-0", "web")
+        .port("http", i32::from(backend.addr().port()))
+        .ready(&backend.addr().ip().to_string())
+        .build();
+    dir.write("svc-web.yaml", &[&service, &slice]).unwrap();
+    let v = Vestibule::start(dir.path(), &[]);
+    assert_eq!(get(&v, "a.example", "/", "").await.status, 200);
+    // The pooled connection's next head is past the 64 KiB limit: 502, not passed on.
+    assert_eq!(get(&v, "a.example", "/", "").await.status, 502);
+    assert_eq!(get(&v, "a.example", "/", "").await.status, 502);
+}
