@@ -10,6 +10,7 @@ mod patch;
 mod select;
 mod store;
 
+use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -59,6 +60,9 @@ struct Shared {
     /// other socket (another test's listener, an outgoing connection's ephemeral port) can
     /// take the port before `resume`.
     held: Mutex<Option<TcpSocket>>,
+    /// `(group, plural)` of the resources every request on which is answered 403, as an
+    /// API server answers credentials that RBAC gives no verb on them.
+    forbidden: Mutex<HashSet<(String, String)>>,
 }
 
 impl Shared {
@@ -171,6 +175,7 @@ impl ApiServer {
             open_watches: AtomicUsize::new(0),
             accept: Mutex::new(None),
             held: Mutex::new(None),
+            forbidden: Mutex::new(HashSet::new()),
         });
         *lock(&shared.accept) = Some(tokio::spawn(accept_loop(shared.clone(), listener)));
         Ok(ApiServer {
@@ -360,6 +365,13 @@ impl ApiServer {
         *accept = Some(tokio::spawn(accept_loop(self.shared.clone(), listener)));
         lock(&self.shared.held).take();
         Ok(())
+    }
+
+    /// From now on, every request on the kind `K` (list, watch, get and writes alike) is
+    /// answered `403 Forbidden`, with the `Status` a real API server sends when RBAC grants the
+    /// credentials nothing on it.
+    pub fn forbid<K: k8s_openapi::Resource>(&self) {
+        lock(&self.shared.forbidden).insert((K::GROUP.to_owned(), K::URL_PATH_SEGMENT.to_owned()));
     }
 
     /// Every request received so far, in order.

@@ -3,7 +3,7 @@
 //! warning, so that migrating users see what is ignored instead of guessing.
 
 mod auth;
-mod buffering;
+pub(crate) mod buffering;
 mod canary;
 mod client_tls;
 mod closed;
@@ -275,7 +275,7 @@ pub(crate) fn read(
 }
 
 /// Whether a key is read by one of the families above.
-fn known(short: &str) -> bool {
+pub(crate) fn known(short: &str) -> bool {
     ["ssl-redirect", "force-ssl-redirect"].contains(&short)
         || PROXY_KEYS.contains(&short)
         || buffering::KEYS.contains(&short)

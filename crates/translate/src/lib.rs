@@ -4,6 +4,7 @@
 
 mod annotations;
 mod backend;
+pub mod check;
 mod class;
 mod compile;
 mod report;

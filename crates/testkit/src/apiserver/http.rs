@@ -73,6 +73,25 @@ impl ApiError {
         )
     }
 
+    /// What RBAC answers, worded as the API server words it.
+    fn forbidden(def: &ResourceDef, verb: &str, namespace: Option<&str>) -> Self {
+        let scope = match namespace {
+            Some(ns) => format!("in the namespace \"{ns}\""),
+            None => "at the cluster scope".to_owned(),
+        };
+        Self::new(
+            403,
+            "Forbidden",
+            format!(
+                "{} is forbidden: User \"system:anonymous\" cannot {verb} resource \"{}\" in API \
+                 group \"{}\" {scope}",
+                def.qualified(),
+                def.plural,
+                def.group
+            ),
+        )
+    }
+
     fn conflict(def: &ResourceDef, name: &str) -> Self {
         Self::new(
             409,
@@ -394,6 +413,10 @@ async fn respond(
             .ok_or_else(ApiError::no_such_resource)?;
         (resource, def)
     };
+    let refused = lock(&shared.forbidden).contains(&(def.group.clone(), def.plural.clone()));
+    if refused {
+        return Err(ApiError::forbidden(&def, verb, route.namespace.as_deref()));
+    }
     let misplaced = if def.namespaced {
         route.namespace.is_none() && route.name.is_some()
     } else {

@@ -7,7 +7,7 @@ use vestibule_model::ProxyPolicy;
 use super::syntax::{parse_on_off, parse_size, parse_uint};
 use super::{ON_OFF, Reader};
 
-pub(super) const KEYS: &[&str] = &[
+pub(crate) const KEYS: &[&str] = &[
     "proxy-buffering",
     "proxy-request-buffering",
     "proxy-buffer-size",
