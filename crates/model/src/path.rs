@@ -180,11 +180,13 @@ pub fn normalize_request_path(raw: &str) -> Result<Cow<'_, str>, PathError> {
 }
 
 /// The path a request is routed on, from its [normalised](normalize_request_path) path.
-/// Most paths route as they are. One holding an encoded slash or backslash (`%2F`, `%5C`) or
-/// a backslash routes as a backend that decodes them would read it: each made a `/`, then dot
-/// segments removed, so `/a/..%2Fb` routes as `/b`. [`PathError::AboveRoot`] when that
-/// reading climbs above the root (`/a/..%2F..%2Fetc`), as nginx refuses it. The path sent
-/// upstream keeps the escapes either way.
+/// Most paths route as they are. Two kinds route as the backends that read them loosely
+/// would: empty segments are merged (`//x` routes as `/x`, as nginx's `merge_slashes` and
+/// Go's `path.Clean` read it, so an Exact `/x` cannot be passed by with `//x`), and an encoded
+/// slash or backslash (`%2F`, `%5C`) or a backslash is made a `/` before dot segments are
+/// removed, so `/a/..%2Fb` routes as `/b`. [`PathError::AboveRoot`] when that reading climbs
+/// above the root (`/a/..%2F..%2Fetc`), as nginx refuses it, or when backends would read it
+/// differently. The path sent upstream keeps its escapes and slashes either way.
 pub fn routing_path(normalised: &str) -> Result<Cow<'_, str>, PathError> {
     let bytes = normalised.as_bytes();
     let encoded = |i: usize| {
@@ -195,10 +197,10 @@ pub fn routing_path(normalised: &str) -> Result<Cow<'_, str>, PathError> {
                 && bytes.get(i + 1) == Some(&b'5')
                 && matches!(bytes.get(i + 2), Some(b'c' | b'C'))
     };
-    // Most paths have neither byte; one pass over them decides.
-    if !bytes.iter().any(|&b| b == b'%' || b == b'\\')
-        || !(0..bytes.len()).any(|i| bytes[i] == b'\\' || encoded(i))
-    {
+    // Most paths have none of these; one pass over them decides.
+    let escapes = bytes.iter().any(|&b| b == b'%' || b == b'\\')
+        && (0..bytes.len()).any(|i| bytes[i] == b'\\' || encoded(i));
+    if !escapes && !normalised.contains("//") {
         return Ok(Cow::Borrowed(normalised));
     }
     let mut read = String::with_capacity(normalised.len());
@@ -230,7 +232,16 @@ pub fn routing_path(normalised: &str) -> Result<Cow<'_, str>, PathError> {
     {
         return Err(PathError::AboveRoot);
     }
-    Ok(Cow::Owned(remove_dot_segments(&read)))
+    let mut routed = String::with_capacity(read.len());
+    for segment in &merged {
+        routed.push('/');
+        routed.push_str(segment);
+    }
+    let directory = read.ends_with('/') || read.ends_with("/.") || read.ends_with("/..");
+    if routed.is_empty() || directory {
+        routed.push('/');
+    }
+    Ok(Cow::Owned(routed))
 }
 
 /// The segments of an absolute path once dot segments are resolved, empty ones dropped first
@@ -354,7 +365,9 @@ mod tests {
             // `/public//../admin`: `/public/admin` to RFC 3986, `/admin` to Go's Clean.
             ("/public/%2F..%2Fadmin", Err(PathError::AboveRoot)),
             ("/a\\\\..\\\\admin", Err(PathError::AboveRoot)),
-            ("/a%2F%2Fb", Ok("/a//b")),
+            ("/a%2F%2Fb", Ok("/a/b")),
+            ("//x", Ok("/x")),
+            ("/a//b/", Ok("/a/b/")),
             ("/..%2Fetc", Err(PathError::AboveRoot)),
             ("/%5C..%5C..%5Cwin.ini", Err(PathError::AboveRoot)),
             ("/a%252Fb", Ok("/a%252Fb")),

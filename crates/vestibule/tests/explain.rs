@@ -43,7 +43,9 @@ fn world() -> ManifestDir {
             .prefix("/", svc("web", 80))
             .prefix("/api", svc("api", 80))
             .exact("/api/v1", svc("web", 80))
-            .prefix("/apiv2", svc("web", 80)),
+            .prefix("/apiv2", svc("web", 80))
+            .exact("/docs", svc("api", 80))
+            .prefix("/docs", svc("web", 80)),
         // The same host, path and type as `shop`'s, and younger: never served.
         ours("late", 20)
             .host("shop.example")
@@ -181,6 +183,28 @@ fn each_rule_of_the_host_says_why_it_won_or_lost() {
     assert!(
         root["reason"].as_str().unwrap().contains("longer match"),
         "{root}"
+    );
+
+    // The same path as Exact and as Prefix: Exact wins.
+    let e = json(&dir, "shop.example", "/docs", &[]);
+    let exact = e["rules"][0].clone();
+    assert_eq!(
+        (exact["kind"].as_str(), exact["path"].as_str()),
+        (Some("Exact"), Some("/docs"))
+    );
+    assert_eq!(exact["verdict"], "won");
+    let prefix = e["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "Prefix" && r["path"] == "/docs")
+        .unwrap();
+    assert!(
+        prefix["reason"]
+            .as_str()
+            .unwrap()
+            .contains("Exact beats Prefix at the same length"),
+        "{prefix}"
     );
 
     // The text form says the same for a person.
