@@ -45,8 +45,8 @@ fn route(path: &str) -> String {
     }
 }
 
-/// How a backend that decodes every escape once, reads `\` as `/` and resolves dot segments
-/// reads a path; `None` when it climbs above the root.
+/// How a backend that decodes every escape once, reads `\` as `/`, merges slashes and
+/// resolves dot segments (as nginx does) reads a path; `None` when it climbs above the root.
 fn backend_reading(path: &str) -> Option<String> {
     let bytes = path.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
@@ -79,7 +79,12 @@ fn backend_reading(path: &str) -> Option<String> {
             s => out.push(s),
         }
     }
-    Some(format!("/{}", out.join("/")))
+    // A trailing slash stays, as nginx keeps it: Exact `/x` and `/x/` are different rules in
+    // every Ingress controller, whatever a backend that drops it then reads.
+    let directory = !out.is_empty()
+        && (text.ends_with('/') || text.ends_with("/.") || text.ends_with("/.."));
+    let slash = if directory { "/" } else { "" };
+    Some(format!("/{}{slash}", out.join("/")))
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -215,3 +215,78 @@ async fn the_upstream_head_limit_holds_whatever_came_before() {
     assert_eq!(get(&v, "a.example", "/", "").await.status, 502);
     assert_eq!(get(&v, "a.example", "/", "").await.status, 502);
 }
+
+/// Request smuggling: framings that two parsers could read differently, each in a request
+/// that closes its connection. Each is refused or read one safe way: the request hidden in
+/// the body never reaches a backend (`web` would see it if the proxy passed on bytes the
+/// backend reads as a second request; `hidden` if the proxy read them as one itself), and
+/// the process serves the next request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_framing_smuggles_a_request_past_the_proxy() {
+    let web = Echo::start("web").await.unwrap();
+    let hidden = Echo::start("hidden").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            ingress("default", "site")
+                .host("a.example")
+                .prefix("/", svc("web", 80))
+                .prefix("/smuggled", svc("hidden", 80)),
+        ],
+        &[("web", &[&web]), ("hidden", &[&hidden])],
+    );
+    let v = Vestibule::start(dir.path(), &[]);
+    let smuggled = "GET /smuggled?record=1 HTTP/1.1\r\nHost: a.example\r\n\r\n";
+    let cases = [
+        // Both framings: chunked wins (RFC 9112 6.3) and the length is never believed.
+        format!(
+            "POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: 4\r\n\
+             Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
+        // Two lengths that disagree.
+        format!(
+            "POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: 0\r\n\
+             Content-Length: {}\r\n\r\n{smuggled}",
+            smuggled.len()
+        ),
+        // A length that is not a number, or hides a second one.
+        format!("POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: +0\r\n\r\n{smuggled}"),
+        format!("POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: 0, 40\r\n\r\n{smuggled}"),
+        // Transfer codings a parser might not know, or read as chunked.
+        format!(
+            "POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nTransfer-Encoding: xchunked\r\n\
+             Content-Length: 0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nTransfer-Encoding: chunked, identity\r\n\r\n\
+             0\r\n\r\n{smuggled}"
+        ),
+        // Obsolete line folding, and whitespace before the colon.
+        format!(
+            "POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: 0\r\n \
+             Transfer-Encoding: chunked\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nTransfer-Encoding : chunked\r\n\
+             Content-Length: 0\r\n\r\n0\r\n\r\n{smuggled}"
+        ),
+        // A bare LF ending the head.
+        format!("POST / HTTP/1.1\nHost: a.example\nConnection: close\nContent-Length: 0\n\n{smuggled}"),
+    ];
+    for request in &cases {
+        let answer = raw::send(v.http, request, Duration::from_secs(10)).await;
+        // Refused, or served once as the one request it is: never two answers' worth.
+        if let Ok(response) = &answer {
+            assert!(
+                response.status == 400 || response.status == 501 || response.status == 200,
+                "{request:?}: {}",
+                response.status
+            );
+        }
+    }
+    assert_eq!(hidden.hits(), 0, "no hidden request was routed");
+    let seen = web.last_recorded().map(|r| r.path);
+    assert_eq!(seen, None, "no hidden request reached the first request's backend");
+    assert_eq!(echoed(&get(&v, "a.example", "/", "").await).name, "web");
+}
