@@ -251,8 +251,12 @@ async fn no_framing_smuggles_a_request_past_the_proxy() {
             smuggled.len()
         ),
         // A length that is not a number, or hides a second one.
-        format!("POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: +0\r\n\r\n{smuggled}"),
-        format!("POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: 0, 40\r\n\r\n{smuggled}"),
+        format!(
+            "POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: +0\r\n\r\n{smuggled}"
+        ),
+        format!(
+            "POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nContent-Length: 0, 40\r\n\r\n{smuggled}"
+        ),
         // Transfer codings a parser might not know, or read as chunked.
         format!(
             "POST / HTTP/1.1\r\nHost: a.example\r\nConnection: close\r\nTransfer-Encoding: xchunked\r\n\
@@ -272,7 +276,9 @@ async fn no_framing_smuggles_a_request_past_the_proxy() {
              Content-Length: 0\r\n\r\n0\r\n\r\n{smuggled}"
         ),
         // A bare LF ending the head.
-        format!("POST / HTTP/1.1\nHost: a.example\nConnection: close\nContent-Length: 0\n\n{smuggled}"),
+        format!(
+            "POST / HTTP/1.1\nHost: a.example\nConnection: close\nContent-Length: 0\n\n{smuggled}"
+        ),
     ];
     for request in &cases {
         let answer = raw::send(v.http, request, Duration::from_secs(10)).await;
@@ -287,6 +293,44 @@ async fn no_framing_smuggles_a_request_past_the_proxy() {
     }
     assert_eq!(hidden.hits(), 0, "no hidden request was routed");
     let seen = web.last_recorded().map(|r| r.path);
-    assert_eq!(seen, None, "no hidden request reached the first request's backend");
+    assert_eq!(
+        seen, None,
+        "no hidden request reached the first request's backend"
+    );
+    assert_eq!(echoed(&get(&v, "a.example", "/", "").await).name, "web");
+}
+
+/// A flood of connections that start a TLS handshake and stall, or send garbage, does not
+/// keep a real client out: its handshake and request are served while they hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_handshakes_do_not_keep_real_clients_out() {
+    use tokio::io::AsyncWriteExt;
+    use vestibule_testkit::tls::{Session, client_config, client_hello};
+
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(&dir, vec![site("a")], &[("web", &[&web])]);
+    let v = Vestibule::start(dir.path(), &[]);
+    let hello = client_hello(Some("a.example"));
+    let mut stalled = Vec::new();
+    for i in 0..300 {
+        let mut stream = tokio::net::TcpStream::connect(v.https).await.unwrap();
+        // Half a ClientHello, a whole one and no more, or bytes that are not TLS at all.
+        let bytes: &[u8] = match i % 3 {
+            0 => &hello[..hello.len() / 2],
+            1 => &hello,
+            _ => b"\x16\x03\x01\xff\xff garbage",
+        };
+        let _ = stream.write_all(bytes).await;
+        stalled.push(stream);
+    }
+    let config = client_config(&["h2", "http/1.1"]);
+    let mut session = Session::open(v.https, Some("a.example"), &config)
+        .await
+        .unwrap();
+    let reply = session.get("a.example", "/").await.unwrap();
+    assert_eq!(reply.status, 200);
+    assert!(reply.body.contains("\"web\""), "{}", reply.body);
+    drop(stalled);
     assert_eq!(echoed(&get(&v, "a.example", "/", "").await).name, "web");
 }
