@@ -12,6 +12,8 @@ mod body;
 mod crypto;
 mod dataplane;
 mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
 mod observe;
 mod request;
 mod respond;

@@ -145,7 +145,7 @@ pub(super) fn basic(
 
 /// `Basic <base64 of user:password>`; anything else (another scheme, bad base64, not UTF-8,
 /// no colon) is no credential at all.
-fn decode(value: &HeaderValue) -> Option<(String, String)> {
+pub(crate) fn decode(value: &HeaderValue) -> Option<(String, String)> {
     let value = value.to_str().ok()?.trim();
     let (scheme, encoded) = value.split_once(' ')?;
     if !scheme.eq_ignore_ascii_case("basic") {
@@ -160,7 +160,12 @@ fn decode(value: &HeaderValue) -> Option<(String, String)> {
 }
 
 /// Whether `password` matches `hash`, in the formats nginx reads from an htpasswd file.
-fn verify_password(password: &str, hash: &str) -> bool {
+pub(crate) fn verify_password(password: &str, hash: &str) -> bool {
+    // Every supported format is printable ASCII. crypt3_rs's decoder underflows on a control
+    // character (a panic where overflow is checked), so such a hash never reaches it.
+    if !hash.bytes().all(|b| b.is_ascii_graphic()) {
+        return false;
+    }
     if let Some(encoded) = hash.strip_prefix("{SHA}") {
         let digest = <sha1::Sha1 as sha1::Digest>::digest(password.as_bytes());
         let expected = base64::engine::general_purpose::STANDARD.decode(encoded);
@@ -208,6 +213,20 @@ mod tests {
             !verify_password("password", "password"),
             "plain text is no hash"
         );
+    }
+
+    #[test]
+    fn hashes_with_control_characters_are_refused_not_decoded() {
+        // crypt3_rs's decoder subtracts 0x20 from each character of the salt and checksum.
+        for hash in [
+            "$6$sa\0lt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/",
+            "$5$saltsalt$gOjOtoMpVhru2uyjeJSEc/JaLQWOXMNmlOnj6T4A\x01C.",
+            "$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK\x1f0",
+            "$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZF\n",
+            "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=\r",
+        ] {
+            assert!(!verify_password("password", hash), "{hash:?}");
+        }
     }
 
     #[test]

@@ -199,6 +199,11 @@ fn url(value: &str) -> Result<(bool, String, u16, Template), String> {
             "{value:?}: the host must be a name or an address (variables only after it)"
         ));
     }
+    // The target goes out in the request line, which could not hold the character: every
+    // request would fail.
+    if target.bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("{value:?}: the path holds a control character"));
+    }
     let target = Template::parse(&target)?;
     Ok((https, host.to_ascii_lowercase(), port, target))
 }
@@ -219,6 +224,10 @@ fn signin_url(signin: &str, param: &str) -> Result<Template, String> {
         && !url.starts_with('$')
     {
         return Err(format!("{signin:?} is not a URL or a path"));
+    }
+    // It becomes a `Location`, which could not hold the character: every 401 would fail.
+    if signin.bytes().any(|b| b.is_ascii_control()) {
+        return Err(format!("{signin:?} holds a control character"));
     }
     Template::parse(&url)
 }
@@ -401,6 +410,8 @@ mod tests {
             "http://x:0/",
             "auth.example/x",
             "http://x/$nope",
+            "http://x/ch\0eck",
+            "http://x/check?a=1\r\nX-A: 1",
         ] {
             assert!(
                 external_auth(AuthValues {
@@ -435,5 +446,20 @@ mod tests {
             signin("https://s/start?rd=/home"),
             "https://s/start?rd=/home"
         );
+    }
+
+    #[test]
+    fn a_signin_url_with_a_control_character_is_refused() {
+        for bad in ["https://s/st\0art", "https://s/start\r\nX-A: 1", "/start\t"] {
+            let values = AuthValues {
+                url: "http://a/",
+                signin: Some(bad),
+                ..AuthValues::default()
+            };
+            assert!(
+                matches!(external_auth(values), Err(("auth-signin", _))),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -20,16 +20,16 @@ const MAX_CHUNK_LINE: usize = 4096;
 /// A response body read from its connection as it is asked for.
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
-    pub(super) conn: Option<Connection>,
-    pub(super) state: State,
+    pub(crate) conn: Option<Connection>,
+    pub(crate) state: State,
     /// Where the connection goes once the body has all come; `None` when it must close.
-    pub(super) reuse: Option<Return>,
+    pub(crate) reuse: Option<Return>,
 }
 
 impl ResponseBody {
     /// The body has all come: the connection goes back to the pool, unless the upstream
     /// sent more than the response (nothing may follow a response that was not asked for).
-    pub(super) fn release(&mut self) {
+    pub(crate) fn release(&mut self) {
         self.state = State::Done;
         if let (Some(conn), Some(reuse)) = (self.conn.take(), self.reuse.take())
             && conn.buf.is_empty()
@@ -169,6 +169,15 @@ fn chunk_size(buf: &[u8]) -> Result<Option<(usize, u64)>, H1Error> {
     }
     match httparse::parse_chunk_size(buf).map_err(|_| invalid())? {
         httparse::Status::Complete((len, size)) if len <= MAX_CHUNK_LINE + 2 => {
+            // httparse passes any byte in an extension, a bare LF among them, which nginx
+            // takes for the end of the line: the two would disagree on where the chunk's data
+            // starts. RFC 9112 section 7.1.1 allows no control there but HTAB.
+            if buf[..len - 2]
+                .iter()
+                .any(|&b| b.is_ascii_control() && b != b'\t')
+            {
+                return Err(H1Error::Invalid("a control character in a chunk-size line"));
+            }
             Ok(Some((len, size)))
         }
         httparse::Status::Partial if buf.len() <= MAX_CHUNK_LINE => Ok(None),
@@ -223,6 +232,16 @@ mod tests {
         assert!(chunk_size(long.as_bytes()).is_err());
         assert!(chunk_size(format!("{long}\r\n").as_bytes()).is_err());
         assert!(chunk_size(format!("1;{}\r\n", "x".repeat(100)).as_bytes()).is_ok());
+    }
+
+    #[test]
+    fn chunk_size_lines_hold_no_controls_but_tabs() {
+        assert_eq!(chunk_size(b"5 \t;a=\"x\ty\"\r\n").unwrap(), Some((13, 5)));
+        assert_eq!(chunk_size(b"5;\xff\r\n").unwrap(), Some((5, 5)));
+        // A bare LF ends the line for nginx: the chunk's data would start at `b`.
+        assert!(chunk_size(b"5;a\nb\r\nhello\r\n").is_err());
+        assert!(chunk_size(b"0;\0\r\n\r\n").is_err());
+        assert!(chunk_size(b"5;a\x7f\r\n").is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ pub(crate) type Stream =
 #[derive(Debug)]
 pub(crate) struct Connection {
     pub(super) stream: Stream,
-    pub(super) buf: BytesMut,
+    pub(crate) buf: BytesMut,
 }
 
 impl Connection {

@@ -17,7 +17,7 @@ pub(super) const MAX_FIELDS: usize = 128;
 
 /// Parses a response head at the start of `buf`: its length and what it holds, or `None`
 /// while it is incomplete.
-pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(usize, ParsedHead)>, H1Error> {
+pub(crate) fn parse_head(buf: &[u8]) -> Result<Option<(usize, ParsedHead)>, H1Error> {
     // Left uninitialised: writing out the whole array on every parse cost more than the
     // parse.
     let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_FIELDS];
@@ -67,9 +67,9 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<(usize, ParsedHead)>, H1Er
 type FieldsAt = smallvec::SmallVec<[[u32; 4]; 16]>;
 
 /// A response head's status, version, and where its fields are.
-pub(super) struct ParsedHead {
-    pub(super) status: StatusCode,
-    pub(super) version: Version,
+pub(crate) struct ParsedHead {
+    pub(crate) status: StatusCode,
+    pub(crate) version: Version,
     at: FieldsAt,
 }
 
@@ -78,7 +78,7 @@ impl ParsedHead {
     /// connection (RFC 9110 section 7.6.1): they are noted in [`Delimiting`] instead, in the
     /// same pass, so that neither framing the body nor tidying the response for the client
     /// looks a field up again.
-    pub(super) fn headers(
+    pub(crate) fn headers(
         &self,
         head: &Bytes,
         mut headers: HeaderMap,
@@ -123,7 +123,7 @@ impl ParsedHead {
 /// What a response head says about where its body ends and whether its connection stays
 /// open.
 #[derive(Debug, Default)]
-pub(super) struct Delimiting {
+pub(crate) struct Delimiting {
     /// `Connection` lists `close`.
     close: bool,
     /// `Transfer-Encoding` was sent: whether it ends in `chunked`.
@@ -156,7 +156,7 @@ impl Delimiting {
 
 /// How the response body is delimited (RFC 9112 section 6.3), and whether the connection
 /// may carry another request after it.
-pub(super) fn framing(
+pub(crate) fn framing(
     status: StatusCode,
     version: Version,
     head_method: bool,
@@ -191,7 +191,7 @@ pub(super) fn framing(
 
 /// Where in the body the reader is.
 #[derive(Debug)]
-pub(super) enum State {
+pub(crate) enum State {
     /// This many bytes to come.
     Length(u64),
     Chunked(Chunk),
@@ -201,7 +201,7 @@ pub(super) enum State {
 }
 
 #[derive(Debug)]
-pub(super) enum Chunk {
+pub(crate) enum Chunk {
     /// A chunk-size line is next.
     Size,
     /// This many bytes of chunk data to come.
