@@ -39,9 +39,23 @@ pub fn parse_manifest(path: &Path, text: &str) -> Result<ParsedFile, ParseError>
     let mut parsed = ParsedFile::default();
     for (index, value) in documents.into_iter().enumerate() {
         let label = format!("document {}", index + 1);
-        document(value, &label, &mut parsed).map_err(ParseError)?;
+        document(value, &label, &mut parsed).map_err(|e| ParseError(one_line(&e)))?;
     }
     Ok(parsed)
+}
+
+/// Messages quote the file's own text (kinds, names, versions, keys), which may hold line
+/// breaks; a problem report is one line, so controls are written as escapes.
+fn one_line(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for c in message.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// serde-saphyr's default budget (1,024 documents, 250,000 nodes) refuses a whole manifest
@@ -283,6 +297,21 @@ mod tests {
         assert!(
             err.starts_with("document 2 (Ingress web): field spec.rules[0].host:"),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn errors_are_one_line_whatever_the_file_holds() {
+        let err = yaml(
+            "apiVersion: \"networking.k8s.io/v2\\nX\"\nkind: Ingress\n\
+             metadata: {name: \"a\\r\\nb\"}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            err,
+            "document 1 (Ingress a\\r\\nb): apiVersion networking.k8s.io/v2\\nX is not \
+             supported; use networking.k8s.io/v1"
         );
     }
 

@@ -32,6 +32,9 @@ pub struct ProxySettings {
     pub hsts: Option<HeaderValue>,
     /// Longest request target (path and query) accepted; longer gets 414.
     pub max_uri_bytes: usize,
+    /// Longest a response write may wait on a client that reads nothing; past it the
+    /// connection is closed (nginx's `send_timeout`).
+    pub client_send_timeout: Duration,
     /// Largest request header block accepted; larger gets 431.
     pub max_request_header_bytes: usize,
     /// Most header fields in an HTTP/1.1 request; more gets 431 (HTTP/2 is held to the
@@ -80,6 +83,7 @@ impl Default for ProxySettings {
             hsts: Some(hsts_header(31_536_000, true, false)),
             max_uri_bytes: 8 << 10,
             max_request_header_bytes: 32 << 10,
+            client_send_timeout: Duration::from_secs(60),
             max_request_header_fields: 100,
             trusted_proxies: TrustedProxies::default(),
             proxy_protocol: false,

@@ -212,3 +212,52 @@ async fn the_header_timeout_does_not_cut_an_idle_keep_alive_connection() {
     }
     get_ok(&mut stream).await;
 }
+
+/// An HTTP/2 client that goes silent after its SETTINGS never acknowledges the GOAWAY and
+/// PING of the idle close: the connection is closed anyway, a grace after the idle timeout.
+#[tokio::test]
+async fn a_silent_http2_client_is_closed_after_the_idle_timeout() {
+    let idle = Duration::from_millis(500);
+    let (_echo, proxy) = echo_proxy(settings(idle, Duration::from_secs(5))).await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    let started = Instant::now();
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend_from_slice(&[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    hello.extend_from_slice(&[0, 0, 0, 4, 1, 0, 0, 0, 0]);
+    stream.write_all(&hello).await.unwrap();
+    // Never answering what the proxy sends (its SETTINGS, then GOAWAY and PING).
+    let (_, closed) = read_to_close(&mut stream, Duration::from_secs(10)).await;
+    assert!(closed - started >= idle, "closed only once idle");
+}
+
+/// A client that asks for a large response and reads none of it is cut off after the send
+/// timeout, releasing the upstream connection behind it; one that reads, however slowly, is
+/// not.
+#[tokio::test]
+async fn a_client_that_reads_nothing_is_cut_off_after_the_send_timeout() {
+    let send_timeout = Duration::from_millis(500);
+    let (_echo, proxy) = echo_proxy(ProxySettings {
+        client_send_timeout: send_timeout,
+        ..ProxySettings::default()
+    })
+    .await;
+    let request = b"GET /?bytes=8000000 HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n";
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(proxy.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    // Reading nothing for well past the send timeout: what a stalled client does.
+    tokio::time::sleep(send_timeout * 4).await;
+    let (received, _) = read_to_close(&mut stream, Duration::from_secs(10)).await;
+    assert!(
+        received.len() < 8_000_000,
+        "cut off before the body was sent: {} bytes",
+        received.len()
+    );
+
+    // A reader that keeps up is never cut, however long the body.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let (received, _) = read_to_close(&mut stream, Duration::from_secs(10)).await;
+    assert!(received.len() > 8_000_000, "{} bytes", received.len());
+}

@@ -399,6 +399,11 @@ pub(crate) struct ProxyArgs {
     #[arg(long, value_name = "DURATION", env = "VESTIBULE_CLIENT_KEEPALIVE_TIMEOUT", default_value = "75s", value_parser = parse_duration)]
     pub client_keepalive_timeout: Duration,
 
+    /// Longest a response may wait on a client that reads none of it (nginx's send_timeout);
+    /// past it the connection is closed.
+    #[arg(long, value_name = "DURATION", env = "VESTIBULE_CLIENT_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub client_send_timeout: Duration,
+
     /// HTTP/2 streams one client connection may have open at once.
     #[arg(
         long,
@@ -831,6 +836,7 @@ impl RunArgs {
             },
             client_header_timeout: self.proxy.client_header_timeout,
             client_keepalive_timeout: self.proxy.client_keepalive_timeout,
+            client_send_timeout: self.proxy.client_send_timeout,
             http2_max_concurrent_streams: self.proxy.http2_max_concurrent_streams,
             max_uri_bytes: self.proxy.max_uri_bytes,
             max_request_header_bytes: self.proxy.max_request_header_bytes,

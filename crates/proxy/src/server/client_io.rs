@@ -112,13 +112,17 @@ pub(super) struct ClientIo<S> {
     sleep: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The last write could not go out: hyper is still sending a response.
     write_blocked: bool,
+    /// Longest a write may wait on a client that reads nothing (nginx's `send_timeout`).
+    send_timeout: Duration,
+    /// Armed when a write first finds the client not reading; disarmed when one goes out.
+    write_stall: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl<S> ClientIo<S> {
     pub(super) fn new(
         inner: S,
         activity: Arc<Activity>,
-        timeout: Duration,
+        (timeout, send_timeout): (Duration, Duration),
         clock: HeadClock,
     ) -> ClientIo<S> {
         ClientIo {
@@ -128,6 +132,26 @@ impl<S> ClientIo<S> {
             clock,
             sleep: None,
             write_blocked: false,
+            send_timeout,
+            write_stall: None,
+        }
+    }
+
+    /// A write that could not go out: past the send timeout with nothing written, the
+    /// client is not reading, and the connection fails rather than holding its response
+    /// (and the upstream connection behind it) forever. Only writes that wait get here.
+    #[cold]
+    fn stalled(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let send_timeout = self.send_timeout;
+        let stall = self
+            .write_stall
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(send_timeout)));
+        match stall.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client read nothing of its response within the send timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -186,6 +210,9 @@ impl<S> ClientIo<S> {
     fn wrote(&mut self, result: &Poll<io::Result<usize>>) {
         self.write_blocked = result.is_pending();
         if matches!(result, Poll::Ready(Ok(n)) if *n > 0) {
+            if self.write_stall.is_some() {
+                self.write_stall = None;
+            }
             let head = &self.activity.head;
             if head.load(Ordering::Relaxed) != 0 {
                 head.store(ARMED, Ordering::Relaxed);
@@ -239,6 +266,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write(cx, buf);
         self.wrote(&result);
+        if result.is_pending() {
+            return self.stalled(cx);
+        }
         result
     }
 
@@ -249,6 +279,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for ClientIo<S> {
     ) -> Poll<io::Result<usize>> {
         let result = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         self.wrote(&result);
+        if result.is_pending() {
+            return self.stalled(cx);
+        }
         result
     }
 

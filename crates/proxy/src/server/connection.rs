@@ -8,6 +8,7 @@
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -32,6 +33,10 @@ use crate::observe::metrics::{Handshake, Listener as MetricsListener, Protocol};
 use crate::request::Shared;
 use crate::settings::ProxySettings;
 use crate::upstream::client::Upstreams;
+
+/// Longest an idle connection being closed gracefully may take to finish closing (the idle
+/// timeout itself when shorter).
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(10);
 
 /// What every listener hands its connections to: what requests read ([`Shared`]: the
 /// installed configuration, the settings, one upstream connection pool, so that the HTTP and
@@ -271,7 +276,8 @@ async fn serve_connection<S>(
 {
     let activity = Arc::new(Activity::default());
     let timeout = server.settings().client_header_timeout;
-    let io = TokioIo::new(ClientIo::new(stream, activity.clone(), timeout, clock));
+    let timeouts = (timeout, server.settings().client_send_timeout);
+    let io = TokioIo::new(ClientIo::new(stream, activity.clone(), timeouts, clock));
     let service = {
         let server = server.clone();
         let activity = activity.clone();
@@ -312,7 +318,13 @@ async fn serve_connection<S>(
                 // is closed the same graceful way: a response still being written finishes.
                 if activity.idle_for(idle) {
                     connection.as_mut().graceful_shutdown();
-                    break connection.await;
+                    // Nothing is in flight: what is left is HTTP/2's GOAWAY and PING, which a
+                    // silent client never acknowledges. Past the grace, the socket is closed.
+                    let grace = idle.min(IDLE_CLOSE_GRACE);
+                    match tokio::time::timeout(grace, connection.as_mut()).await {
+                        Ok(result) => break result,
+                        Err(_) => break Ok(()),
+                    }
                 }
             }
         }
