@@ -106,9 +106,8 @@ fn check_strings(value: &serde_json::Value, path: &mut Vec<String>) {
         serde_json::Value::String(s) => {
             // Never sent: the canary's header pattern (a regex matched against values), the
             // balancer's hash key and the auth cache's key (what they hash), a refusal's keys
-            // (for the log, escaped there). Not checked yet: `rewrite-target` takes control
-            // characters (the proxy refuses to send such a request line); see
-            // docs/security.md.
+            // (for the log, escaped there), and the rewrite's pattern (a route path, matched
+            // against requests; its target is refused with control characters in the model).
             let not_sent = path
                 .iter()
                 .any(|p| ["pattern", "hash", "cache", "refused", "rewrite"].contains(&&**p));

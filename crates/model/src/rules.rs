@@ -52,7 +52,9 @@ impl ServerRules {
 /// Why a rewrite cannot be compiled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RewriteError {
-    #[error("the rewrite target must be a path starting with '/'")]
+    /// Also a target with a control character (CR, LF, NUL...), which no request line can
+    /// carry.
+    #[error("the rewrite target must be a path starting with '/', without control characters")]
     NotAPath,
     #[error("the rewrite target may use $1 to $9 only; {0:?} is not one")]
     Variable(String),
@@ -80,7 +82,7 @@ enum Piece {
 impl Rewrite {
     /// Compiles the rewrite of `path` (the rule path, a regular expression) to `target`.
     pub fn new(path: &str, target: &str, prefix: Option<&str>) -> Result<Rewrite, RewriteError> {
-        if !target.starts_with('/') {
+        if !target.starts_with('/') || target.bytes().any(|b| b.is_ascii_control()) {
             return Err(RewriteError::NotAPath);
         }
         let pattern = regex::RegexBuilder::new(path)
@@ -231,6 +233,13 @@ mod tests {
             Rewrite::new("/a", "new", None).err(),
             Some(RewriteError::NotAPath)
         );
+        for target in ["/a\r\nX-Injected: 1", "/a\0", "/a\tb"] {
+            assert_eq!(
+                Rewrite::new("/a", target, None).err(),
+                Some(RewriteError::NotAPath),
+                "{target:?}"
+            );
+        }
         assert!(matches!(
             Rewrite::new("/a", "/$host/x", None),
             Err(RewriteError::Variable(v)) if v.starts_with("$host")
