@@ -19,6 +19,14 @@ async fn send(v: &Vestibule, request: &str) -> raw::RawResponse {
         .unwrap()
 }
 
+/// `a.example/` to the echo `web`, written to a new manifest directory.
+async fn one_site() -> (Echo, ManifestDir) {
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(&dir, vec![site("a")], &[("web", &[&web])]);
+    (web, dir)
+}
+
 /// `a.example`: Prefix `/a` to the echo `a`, `/` to the echo `root`.
 async fn two_services() -> (Echo, Echo, ManifestDir, Vestibule) {
     let a = Echo::start("a").await.unwrap();
@@ -136,9 +144,7 @@ async fn an_invalid_host_is_refused_and_never_forwarded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_chunked_body_is_the_clients_fault() {
-    let web = Echo::start("web").await.unwrap();
-    let dir = ManifestDir::new().unwrap();
-    write_world(&dir, vec![site("a")], &[("web", &[&web])]);
+    let (_web, dir) = one_site().await;
     let v = Vestibule::start(dir.path(), &[]);
     let long_extension = format!("5;{}\r\nhello\r\n0\r\n\r\n", "x".repeat(20_000));
     for body in [
@@ -168,9 +174,7 @@ async fn a_malformed_chunked_body_is_the_clients_fault() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_header_field_count_limit_is_a_flag() {
-    let web = Echo::start("web").await.unwrap();
-    let dir = ManifestDir::new().unwrap();
-    write_world(&dir, vec![site("a")], &[("web", &[&web])]);
+    let (_web, dir) = one_site().await;
     let fields: String = (0..150).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
     let request = format!("GET / HTTP/1.1\r\nHost: a.example\r\n{fields}Connection: close\r\n\r\n");
     let v = Vestibule::start(dir.path(), &[]);
@@ -307,9 +311,7 @@ async fn stalled_handshakes_do_not_keep_real_clients_out() {
     use tokio::io::AsyncWriteExt;
     use vestibule_testkit::tls::{Session, client_config, client_hello};
 
-    let web = Echo::start("web").await.unwrap();
-    let dir = ManifestDir::new().unwrap();
-    write_world(&dir, vec![site("a")], &[("web", &[&web])]);
+    let (_web, dir) = one_site().await;
     let v = Vestibule::start(dir.path(), &[]);
     let hello = client_hello(Some("a.example"));
     let mut stalled = Vec::new();
