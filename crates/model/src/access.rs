@@ -85,6 +85,42 @@ pub struct AuthCache {
     pub seconds: u64,
 }
 
+/// The most work a password hash may ask of each sign-in it checks: bcrypt's cost (2^cost
+/// rounds of its key schedule) and SHA-crypt's `rounds=`. The hash sets it, so a Secret with
+/// cost 31 or a billion rounds would pin a verifying thread for hours per request, wrong
+/// password or not. Apache's `htpasswd -B` makes cost 5 and glibc 5,000 rounds; cost 12
+/// (OWASP's floor for bcrypt is 10) and 200,000 rounds leave room for a careful operator and
+/// keep one check under a second (debug build here: cost 12 in 554 ms, SHA-256-crypt
+/// 200,000 rounds in 799 ms). The compile refuses users past it; the proxy checks it again
+/// before it hashes.
+pub const MAX_BCRYPT_COST: u64 = 12;
+pub const MAX_SHA_CRYPT_ROUNDS: u64 = 200_000;
+
+/// What is over the bound in a hash's work factor, for a diagnostic; `None` when the work
+/// is within it, or the hash sets none. Read as the verifiers read it: bcrypt's cost from
+/// the two characters after `$2?$`, SHA-crypt's from `rounds=` up to the next `$` (a cost or
+/// rounds that is no number fails to verify without hashing).
+pub fn hash_work_over_bound(hash: &str) -> Option<String> {
+    if hash.starts_with("$2") && hash.as_bytes().get(3) == Some(&b'$') {
+        let cost = hash.get(4..6)?.parse::<u64>().ok()?;
+        return (cost > MAX_BCRYPT_COST)
+            .then(|| format!("bcrypt cost {cost} is over the limit of {MAX_BCRYPT_COST}"));
+    }
+    let rest = hash
+        .strip_prefix("$5$")
+        .or_else(|| hash.strip_prefix("$6$"))?;
+    let rounds = rest.strip_prefix("rounds=")?.split('$').next()?;
+    // The verifier reads a u32 (an optional `+` first) and clamps it; past u64 is past the
+    // bound too.
+    let digits = rounds.strip_prefix('+').unwrap_or(rounds);
+    let over = !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && !digits
+            .parse::<u64>()
+            .is_ok_and(|n| n <= MAX_SHA_CRYPT_ROUNDS);
+    over.then(|| format!("SHA-crypt rounds={rounds} is over the limit of {MAX_SHA_CRYPT_ROUNDS}"))
+}
+
 /// The users of one `auth-secret`, and the realm the browser is told.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BasicAuth {
@@ -161,6 +197,48 @@ impl Serialize for BasicAuth {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn work_factors_past_the_bound_are_named() {
+        let bcrypt = |cost: &str| {
+            format!("$2y${cost}$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe")
+        };
+        assert_eq!(hash_work_over_bound(&bcrypt("05")), None);
+        assert_eq!(hash_work_over_bound(&bcrypt("12")), None);
+        assert_eq!(
+            hash_work_over_bound(&bcrypt("13")).as_deref(),
+            Some("bcrypt cost 13 is over the limit of 12")
+        );
+        assert!(hash_work_over_bound(&bcrypt("31")).is_some());
+        assert!(hash_work_over_bound(&bcrypt("31").replace("$2y$", "$2a$")).is_some());
+        // No number there: the verifier refuses the hash without hashing.
+        assert_eq!(hash_work_over_bound(&bcrypt("xx")), None);
+        for scheme in ["$5$", "$6$"] {
+            let sha = |rounds: &str| format!("{scheme}rounds={rounds}$saltsalt$abcdef");
+            assert_eq!(
+                hash_work_over_bound(&format!("{scheme}saltsalt$abcdef")),
+                None
+            );
+            assert_eq!(hash_work_over_bound(&sha("5000")), None);
+            assert_eq!(hash_work_over_bound(&sha("200000")), None);
+            assert_eq!(
+                hash_work_over_bound(&sha("200001")).as_deref(),
+                Some("SHA-crypt rounds=200001 is over the limit of 200000")
+            );
+            assert!(hash_work_over_bound(&sha("999999999")).is_some());
+            assert!(hash_work_over_bound(&sha("99999999999999999999999")).is_some());
+            assert!(hash_work_over_bound(&sha("+4294967295")).is_some());
+            assert_eq!(hash_work_over_bound(&sha("many")), None);
+        }
+        for cheap in [
+            "$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00",
+            "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",
+            "$2",
+            "",
+        ] {
+            assert_eq!(hash_work_over_bound(cheap), None, "{cheap}");
+        }
+    }
 
     fn auth(users: &[(&str, &str)]) -> BasicAuth {
         let users = users

@@ -21,7 +21,8 @@ mod tls;
 mod traffic;
 
 pub use access::{
-    AuthCache, BasicAuth, Cidr, ClientAuth, ExternalAuth, SourceRanges, VerifyClient,
+    AuthCache, BasicAuth, Cidr, ClientAuth, ExternalAuth, MAX_BCRYPT_COST, MAX_SHA_CRYPT_ROUNDS,
+    SourceRanges, VerifyClient, hash_work_over_bound,
 };
 pub use cluster::{Cluster, ClusterId, ClusterKey, Endpoint, EndpointAddress, UpstreamProtocol};
 pub use cors::{AllowedOrigins, Cors, CorsAnswer, OriginPattern};

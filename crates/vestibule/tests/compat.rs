@@ -458,6 +458,8 @@ const APR1: &str = "$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00";
 const BCRYPT: &str = "$2y$05$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe";
 const SHA: &str = "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=";
 const SHA512: &str = "$6$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/jctKu9YterLp8wwnSq.qc.eoxqOmSuNp2xS0ktL3nh/";
+/// Right for "password" too, but 300,000 rounds: more work per check than the bound allows.
+const SHA512_COSTLY: &str = "$6$rounds=300000$saltsalt$i/m8UNjPw5pWacNGGwybfBY9csBfDMvEDbEdNsGnXIulYjGdx9OMxyp0i4vy4vr8KL5U4bwtr/2NOYMAk.zNS/";
 
 fn basic(user: &str, password: &str) -> String {
     use base64::Engine as _;
@@ -491,9 +493,9 @@ async fn basic_auth_lets_in_the_users_of_the_secret_and_no_one_else() {
     let secrets = format!(
         "apiVersion: v1\nkind: Secret\nmetadata: {{name: users, namespace: default}}\ntype: Opaque\n\
          stringData:\n  auth: |\n    ann:{APR1}\n    bob:{BCRYPT}\n    # a comment\n    cid:{SHA}\n    \
-         not a user line\n    eve:plaintext\n    dan:{SHA512}\n---\n\
+         not a user line\n    eve:plaintext\n    dan:{SHA512}\n    gus:{SHA512_COSTLY}\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: user-map, namespace: default}}\ntype: Opaque\n\
-         stringData:\n  zed: \"{SHA}\"\n---\n\
+         stringData:\n  zed: \"{SHA}\"\n  yan: \"$2y$31$bvIG6Nmid91Mu9RcmmWZfO5HJIMCT8riNW0hEp8f6/FuA2/mHZFpe\"\n---\n\
          apiVersion: v1\nkind: Secret\nmetadata: {{name: users, namespace: other}}\ntype: Opaque\n\
          stringData:\n  auth: \"ann:{APR1}\"\n"
     );
@@ -521,6 +523,8 @@ async fn basic_auth_lets_in_the_users_of_the_secret_and_no_one_else() {
         ("ann", "wrong"),
         ("eve", "plaintext"),
         ("nobody", "password"),
+        // The right password, behind a hash too slow to check: refused, not hashed.
+        ("gus", "password"),
     ] {
         let refused = get(&v, "staff.example", "/", &basic(user, password)).await;
         assert_eq!(refused.status, 401, "{user}");
@@ -531,6 +535,11 @@ async fn basic_auth_lets_in_the_users_of_the_secret_and_no_one_else() {
         echoed(&get(&v, "map.example", "/", &basic("zed", "password")).await).name,
         "web"
     );
+    // Cost 31 would pin a thread for days per attempt; the map's other user still signs in.
+    let yan = basic("yan", "password");
+    let slow =
+        tokio::time::timeout(Duration::from_secs(5), get(&v, "map.example", "/", &yan)).await;
+    assert_eq!(slow.expect("answered without hashing").status, 401);
     // A Secret of another namespace, or none: closed.
     let ann = basic("ann", "password");
     assert_eq!(get(&v, "foreign.example", "/", &ann).await.status, 503);
@@ -548,13 +557,38 @@ async fn basic_auth_lets_in_the_users_of_the_secret_and_no_one_else() {
     assert!(
         has(
             &found,
+            &[
+                "error default/staff",
+                "Secret default/users, line 8",
+                "\"gus\"",
+                "rounds=300000 is over the limit of 200000",
+                "cannot sign in"
+            ]
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            &found,
+            &[
+                "error default/mapped",
+                "Secret default/user-map",
+                "\"yan\"",
+                "bcrypt cost 31 is over the limit of 12"
+            ]
+        ),
+        "{found:#?}"
+    );
+    assert!(
+        has(
+            &found,
             &["error default/foreign", "--allow-cross-namespace-resources"]
         ),
         "{found:#?}"
     );
     let shown = format!("{found:?} {}", v.config().await);
     assert!(
-        !shown.contains("plaintext") && !shown.contains("lZL6V"),
+        !shown.contains("plaintext") && !shown.contains("lZL6V") && !shown.contains("i/m8UNj"),
         "no password or hash shown"
     );
 

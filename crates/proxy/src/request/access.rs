@@ -166,6 +166,11 @@ pub(crate) fn verify_password(password: &str, hash: &str) -> bool {
     if !hash.bytes().all(|b| b.is_ascii_graphic()) {
         return false;
     }
+    // The compile refuses such users; checked again so that no hash, however it got in,
+    // pins a blocking thread for hours.
+    if vestibule_model::hash_work_over_bound(hash).is_some() {
+        return false;
+    }
     if let Some(encoded) = hash.strip_prefix("{SHA}") {
         let digest = <sha1::Sha1 as sha1::Digest>::digest(password.as_bytes());
         let expected = base64::engine::general_purpose::STANDARD.decode(encoded);
@@ -227,6 +232,42 @@ mod tests {
         ] {
             assert!(!verify_password("password", hash), "{hash:?}");
         }
+    }
+
+    /// Runs `verify_password` on a thread, for at most a few seconds: a hash past the bound
+    /// must be answered without hashing (cost 31 or a billion rounds would take hours).
+    fn verified_quickly(password: &str, hash: &str) -> bool {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (password, owned) = (password.to_owned(), hash.to_owned());
+        std::thread::spawn(move || tx.send(verify_password(&password, &owned)));
+        rx.recv_timeout(std::time::Duration::from_secs(5))
+            .unwrap_or_else(|_| panic!("{hash} was hashed, not refused"))
+    }
+
+    #[test]
+    fn hashes_asking_for_more_work_than_the_bound_are_refused_without_hashing() {
+        let bcrypt = &HASHES[1][7..];
+        for hash in [
+            format!("$2y$31${bcrypt}"),
+            format!("$2b$13${bcrypt}"),
+            "$6$rounds=999999999$saltsalt$qFmFH.bQmmtXzyBY0s9v7Oicd2z4XSIecDzlB5KiA2/".to_owned(),
+            "$5$rounds=+4294967295$saltsalt$gOjOtoMpVhru2uyjeJSEc/JaLQWOXMNmlOnj6T4AtC.".to_owned(),
+            "$5$rounds=99999999999999999999999$saltsalt$gOjOtoMpVhru2uyjeJSEc/JaLQWOXMNmlOnj6T4AtC."
+                .to_owned(),
+        ] {
+            assert!(!verified_quickly("password", &hash), "{hash}");
+        }
+        // Real hashes of "password" (glibc crypt): the bound itself verifies, one round
+        // past it is refused though the password is right.
+        assert!(verified_quickly(
+            "password",
+            "$5$rounds=200000$saltsalt$XjsJk4X52CPYJcBCoPu.9prC0B7LnwRx2kw4A93bHG6"
+        ));
+        assert!(!verified_quickly(
+            "password",
+            "$5$rounds=200001$saltsalt$013KF52e300TVoaYrUmpoxaXSzJJfHpOkRJ5gGDmBT/"
+        ));
+        assert!(verified_quickly("password", &format!("$2y$05${bcrypt}")));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use vestibule_model::BasicAuth;
+use vestibule_model::{BasicAuth, hash_work_over_bound};
 
 use super::{IngressSettings, Reader};
 use crate::tls::Secrets;
@@ -142,9 +142,7 @@ fn users(
             let mut users = Vec::new();
             for (user, hash) in &data {
                 let hash = String::from_utf8_lossy(&hash.0).trim().to_owned();
-                if is_password_hash(hash.as_bytes()) {
-                    users.push((user.clone(), hash));
-                } else {
+                if !is_password_hash(hash.as_bytes()) {
                     reader.error(
                         "auth-secret",
                         format!(
@@ -153,6 +151,16 @@ fn users(
                              cannot sign in"
                         ),
                     );
+                } else if let Some(over) = hash_work_over_bound(&hash) {
+                    reader.error(
+                        "auth-secret",
+                        format!(
+                            "Secret {source}: the hash of {user:?} asks for too much work \
+                             per sign-in: {over}; that user cannot sign in"
+                        ),
+                    );
+                } else {
+                    users.push((user.clone(), hash));
                 }
             }
             Some((source, users))
@@ -181,7 +189,17 @@ fn htpasswd(reader: &mut Reader<'_>, source: &str, text: &str) -> Vec<(String, S
             .filter(|(user, hash)| !user.is_empty() && !hash.is_empty());
         match parsed {
             Some((user, hash)) if is_password_hash(hash.as_bytes()) => {
-                users.push((user.to_owned(), hash.to_owned()));
+                match hash_work_over_bound(hash) {
+                    None => users.push((user.to_owned(), hash.to_owned())),
+                    Some(over) => reader.error(
+                        "auth-secret",
+                        format!(
+                            "Secret {source}, line {} of \"auth\": the hash of {user:?} asks \
+                             for too much work per sign-in: {over}; that user cannot sign in",
+                            i + 1
+                        ),
+                    ),
+                }
             }
             Some(_) => reader.error(
                 "auth-secret",
