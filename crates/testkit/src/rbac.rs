@@ -100,6 +100,8 @@ pub fn read_documents(dir: &Path) -> Result<Vec<Document>, String> {
     Ok(documents)
 }
 
+/// The YAML files directly in `dir`, as `kubectl apply -f DIR` reads them: subdirectories
+/// (`deploy/helm/`, `deploy/grafana/`) are not manifests to apply.
 fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> {
     let entries =
         std::fs::read_dir(dir).map_err(|e| format!("{}: cannot list: {e}", dir.display()))?;
@@ -107,9 +109,7 @@ fn collect_yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<(), String> 
         let path = entry
             .map_err(|e| format!("{}: cannot list: {e}", dir.display()))?
             .path();
-        if path.is_dir() {
-            collect_yaml_files(&path, out)?;
-        } else if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+        if path.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
             out.push(path);
         }
     }
