@@ -5,6 +5,9 @@
 # examples/quickstart/. Edit those files while it runs: changes apply within a fraction of a
 # second. Ctrl-C stops everything.
 #
+# `examples/quickstart.sh --dashboard` also serves the read-only dashboard on the admin
+# address (http://127.0.0.1:10254/dashboard/).
+#
 # With openssl on the machine, it also makes a certificate for secure.localhost and an
 # Ingress serving that host over HTTPS (in target/quickstart-tls/, generated, not committed).
 set -euo pipefail
@@ -15,13 +18,58 @@ HTTPS_ADDR=${VESTIBULE_HTTPS_ADDR:-127.0.0.1:8443}
 ADMIN_ADDR=${VESTIBULE_ADMIN_ADDR:-127.0.0.1:10254}
 PORT=${HTTP_ADDR##*:}
 TLS_PORT=${HTTPS_ADDR##*:}
+ECHO_ADDRS=(127.0.0.1:18081 127.0.0.1:18082 127.0.0.1:18083)
+
+DASHBOARD=()
+for arg in "$@"; do
+  case "$arg" in
+    --dashboard) DASHBOARD=(--dashboard) ;;
+    *) echo "usage: $0 [--dashboard]" >&2; exit 2 ;;
+  esac
+done
+
+# Whether something accepts connections on ADDR (host:port).
+listening() {
+  (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null
+}
+
+# Every address this script needs must be free before anything starts: a backend that
+# cannot bind would leave Vestibule answering 502 from a dead port.
+busy=()
+for addr in "${ECHO_ADDRS[@]}" "$HTTP_ADDR" "$HTTPS_ADDR" "$ADMIN_ADDR"; do
+  if listening "$addr"; then busy+=("$addr"); fi
+done
+if [ "${#busy[@]}" -gt 0 ]; then
+  echo "error: already in use: ${busy[*]}" >&2
+  pattern=$(IFS='|'; echo "${busy[*]}")
+  echo "Stop what listens there (an earlier quickstart? see: ss -ltnp | grep -E '$pattern')," >&2
+  echo "Vestibule's own addresses move with VESTIBULE_HTTP_ADDR, VESTIBULE_HTTPS_ADDR and" >&2
+  echo "VESTIBULE_ADMIN_ADDR; the backends' are the ones examples/quickstart/services.yaml names." >&2
+  exit 1
+fi
 
 echo "Building (the first build takes a few minutes)..." >&2
 cargo build --quiet --bin vestibule --bin vestibule-echo
 
-target/debug/vestibule-echo web-1 127.0.0.1:18081 web-2 127.0.0.1:18082 api-1 127.0.0.1:18083 &
+target/debug/vestibule-echo web-1 "${ECHO_ADDRS[0]}" web-2 "${ECHO_ADDRS[1]}" \
+  api-1 "${ECHO_ADDRS[2]}" &
 ECHO_PID=$!
 trap 'kill "$ECHO_PID" 2>/dev/null || true' EXIT
+# The backends are up when all three accept; if the process died instead, say so and stop.
+for _ in $(seq 100); do
+  up=0
+  for addr in "${ECHO_ADDRS[@]}"; do listening "$addr" && up=$((up + 1)); done
+  [ "$up" -eq "${#ECHO_ADDRS[@]}" ] && break
+  if ! kill -0 "$ECHO_PID" 2>/dev/null; then
+    echo "error: the echo backends did not start (see the message above); stopping." >&2
+    exit 1
+  fi
+  sleep 0.05
+done
+if [ "$up" -ne "${#ECHO_ADDRS[@]}" ]; then
+  echo "error: the echo backends did not listen on ${ECHO_ADDRS[*]} within 5 s; stopping." >&2
+  exit 1
+fi
 
 MANIFESTS=(--manifests examples/quickstart)
 TLS_DIR=target/quickstart-tls
@@ -78,6 +126,17 @@ YAML
   curl -kv https://127.0.0.1:$TLS_PORT/ 2>&1 | grep subject:   # no SNI: the default certificate"
 fi
 
+if [ "${#DASHBOARD[@]}" -gt 0 ]; then
+  DASHBOARD_HINT="
+Dashboard: open http://$ADMIN_ADDR/dashboard/ in a browser (read-only; routes, Services,
+certificates, diagnostics, live traffic).
+"
+else
+  DASHBOARD_HINT="
+Run with --dashboard to also get the dashboard at http://$ADMIN_ADDR/dashboard/.
+"
+fi
+
 cat >&2 <<MSG
 
 Vestibule is starting on http://$HTTP_ADDR. In another terminal, try:
@@ -89,7 +148,7 @@ Vestibule is starting on http://$HTTP_ADDR. In another terminal, try:
   curl http://other.localhost:$PORT/             # 404 from Vestibule: no rule matches
   curl -H 'Host: demo.localhost' http://$HTTP_ADDR/   # if your curl does not resolve *.localhost
   curl http://$ADMIN_ADDR/debug/config           # the compiled routing table$TLS_HINTS
-
+$DASHBOARD_HINT
 MSG
 
 target/debug/vestibule run \
@@ -97,4 +156,5 @@ target/debug/vestibule run \
   --http-addr "$HTTP_ADDR" \
   --https-addr "$HTTPS_ADDR" \
   --https-port-for-redirects "$TLS_PORT" \
-  --admin-addr "$ADMIN_ADDR"
+  --admin-addr "$ADMIN_ADDR" \
+  "${DASHBOARD[@]}"

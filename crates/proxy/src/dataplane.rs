@@ -18,6 +18,7 @@ use vestibule_model::{
 
 use crate::balance::ClusterBalancer;
 use crate::crypto::{certified_key, provider};
+use crate::observe::inspect::{ClusterHealth, EndpointHealth};
 use crate::observe::metrics::{Metrics, RouteLabels, RouteStats};
 use crate::request::access::BasicGuard;
 use crate::request::auth::AuthService;
@@ -597,5 +598,31 @@ impl DataPlane {
     /// The table currently installed.
     pub fn table(&self) -> Arc<RouteTable> {
         self.runtime.load().table.clone()
+    }
+
+    /// Every cluster of the installed table with its endpoints' passive health, in the
+    /// table's cluster order.
+    pub fn endpoint_health(&self) -> Vec<ClusterHealth> {
+        let runtime = self.runtime.load();
+        let now = crate::balance::now_nanos();
+        runtime
+            .table
+            .clusters()
+            .iter()
+            .zip(&runtime.balancers)
+            .map(|(cluster, balancer)| ClusterHealth {
+                namespace: cluster.key.namespace.to_string(),
+                service: cluster.key.service.to_string(),
+                port: cluster.key.port,
+                endpoints: balancer
+                    .members()
+                    .map(|(address, stats)| EndpointHealth {
+                        address: address.to_owned(),
+                        ejected: !stats.health.available(now),
+                        in_flight: stats.ewma.in_flight(),
+                    })
+                    .collect(),
+            })
+            .collect()
     }
 }

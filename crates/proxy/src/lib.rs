@@ -27,6 +27,7 @@ pub use crypto::TlsError;
 pub use dataplane::DataPlane;
 pub use observe::Observability;
 pub use observe::access_log::{AccessLog, AccessLogFormat};
+pub use observe::inspect::{ClusterHealth, EndpointHealth, TrafficTotals};
 pub use observe::metrics::{Metrics, MetricsOptions};
 pub use request::limit::{InFlight, RateLimiter, Refused};
 pub use respond::ProxyError;

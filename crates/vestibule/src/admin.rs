@@ -1,5 +1,5 @@
-//! The admin server: liveness, readiness, Prometheus metrics, and the current configuration
-//! as JSON, with which certificate serves each TLS host.
+//! The admin server: liveness, readiness, Prometheus metrics, the current configuration
+//! as JSON (with which certificate serves each TLS host), and the dashboard when it is on.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub(crate) struct AdminState {
     pub generated_certificate: CertificateInfo,
     /// Everything `/metrics` reports; collectors read their sources at scrape time.
     pub registry: Registry,
+    /// What the dashboard reads; `None` when it is off.
+    pub dashboard: Option<crate::dashboard::Sources>,
 }
 
 impl AdminState {
@@ -38,6 +40,7 @@ impl AdminState {
         publisher: Arc<Publisher>,
         generated_certificate: CertificateInfo,
         registry: Registry,
+        dashboard: Option<crate::dashboard::Sources>,
     ) -> Arc<AdminState> {
         Arc::new(AdminState {
             publisher,
@@ -45,6 +48,7 @@ impl AdminState {
             draining: AtomicBool::new(false),
             generated_certificate,
             registry,
+            dashboard,
         })
     }
 }
@@ -79,7 +83,11 @@ fn route(request: &Request<Incoming>, state: &AdminState) -> Response<Full<Bytes
     if request.method() != Method::GET && request.method() != Method::HEAD {
         return text(StatusCode::METHOD_NOT_ALLOWED, "only GET and HEAD\n");
     }
-    match request.uri().path() {
+    let path = request.uri().path();
+    if crate::dashboard::owns(path) {
+        return crate::dashboard::route(path, request.uri().query().unwrap_or(""), state);
+    }
+    match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
         "/readyz" => readyz(state),
         "/debug/config" => debug_config(state),
@@ -204,7 +212,7 @@ fn bad_request(error: String) -> Response<Full<Bytes>> {
 /// Per TLS host, the certificate that serves it; the default certificate; the hosts that get
 /// the default (a TLS host whose Secret never loaded, and hosts with no TLS section at all);
 /// and the soonest expiry among Secrets' certificates.
-fn tls_view(table: &RouteTable, generated: &CertificateInfo) -> serde_json::Value {
+pub(crate) fn tls_view(table: &RouteTable, generated: &CertificateInfo) -> serde_json::Value {
     let tls = table.tls();
     let default_info = tls.configured_default().map_or(generated, |c| &c.info);
     let info_of = |to: &CertificateRef| match to {
@@ -252,7 +260,7 @@ fn certificate_json(info: &CertificateInfo) -> serde_json::Value {
     })
 }
 
-fn rfc3339(unix_seconds: i64) -> String {
+pub(crate) fn rfc3339(unix_seconds: i64) -> String {
     jiff::Timestamp::from_second(unix_seconds)
         .map(|t| t.to_string())
         .unwrap_or_else(|_| unix_seconds.to_string())
@@ -268,7 +276,7 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response
 }
 
-fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
+pub(crate) fn json_response(status: StatusCode, body: &serde_json::Value) -> Response<Full<Bytes>> {
     let mut bytes = serde_json::to_vec_pretty(body).unwrap_or_default();
     bytes.push(b'\n');
     let mut response = Response::new(Full::new(Bytes::from(bytes)));

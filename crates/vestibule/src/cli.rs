@@ -141,6 +141,12 @@ pub(crate) struct RunArgs {
     )]
     pub admin_addr: SocketAddr,
 
+    /// Serve the read-only dashboard at /dashboard/ and its JSON API at /api/v1/ on the
+    /// admin address. It shows hosts, Services, endpoints and certificates: keep the admin
+    /// address off public networks.
+    #[arg(long, env = "VESTIBULE_DASHBOARD")]
+    pub dashboard: bool,
+
     #[command(flatten)]
     pub compile: CompileArgs,
 

@@ -5,6 +5,7 @@ mod admin;
 mod check;
 mod cli;
 mod cluster;
+mod dashboard;
 mod explain;
 mod logging;
 mod metrics;

@@ -106,7 +106,16 @@ async fn serve(args: RunArgs) -> anyhow::Result<ExitCode> {
         cluster: cluster_handles.clone(),
         dataplane: dataplane.clone(),
     }));
-    let state = AdminState::new(publisher.clone(), fallback.info.clone(), registry);
+    let dashboard = args.dashboard.then(|| crate::dashboard::Sources {
+        dataplane: dataplane.clone(),
+        metrics: metrics.clone(),
+    });
+    let state = AdminState::new(
+        publisher.clone(),
+        fallback.info.clone(),
+        registry,
+        dashboard,
+    );
     tokio::spawn(install_each_generation(
         publisher.clone(),
         dataplane.clone(),

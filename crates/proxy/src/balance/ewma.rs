@@ -42,7 +42,6 @@ impl EwmaStats {
         Duration::try_from_secs_f64(f64::from_bits(self.ewma_bits.load(Relaxed)))
             .unwrap_or_default()
     }
-    #[cfg(test)]
     pub(crate) fn in_flight(&self) -> u32 {
         self.in_flight.load(Relaxed)
     }

@@ -170,6 +170,11 @@ impl ClusterBalancer {
         &self.members[i].stats
     }
 
+    /// Each endpoint's address as text and its stats, in the cluster's order.
+    pub(crate) fn members(&self) -> impl Iterator<Item = (&str, &EndpointStats)> {
+        self.members.iter().map(|m| (&*m.text, &*m.stats))
+    }
+
     /// Endpoint `i`'s address as text, formatted once per table rather than per log line.
     /// `i` must be below `len()`.
     pub(crate) fn address_text(&self, i: usize) -> &str {

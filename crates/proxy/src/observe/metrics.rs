@@ -23,6 +23,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
+use crate::observe::inspect::TrafficTotals;
 use crate::upstream::error::UpstreamErrorKind;
 
 /// Choices that change which series exist.
@@ -121,6 +122,11 @@ impl Metrics {
     fn lock_routes(&self) -> MutexGuard<'_, HashMap<RouteLabels, Arc<RouteStats>>> {
         // The map is never left half-updated by a panic, so a poisoned lock is still sound.
         self.routes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Each label set's request totals, in label order.
+    pub fn traffic(&self) -> Vec<TrafficTotals> {
+        self.snapshot().iter().map(|stats| stats.totals()).collect()
     }
 
     /// The label sets in a stable order, copied out so a scrape does not hold up installs.
@@ -340,6 +346,39 @@ impl RouteStats {
             route: &self.labels,
             per_host,
             extra,
+        }
+    }
+
+    fn totals(&self) -> TrafficTotals {
+        let count = |class: usize| -> u64 {
+            self.requests
+                .iter()
+                .map(|by_class| by_class[class].load(Relaxed))
+                .sum()
+        };
+        let mut buckets = [0u64; 12];
+        let mut sum_micros = 0u64;
+        for histogram in self.durations.iter().flatten().filter_map(OnceLock::get) {
+            for (total, bucket) in buckets.iter_mut().zip(&histogram.buckets) {
+                *total = total.saturating_add(bucket.load(Relaxed));
+            }
+            sum_micros = sum_micros.saturating_add(histogram.sum_micros.load(Relaxed));
+        }
+        TrafficTotals {
+            namespace: self.labels.namespace.to_string(),
+            ingress: self.labels.ingress.to_string(),
+            service: self.labels.service.to_string(),
+            host: self.labels.host.as_deref().map(str::to_owned),
+            requests: (0..STATUS_NAMES.len()).map(count).sum(),
+            client_errors: count(3),
+            server_errors: count(4),
+            duration_sum: Duration::from_micros(sum_micros),
+            duration_buckets: BOUNDS
+                .iter()
+                .chain([&f64::INFINITY])
+                .copied()
+                .zip(buckets)
+                .collect(),
         }
     }
 
@@ -726,6 +765,34 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn traffic_totals_sum_methods_and_split_statuses() {
+        let metrics = Metrics::new(MetricsOptions::default());
+        let shop = metrics.route_stats(labels("default", "shop", "web", Some("a.example")));
+        shop.request(MethodClass::Get, 200, ms(3));
+        shop.request(MethodClass::Post, 201, ms(30));
+        shop.request(MethodClass::Get, 404, ms(3));
+        shop.request(MethodClass::Get, 503, ms(2000));
+        shop.request(MethodClass::Other, 700, ms(20_000));
+        let idle = metrics.route_stats(labels("default", "idle", "web", None));
+        let traffic = metrics.traffic();
+        assert_eq!(traffic.len(), 2);
+        let totals = traffic.iter().find(|t| t.ingress == "shop").unwrap();
+        assert_eq!(
+            (totals.requests, totals.client_errors, totals.server_errors),
+            (5, 1, 2),
+            "a status no client can read counts as a server error"
+        );
+        assert_eq!(totals.host, None, "hosts only with per_host");
+        assert_eq!(totals.duration_sum, ms(3 + 30 + 3 + 2000 + 20_000));
+        let counts: Vec<u64> = totals.duration_buckets.iter().map(|(_, n)| *n).collect();
+        assert_eq!(counts, [2, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 1]);
+        assert!(totals.duration_buckets[11].0.is_infinite());
+        let idle_totals = traffic.iter().find(|t| t.ingress == "idle").unwrap();
+        assert_eq!(idle_totals.requests, 0);
+        drop((shop, idle));
     }
 
     /// The samples of an exposition: name, labels, value.

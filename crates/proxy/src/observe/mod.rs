@@ -7,6 +7,7 @@ use access_log::AccessLog;
 use metrics::Metrics;
 
 pub(crate) mod access_log;
+pub(crate) mod inspect;
 pub(crate) mod metrics;
 pub(crate) mod record;
 
