@@ -336,3 +336,217 @@ async fn stalled_handshakes_do_not_keep_real_clients_out() {
     drop(stalled);
     assert_eq!(echoed(&get(&v, "a.example", "/", "").await).name, "web");
 }
+
+// WebSocket frame abuse. After the 101, Vestibule copies bytes both ways without reading
+// frames, so what a hostile client can do is make the backend close, or close itself: either
+// way the tunnel must end (no socket of it left open), and the process serve the next
+// WebSocket and request.
+
+/// `ws.example/` to a WebSocket echo (`tungstenite`, which closes on any framing error or a
+/// frame over 16 MiB), `a.example/` to the echo `web`.
+#[cfg(target_os = "linux")]
+async fn ws_world() -> (
+    vestibule_testkit::websocket::WsEcho,
+    Echo,
+    ManifestDir,
+    Vestibule,
+) {
+    let ws = vestibule_testkit::websocket::WsEcho::start("ws")
+        .await
+        .unwrap();
+    let web = Echo::start("web").await.unwrap();
+    let dir = ManifestDir::new().unwrap();
+    write_world(
+        &dir,
+        vec![
+            site("a"),
+            ingress("default", "ws")
+                .host("ws.example")
+                .prefix("/", svc("ws", 80)),
+        ],
+        &[("web", &[&web])],
+    );
+    let service = service("default", "ws").port("http", 80, 8080).build();
+    let slice = endpoint_slice("default", "ws-0", "ws")
+        .port("http", i32::from(ws.port()))
+        .ready(&ws.addr().ip().to_string())
+        .build();
+    dir.write("svc-ws.yaml", &[&service, &slice]).unwrap();
+    let v = Vestibule::start(dir.path(), &[]);
+    (ws, web, dir, v)
+}
+
+/// A WebSocket handshake through the proxy, read byte by byte up to the end of the 101's head
+/// so that no byte of the tunnel is taken with it.
+#[cfg(target_os = "linux")]
+async fn upgraded(v: &Vestibule) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::net::TcpStream::connect(v.http).await.unwrap();
+    tcp.write_all(
+        b"GET /chat HTTP/1.1\r\nHost: ws.example\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+          Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let byte = tokio::time::timeout(Duration::from_secs(10), tcp.read_u8())
+            .await
+            .expect("the 101 in time")
+            .unwrap();
+        head.push(byte);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    tcp
+}
+
+/// A masked client frame, FIN set.
+#[cfg(target_os = "linux")]
+fn ws_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut out = vec![0x80 | opcode];
+    match payload.len() {
+        n @ 0..126 => out.push(0x80 | u8::try_from(n).unwrap()),
+        n => {
+            out.push(0x80 | 126);
+            out.extend_from_slice(&u16::try_from(n).unwrap().to_be_bytes());
+        }
+    }
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, m)| b ^ m));
+    out
+}
+
+/// Reads what the tunnel still brings until it ends: the client sees the close.
+#[cfg(target_os = "linux")]
+async fn tunnel_ends(tcp: &mut tokio::net::TcpStream, what: &str) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut buf = [0u8; 4096];
+        // A reset ends it as well as a close.
+        while let Ok(n @ 1..) = tcp.read(&mut buf).await {
+            seen.extend_from_slice(&buf[..n]);
+        }
+    });
+    read.await
+        .unwrap_or_else(|_| panic!("{what}: the tunnel is still open"));
+    seen
+}
+
+/// The process's open file descriptors: each tunnel holds two sockets.
+#[cfg(target_os = "linux")]
+fn open_fds(v: &Vestibule) -> usize {
+    std::fs::read_dir(format!("/proc/{}/fd", v.pid()))
+        .unwrap()
+        .count()
+}
+
+#[cfg(target_os = "linux")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_frame_abuse_ends_the_tunnel_and_leaks_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let (ws, web, _dir, v) = ws_world().await;
+    assert_eq!(echoed(&get(&v, "a.example", "/", "").await).name, "web");
+    let before = open_fds(&v);
+
+    // Clients that see their tunnel end but never close their own side: the proxy must not
+    // wait for them (no timeout would ever end such a tunnel).
+    let mut silent = Vec::new();
+
+    // A frame announcing 2^63-1 bytes: the backend refuses it and closes, and so does the
+    // tunnel, whether the client stays or has gone.
+    let mut endless = vec![0x82, 0x80 | 127];
+    endless.extend_from_slice(&(u64::MAX >> 1).to_be_bytes());
+    endless.extend_from_slice(&[1, 2, 3, 4, 0xde, 0xad]);
+    let mut tcp = upgraded(&v).await;
+    tcp.write_all(&endless).await.unwrap();
+    tunnel_ends(&mut tcp, "2^63 bytes announced").await;
+    silent.push(tcp);
+    let mut gone = upgraded(&v).await;
+    gone.write_all(&endless).await.unwrap();
+    drop(gone);
+
+    // Bytes that are no frames at all (reserved bits and opcode, no mask).
+    let mut tcp = upgraded(&v).await;
+    tcp.write_all(b"\x7f\x7fGET / HTTP/1.1\r\nHost: a.example\r\n\r\n")
+        .await
+        .unwrap();
+    tunnel_ends(&mut tcp, "garbage").await;
+    silent.push(tcp);
+    assert_eq!(
+        web.received(),
+        1,
+        "the bytes after the 101 were never read as a request"
+    );
+
+    // 20,000 one-byte frames, written while the echoes are read: every one comes back, in
+    // order. Nothing is dropped or reordered by the tunnel, and it holds no more than the
+    // sockets do while either side waits.
+    const TINY: usize = 20_000;
+    let tcp = upgraded(&v).await;
+    let (mut read, mut write) = tcp.into_split();
+    let writer = tokio::spawn(async move {
+        let frames: Vec<u8> = (0..TINY)
+            .flat_map(|i| ws_frame(0x2, &[u8::try_from(i % 251).unwrap()]))
+            .collect();
+        write.write_all(&frames).await.unwrap();
+        write
+    });
+    let echoes = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut echoes = Vec::with_capacity(TINY);
+        while echoes.len() < TINY {
+            let mut head = [0u8; 3];
+            read.read_exact(&mut head).await.unwrap();
+            assert_eq!(&head[..2], &[0x82, 1], "an unmasked one-byte binary frame");
+            echoes.push(head[2]);
+        }
+        echoes
+    })
+    .await
+    .expect("every tiny frame echoed in time");
+    let expected: Vec<u8> = (0..TINY).map(|i| u8::try_from(i % 251).unwrap()).collect();
+    assert!(
+        echoes == expected,
+        "the echoes are the frames sent, in order"
+    );
+    let write = writer.await.unwrap();
+    let mut tcp = read.reunite(write).unwrap();
+
+    // Half-close: the client is done sending. The backend reads the end of its input and
+    // closes; the tunnel passes that on, after the last echo.
+    tcp.write_all(&ws_frame(0x1, b"last words")).await.unwrap();
+    tcp.shutdown().await.unwrap();
+    let rest = tunnel_ends(&mut tcp, "half-closed").await;
+    assert!(
+        rest.windows(10).any(|w| w == b"last words"),
+        "the echo before the close: {rest:?}"
+    );
+    drop(tcp);
+
+    // Every tunnel's two sockets are closed, the silent clients' included.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while open_fds(&v) > before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} descriptors open, {before} before the tunnels",
+            open_fds(&v)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(ws.upgrades(), 4);
+    drop(silent);
+
+    // And the next WebSocket and request are served.
+    let mut client = upgraded(&v).await;
+    client.write_all(&ws_frame(0x1, b"hello")).await.unwrap();
+    let mut answer = [0u8; 7];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut answer))
+        .await
+        .expect("the echo in time")
+        .unwrap();
+    assert_eq!(&answer, b"\x81\x05hello");
+    assert_eq!(echoed(&get(&v, "a.example", "/", "").await).name, "web");
+}

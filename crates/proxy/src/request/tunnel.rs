@@ -85,7 +85,15 @@ pub(super) fn open(
 
 /// Copies bytes both ways between the upgraded client and upstream connections. The tunnel
 /// holds no configuration, so it outlives any number of table changes.
+///
+/// It ends when the upstream's side does, once what the upstream sent has reached the
+/// client: a backend that has closed takes no more bytes, and waiting for the client to
+/// close too would let a silent client hold both sockets (one to a backend long gone) with
+/// no timeout ever ending them, as nginx's tunnels never do either. The client's end is only
+/// passed on (its half-close), so that the backend's last answer still reaches it.
 async fn copy(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    use tokio::io::AsyncWriteExt;
+
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
         Err(e) => {
@@ -93,9 +101,27 @@ async fn copy(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpg
             return;
         }
     };
-    let mut client = hyper_util::rt::TokioIo::new(client);
-    let mut upstream = hyper_util::rt::TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+    let (mut client_read, mut client_write) =
+        tokio::io::split(hyper_util::rt::TokioIo::new(client));
+    let (mut upstream_read, mut upstream_write) =
+        tokio::io::split(hyper_util::rt::TokioIo::new(upstream));
+    let to_upstream = async {
+        tokio::io::copy(&mut client_read, &mut upstream_write).await?;
+        upstream_write.shutdown().await
+    };
+    let to_client = async {
+        tokio::io::copy(&mut upstream_read, &mut client_write).await?;
+        client_write.shutdown().await
+    };
+    tokio::pin!(to_upstream, to_client);
+    let ended = tokio::select! {
+        ended = &mut to_client => ended,
+        sent = &mut to_upstream => match sent {
+            Ok(()) => to_client.await,
+            Err(e) => Err(e),
+        },
+    };
+    if let Err(e) = ended {
         debug!(error = %e, "tunnel closed");
     }
 }
