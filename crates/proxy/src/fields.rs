@@ -5,8 +5,8 @@ use http::HeaderMap;
 use http::header::{self, HeaderName};
 
 /// Removes the headers that describe one connection rather than the message: those RFC 9110
-/// names, `Proxy-Connection`, and any the `Connection` header lists (except `Host`, which a
-/// client must not be able to strip that way).
+/// names, `Proxy-Connection`, and any the `Connection` header lists (except `Host` and
+/// `Content-Length`, see [`connection_listed`]).
 pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds the few a message carries (usually none, or only
     // `Connection`), where removing each of them by name would hash every one.
@@ -34,7 +34,10 @@ pub(crate) fn remove_hop_by_hop(headers: &mut HeaderMap) {
 
 /// The names a `Connection` value lists for removal. `keep-alive` and `close`, nearly always
 /// the only tokens, and the names removed anyway are skipped, which saves building a header
-/// name for each; `Host` is never listed, as a client must not be able to strip it.
+/// name for each. `Host` and `Content-Length` are never listed: a peer must not be able to
+/// strip the message's host, nor the length its body was read by, which would send the
+/// body on re-framed (chunked) and disagree with what was received (found by the
+/// upstream_h1 fuzz target).
 pub(crate) fn connection_listed(value: &[u8]) -> impl Iterator<Item = HeaderName> + '_ {
     tokens(value)
         .filter(|token| {
@@ -44,7 +47,7 @@ pub(crate) fn connection_listed(value: &[u8]) -> impl Iterator<Item = HeaderName
                     .any(|hop| token.eq_ignore_ascii_case(hop.as_str().as_bytes()))
         })
         .filter_map(|token| HeaderName::from_bytes(token).ok())
-        .filter(|name| *name != header::HOST)
+        .filter(|name| *name != header::HOST && *name != header::CONTENT_LENGTH)
 }
 
 /// The comma-separated tokens of a header value, without the spaces around them.
@@ -113,7 +116,7 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_and_those_connection_lists_are_removed() {
         let mut headers = map(&[
-            ("connection", "keep-alive, x-secret, host"),
+            ("connection", "keep-alive, x-secret, host, Content-Length"),
             ("keep-alive", "timeout=5"),
             ("x-secret", "1"),
             ("proxy-connection", "keep-alive"),
@@ -122,11 +125,13 @@ mod tests {
             ("transfer-encoding", "chunked"),
             ("upgrade", "h2c"),
             ("host", "a.com"),
+            ("content-length", "5"),
             ("user-agent", "curl/8"),
         ]);
         remove_hop_by_hop(&mut headers);
-        let left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
-        assert_eq!(left, ["host", "user-agent"]);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["content-length", "host", "user-agent"]);
     }
 
     #[test]
@@ -153,7 +158,7 @@ mod tests {
         assert!(has_token(&headers, &header::CONNECTION, "upgrade"));
         assert!(!has_token(&headers, &header::CONNECTION, "close"));
         let listed: Vec<HeaderName> =
-            connection_listed(b"close, keep-alive, X-Secret, Host, te").collect();
+            connection_listed(b"close, keep-alive, X-Secret, Host, te, content-length").collect();
         assert_eq!(listed, [HeaderName::from_static("x-secret")]);
     }
 }

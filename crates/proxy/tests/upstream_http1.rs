@@ -126,6 +126,30 @@ async fn a_body_delimited_by_close_arrives_whole_and_the_connection_is_not_reuse
 }
 
 #[tokio::test]
+async fn a_connection_option_naming_content_length_leaves_the_length_in_place() {
+    // A Connection option strips the field it names, but never the length the body was read
+    // by: the client gets the body as the backend framed it, not re-framed in chunks.
+    let listed: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close, content-length, x-hop\r\n\
+        x-hop: 1\r\n\r\nabc";
+    let (_backend, proxy) = start(vec![vec![answer(listed)]]).await;
+    let response = proxy
+        .http1(&["up.example"])
+        .get(proxy.url_for("up.example", "/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-length"], "3");
+    assert!(response.headers().get("transfer-encoding").is_none());
+    assert!(
+        response.headers().get("x-hop").is_none(),
+        "the other option is removed"
+    );
+    assert_eq!(response.text().await.unwrap(), "abc");
+}
+
+#[tokio::test]
 async fn interim_responses_are_passed_over_for_the_final_one() {
     let hinted: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n\
         HTTP/1.1 103 Early Hints\r\nlink: </style.css>; rel=preload\r\n\r\n\
