@@ -605,15 +605,25 @@ impl DataPlane {
     pub fn endpoint_health(&self) -> Vec<ClusterHealth> {
         let runtime = self.runtime.load();
         let now = crate::balance::now_nanos();
+        let mut routes = vec![0; runtime.table.clusters().len()];
+        for route in runtime.table.routes() {
+            if let Backend::Cluster(id) = route.backend
+                && let Some(count) = routes.get_mut(id.0 as usize)
+            {
+                *count += 1;
+            }
+        }
         runtime
             .table
             .clusters()
             .iter()
             .zip(&runtime.balancers)
-            .map(|(cluster, balancer)| ClusterHealth {
+            .zip(routes)
+            .map(|((cluster, balancer), routes)| ClusterHealth {
                 namespace: cluster.key.namespace.to_string(),
                 service: cluster.key.service.to_string(),
                 port: cluster.key.port,
+                routes,
                 endpoints: balancer
                     .members()
                     .map(|(address, stats)| EndpointHealth {

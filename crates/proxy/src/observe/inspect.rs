@@ -32,6 +32,8 @@ pub struct ClusterHealth {
     pub namespace: String,
     pub service: String,
     pub port: u16,
+    /// Routes of the same table that send to it (their canaries not counted).
+    pub routes: usize,
     pub endpoints: Vec<EndpointHealth>,
 }
 

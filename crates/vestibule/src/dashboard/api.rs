@@ -5,7 +5,6 @@
 //! quick however many Ingresses are installed.
 
 use std::cmp::Reverse;
-use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 
 use serde_json::{Value, json};
@@ -259,18 +258,9 @@ fn features(route: &Route) -> Vec<&'static str> {
     .collect()
 }
 
-/// Services (one per port the table sends to) with their endpoints' passive health and
-/// how many routes use each.
+/// Services (one per port the served table sends to) with their endpoints' passive health
+/// and how many routes use each.
 pub(super) fn services(sources: &Sources, published: &Published, query: &Query) -> Value {
-    let mut routes_using: HashMap<(String, String, u16), usize> = HashMap::new();
-    for route in published.table.routes() {
-        if let Backend::Cluster(id) = route.backend {
-            let key = &published.table.cluster(id).key;
-            *routes_using
-                .entry((key.namespace.to_string(), key.service.to_string(), key.port))
-                .or_default() += 1;
-        }
-    }
     let mut total = 0;
     let mut services = Vec::new();
     for cluster in sources.dataplane.endpoint_health() {
@@ -281,19 +271,11 @@ pub(super) fn services(sources: &Sources, published: &Published, query: &Query) 
         if services.len() >= query.limit {
             continue;
         }
-        let used = routes_using
-            .get(&(
-                cluster.namespace.clone(),
-                cluster.service.clone(),
-                cluster.port,
-            ))
-            .copied()
-            .unwrap_or(0);
         services.push(json!({
             "namespace": cluster.namespace,
             "service": cluster.service,
             "port": cluster.port,
-            "routes": used,
+            "routes": cluster.routes,
             "endpoints": cluster.endpoints.iter().map(|e| json!({
                 "address": e.address,
                 "ejected": e.ejected,
