@@ -6,15 +6,14 @@
 #[path = "common/kube_docs.rs"]
 mod kube_docs;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use k8s_openapi::api::rbac::v1::Role;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube_docs::{
     Call, Manifests, NEEDED, NS, REFUSED, SA, args, container, container_port, effective, flags,
-    help_entry, parse_duration, pod_labels, port_of, run_help, selects, top_level_yaml,
-    typed_manifests, workspace,
+    help_entry, parse_duration, pod_labels, port_of, run_help, selects, typed_manifests, workspace,
 };
 use vestibule_testkit::rbac::{self, Rbac};
 
@@ -22,13 +21,12 @@ const CONTROLLER: &str = "vestibule.dev/ingress-controller";
 
 /// `deploy/`'s own manifests, without the chart under `deploy/helm/` (`kubectl apply -f
 /// deploy/` does not descend into subdirectories).
-fn deploy_dir() -> tempfile::TempDir {
-    top_level_yaml(&workspace().join("deploy"))
+fn deploy_dir() -> PathBuf {
+    workspace().join("deploy")
 }
 
 fn manifests() -> Manifests {
-    let dir = deploy_dir();
-    typed_manifests(&rbac::read_documents(dir.path()).unwrap())
+    typed_manifests(&rbac::read_documents(&deploy_dir()).unwrap())
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,7 +465,7 @@ fn the_lease_role_is_namespaced_where_the_controller_runs() {
 
 #[test]
 fn rbac_allows_every_call_the_controller_makes() {
-    let rbac = Rbac::load(deploy_dir().path()).unwrap();
+    let rbac = Rbac::load(&deploy_dir()).unwrap();
     let refused: Vec<&Call> = NEEDED
         .iter()
         .filter(|(verb, group, resource, sub, ns)| {
@@ -479,7 +477,7 @@ fn rbac_allows_every_call_the_controller_makes() {
 
 #[test]
 fn rbac_allows_nothing_more() {
-    let rbac = Rbac::load(deploy_dir().path()).unwrap();
+    let rbac = Rbac::load(&deploy_dir()).unwrap();
     let allowed: Vec<&Call> = REFUSED
         .iter()
         .filter(|(verb, group, resource, sub, ns)| {

@@ -16,8 +16,8 @@ use std::time::Duration;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube_docs::{
     Call, Manifests, NEEDED, NS, REFUSED, SA, args, container, container_port, effective, flags,
-    help_entry, parse_duration, pod_labels, port_of, run_help, selects, top_level_yaml,
-    typed_manifests, workspace,
+    help_entry, parse_duration, pod_labels, port_of, run_help, selects, typed_manifests, workspace,
+    yaml_file_names,
 };
 use vestibule_testkit::rbac::{self, Document, Rbac};
 
@@ -879,21 +879,15 @@ fn deploy_is_the_fresh_render_of_the_chart() {
         "deploy/helm/render-deploy.sh failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let committed = top_level_yaml(&workspace().join("deploy"));
-    let names = |dir: &Path| -> BTreeSet<String> {
-        std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect()
-    };
+    let committed = workspace().join("deploy");
     assert_eq!(
-        names(committed.path()),
-        names(fresh.path()),
+        yaml_file_names(&committed),
+        yaml_file_names(fresh.path()),
         "deploy/*.yaml are not the files the chart renders: run deploy/helm/render-deploy.sh"
     );
-    for name in names(fresh.path()) {
+    for name in yaml_file_names(fresh.path()) {
         let want = std::fs::read(fresh.path().join(&name)).unwrap();
-        let have = std::fs::read(committed.path().join(&name)).unwrap();
+        let have = std::fs::read(committed.join(&name)).unwrap();
         assert!(
             want == have,
             "deploy/{name} differs from the chart's render: run deploy/helm/render-deploy.sh \
@@ -901,7 +895,7 @@ fn deploy_is_the_fresh_render_of_the_chart() {
         );
     }
     // The plain manifests carry no sign of Helm, which does not manage them.
-    for document in rbac::read_documents(committed.path()).unwrap() {
+    for document in rbac::read_documents(&committed).unwrap() {
         let labels = &document.value["metadata"]["labels"];
         assert!(
             labels.get("helm.sh/chart").is_none()

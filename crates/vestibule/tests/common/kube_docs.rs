@@ -21,21 +21,15 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use vestibule_testkit::rbac::Document;
 
-/// The YAML files directly in `dir`, copied to a temporary directory: what `kubectl apply -f
-/// DIR` reads. `rbac::read_documents` also descends into subdirectories, which in `deploy/`
-/// hold the Helm chart's templates and values, not manifests.
-pub(crate) fn top_level_yaml(dir: &Path) -> tempfile::TempDir {
-    let copy = tempfile::tempdir().unwrap();
-    let mut copied = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
-            std::fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
-            copied += 1;
-        }
-    }
-    assert!(copied > 0, "{}: no YAML files", dir.display());
-    copy
+/// The names of the YAML files directly in `dir`: the manifests `kubectl apply -f DIR`
+/// applies (and `rbac::read_documents` reads).
+pub(crate) fn yaml_file_names(dir: &Path) -> std::collections::BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_file() && p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
 }
 
 pub(crate) fn workspace() -> PathBuf {
